@@ -1,0 +1,147 @@
+"""The one settings class. Every knob is an environment variable prefixed ``STREAMREC_``.
+
+Built on demand by :func:`get_settings` (never at import time) so tests and
+commands can change the environment first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repository root when running from a checkout; installed copies fall back to the cwd.
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+_DEFAULT_HOME = _REPO_ROOT if (_REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
+
+    # --- where things live -------------------------------------------------------------
+    home: Path = Field(_DEFAULT_HOME, description="Project home; data/ and .cache/ live here.")
+    data_dir: Path | None = Field(None, description="Runtime data (default: <home>/data).")
+    cache_dir: Path | None = Field(None, description="Downloads: jars, datasets (<home>/.cache).")
+
+    # --- Kafka -------------------------------------------------------------------------
+    kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers.")
+    topic_prefix: str = Field("streamrec", description="The {team} in {team}.watch.")
+    topic_partitions: int = Field(4, ge=1, description="Partitions per event topic.")
+    topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, description="Event topic retention.")
+    kafka_controller_port: int = Field(9093, description="KRaft controller port (local stack).")
+    kafka_heap: str = Field(
+        "-Xms512m -Xmx1g", description="JVM heap flags for the local broker (`stack up`)."
+    )
+    kafka_jmx_exporter_port: int = Field(
+        9404, description="Port of the broker's Prometheus JMX exporter (local stack)."
+    )
+
+    # --- Redis -------------------------------------------------------------------------
+    redis_url: str = Field("redis://localhost:6379/0", description="Redis for features.")
+    redis_key_prefix: str = Field("sr", description="Prefix for every Redis key we write.")
+
+    # --- Object storage ----------------------------------------------------------------
+    storage_url: str | None = Field(
+        None, description="file:///path or s3://bucket/prefix (default file://<data_dir>/storage)."
+    )
+    s3_endpoint_url: str | None = Field(None, description="Endpoint for S3-compatible servers.")
+
+    # --- Observability -----------------------------------------------------------------
+    prometheus_port: int = Field(9090, description="Local Prometheus server port.")
+    stack_timeout_s: float = Field(
+        60.0, gt=0, description="How long `stack up` waits for each service to be ready."
+    )
+    log_level: str = Field("INFO", description="Log level for our loggers.")
+
+    # --- stream processor (streams/, `streamrec stream`) ---------------------------------
+    stream_app_id: str = Field(
+        "streamrec-streams", description="Faust app id; with the topic prefix, the group id."
+    )
+    stream_metrics_port: int = Field(
+        6066, description="Port of the worker's web server (/metrics); 0 picks a free port."
+    )
+    stream_redis_batch_events: int = Field(
+        5000, ge=1, description="Max events per Redis micro-batch (one pipelined round trip)."
+    )
+    stream_redis_batch_ms: int = Field(
+        100, ge=1, description="Max wait (ms) to fill a Redis micro-batch (freshness bound)."
+    )
+    stream_flush_events: int = Field(
+        50_000, ge=1, description="Flush Parquet snapshots after this many buffered events..."
+    )
+    stream_flush_interval_s: float = Field(
+        30.0, gt=0, description="...or when the oldest buffered event is this old (seconds)."
+    )
+    stream_parquet_compression: str = Field("zstd", description="zstd or snappy.")
+    stream_retry_max_s: float = Field(
+        30.0, gt=0, description="Cap of the retry backoff when Redis or storage is down."
+    )
+    stream_user_recent_cap: int = Field(200, ge=1, description="Items kept per user history.")
+    stream_user_ttl_s: int = Field(
+        7 * 24 * 3600, ge=60, description="TTL of per-user keys (refreshed on activity)."
+    )
+    stream_item_ttl_s: int = Field(90 * 24 * 3600, ge=60, description="TTL of item stats.")
+    stream_pop_hour_ttl_s: int = Field(48 * 3600, ge=60, description="TTL of hourly buckets.")
+    stream_pop_day_ttl_s: int = Field(35 * 24 * 3600, ge=60, description="TTL of daily buckets.")
+    stream_trending_cap: int = Field(1000, ge=1, description="Items kept in the trending set.")
+    stream_trending_interval_s: float = Field(
+        5.0, gt=0, description="How often the trending set is recomputed from hourly buckets."
+    )
+
+    # --- serving (serving/, `streamrec serve`) -------------------------------------------
+    serve_host: str = Field("127.0.0.1", description="Address the recommendation API binds.")
+    serve_port: int = Field(8082, ge=0, le=65535, description="Port of the recommendation API.")
+    serve_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    serve_default_k: int = Field(20, ge=1, description="Items returned when `k` is not given.")
+    serve_max_k: int = Field(100, ge=1, le=1000, description="Largest `k` a client may ask for.")
+    serve_budget_ms: float = Field(
+        50.0, gt=0, description="Time budget of the model path; past it the answer falls back."
+    )
+    serve_model_cache_size: int = Field(
+        3, ge=1, description="Model versions kept loaded (LRU) per worker."
+    )
+    serve_alias_poll_s: float = Field(
+        5.0, gt=0, description="How often each worker re-reads the alias document."
+    )
+    serve_history_len: int = Field(
+        50, ge=0, le=200, description="Newest Redis history items folded into the user vector."
+    )
+    serve_item_features_refresh_s: float = Field(
+        5.0, gt=0, description="How often real-time item stats are re-read from Redis."
+    )
+    serve_redis_timeout_ms: float = Field(
+        100.0, gt=0, description="Socket timeout of the API's Redis client."
+    )
+    serve_admin_token: SecretStr | None = Field(
+        None, description="Bearer token of the admin endpoints; unset disables them (403)."
+    )
+    serve_log_queue_max: int = Field(
+        100_000, ge=100, description="Request/response log queue; when full, logs are dropped."
+    )
+    serve_feedback_dedup_ttl_s: int = Field(
+        24 * 3600, ge=60, description="How long a feedback event id is remembered (idempotency)."
+    )
+
+    @property
+    def data_path(self) -> Path:
+        return (self.data_dir or self.home / "data").resolve()
+
+    @property
+    def cache_path(self) -> Path:
+        return (self.cache_dir or self.home / ".cache").resolve()
+
+    @property
+    def storage(self) -> str:
+        return self.storage_url or f"file://{self.data_path / 'storage'}"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical topic name (``watch`` -> ``streamrec.watch``)."""
+        return f"{self.topic_prefix}.{name}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings; tests build ``Settings(...)`` directly instead."""
+    return Settings()

@@ -1,0 +1,217 @@
+"""The producer client library (used by the CLI, the API and other teams' services) and
+topic administration. Built on confluent-kafka's idempotent producer (acks=all)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from core.config import Settings
+from core.errors import DeliveryFailed, KafkaError
+from schemas.catalog import ItemRecord
+from schemas.codec import encode_event
+from schemas.events import Event
+from schemas.topics import CATALOG, TOPICS
+
+log = logging.getLogger(__name__)
+
+MAX_REASONS = 5
+
+
+@dataclass
+class DeliveryStats:
+    produced: int = 0
+    failed: int = 0
+    dropped: int = 0  # refused locally because the queue was full (non-blocking sends)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def delivered(self) -> int:
+        return self.produced - self.failed
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        # Idempotence gives exactly-once per partition for retries inside librdkafka and
+        # implies acks=all; set both so the intent reads from the config.
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 20,
+        "batch.size": 1_000_000,
+        "compression.type": "lz4",
+        "queue.buffering.max.messages": 500_000,
+        # Only failures call back into Python: successes are counted as produced - failed,
+        # which keeps the per-message cost in C.
+        "delivery.report.only.error": True,
+        "message.timeout.ms": 30_000,
+    }
+    conf.update(overrides)
+    return conf
+
+
+class EventProducer:
+    """Publishes typed events to ``<prefix>.<topic>``, keyed by user id.
+
+    ``send`` blocks briefly when the local queue is full (back-pressure, for batch jobs);
+    ``try_send`` never blocks and counts a drop instead (for request paths)."""
+
+    def __init__(self, settings: Settings, **config: Any) -> None:
+        self.settings = settings
+        self.stats = DeliveryStats()
+        self._producer = Producer(
+            producer_config(settings, **config), error_cb=self._on_error, logger=log
+        )
+
+    def _on_error(self, err: Any) -> None:
+        log.warning("kafka: %s", err)
+
+    def _on_delivery(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.stats.failed += 1
+            if len(self.stats.reasons) < MAX_REASONS:
+                self.stats.reasons.append(str(err))
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+        *,
+        block: bool = True,
+    ) -> bool:
+        """Low-level send to a full topic name. False only when ``block=False`` and the
+        queue is full."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, on_delivery=self._on_delivery
+                )
+                self.stats.produced += 1
+                return True
+            except BufferError:
+                if not block:
+                    self.stats.dropped += 1
+                    return False
+                self._producer.poll(0.05)  # let deliveries drain the queue
+            except KafkaException as err:
+                raise KafkaError(
+                    f"cannot produce to {topic}: {err}", bootstrap=self.settings.kafka_bootstrap
+                ) from err
+
+    def send(self, event: Event, *, block: bool = True) -> bool:
+        return self.produce(
+            self.settings.topic(event.TOPIC), encode_event(event), event.key, block=block
+        )
+
+    def try_send(self, event: Event) -> bool:
+        ok = self.send(event, block=False)
+        self._producer.poll(0)
+        return ok
+
+    def send_item(self, item: ItemRecord) -> None:
+        self.produce(self.settings.topic(CATALOG), encode_event(item), item.key)
+
+    def poll(self, timeout: float = 0) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 60.0) -> DeliveryStats:
+        """Wait for every delivery report. Raises DeliveryFailed if any message failed or
+        is still undelivered after ``timeout``."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            self.stats.failed += remaining
+            self.stats.reasons.append(f"{remaining} still queued after {timeout:.0f} s")
+        if self.stats.failed:
+            raise DeliveryFailed(
+                self.stats.failed, self.stats.reasons, bootstrap=self.settings.kafka_bootstrap
+            )
+        return self.stats
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._producer.flush(10)
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+
+
+def check_kafka(settings: Settings, timeout: float = 5.0) -> None:
+    """Raise KafkaError if the cluster cannot be reached within ``timeout``."""
+    try:
+        admin_client(settings).list_topics(timeout=timeout)
+    except KafkaException as err:
+        raise KafkaError(
+            f"Kafka at {settings.kafka_bootstrap} is unreachable: {err}",
+            bootstrap=settings.kafka_bootstrap,
+        ) from None
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create every topic of :data:`schemas.topics.TOPICS` that is missing; idempotent.
+    Returns the names created."""
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException as err:
+        raise KafkaError(
+            f"Kafka at {settings.kafka_bootstrap} is unreachable: {err}",
+            bootstrap=settings.kafka_bootstrap,
+        ) from None
+    new = []
+    for spec in TOPICS:
+        name = settings.topic(spec.name)
+        if name in existing:
+            continue
+        config = {"retention.ms": str(settings.topic_retention_ms), **spec.config}
+        if spec.compacted:
+            config.pop("retention.ms")
+        new.append(
+            NewTopic(
+                name,
+                num_partitions=spec.partitions or settings.topic_partitions,
+                replication_factor=1,
+                config=config,
+            )
+        )
+    created: list[str] = []
+    if not new:
+        return created
+    for name, fut in admin.create_topics(new, request_timeout=timeout).items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as err:
+            if "TOPIC_ALREADY_EXISTS" not in str(err):  # lost a race with another creator
+                raise KafkaError(
+                    f"cannot create topic {name}: {err}", bootstrap=settings.kafka_bootstrap
+                ) from None
+    # Metadata propagates asynchronously; wait so a producer right after sees the topics.
+    deadline = time.monotonic() + timeout
+    while created and time.monotonic() < deadline:
+        if set(created) <= set(admin.list_topics(timeout=timeout).topics):
+            break
+        time.sleep(0.1)
+    return created
+
+
+def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
+    """Delete this prefix's topics (tests use throwaway prefixes)."""
+    admin = admin_client(settings)
+    names = [settings.topic(s.name) for s in TOPICS]
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    futures = admin.delete_topics([n for n in names if n in existing], request_timeout=timeout)
+    for fut in futures.values():
+        fut.result()

@@ -1,0 +1,93 @@
+"""The Redis key layout: the contract between the stream processor (writer) and serving
+(reader). Every key starts with a configurable prefix (``STREAMREC_REDIS_KEY_PREFIX``,
+default ``sr``) so several deployments can share a Redis.
+
+=============================================  ======  ===========================================
+key                                            type    contents (TTL)
+=============================================  ======  ===========================================
+``{p}:user:{user}:recent``                     ZSET    item -> last watch/rate epoch seconds,
+                                                       newest ``USER_RECENT_CAP`` kept (USER_TTL)
+``{p}:user:{user}:ratings``                    HASH    item -> latest rating (USER_TTL; capped
+                                                       with ``recent``)
+``{p}:user:{user}:stats``                      HASH    n_watch, n_rate, rating_sum, last_active
+                                                       (event epoch), updated_at (wall epoch)
+                                                       (USER_TTL)
+``{p}:user:{user}:genres``                     HASH    genre -> affinity (count of interactions
+                                                       with items of that genre) (USER_TTL)
+``{p}:item:{item}:stats``                      HASH    n_watch, n_rate, rating_sum, last_seen
+                                                       (ITEM_TTL)
+``{p}:pop:h:{YYYYMMDDHH}``                     ZSET    item -> interactions in that event-time
+                                                       hour (POP_HOUR_TTL)
+``{p}:pop:d:{YYYYMMDD}``                       ZSET    item -> interactions that event-time day
+                                                       (POP_DAY_TTL)
+``{p}:pop:all``                                ZSET    item -> all-time interactions (no TTL;
+                                                       bounded by the catalog size)
+``{p}:trending``                               ZSET    item -> decayed popularity: the last
+                                                       TRENDING_HOURS hourly buckets weighted
+                                                       0.5 ** (age_hours / TRENDING_HALF_LIFE_H),
+                                                       top TRENDING_CAP kept (no TTL)
+``{p}:catalog:{item}``                         HASH    title, year, genres (``|``-joined) from the
+                                                       compacted catalog topic (no TTL)
+``{p}:wm:{topic}:{partition}``                 STRING  highest Kafka offset whose effects are
+                                                       applied (no TTL): the idempotency watermark
+=============================================  ======  ===========================================
+
+Hours and days are **event time** (UTC), so replaying old data builds the same buckets; TTLs
+count from the write. Writers update a batch in one MULTI/EXEC or Lua script together with the
+watermark, so a re-delivered offset is never applied twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+USER_RECENT_CAP = 200
+USER_TTL_S = 7 * 24 * 3600  # a user's history outlives a working day by a wide margin
+ITEM_TTL_S = 90 * 24 * 3600
+POP_HOUR_TTL_S = 48 * 3600
+POP_DAY_TTL_S = 35 * 24 * 3600
+TRENDING_HOURS = 24
+TRENDING_HALF_LIFE_H = 6.0
+TRENDING_CAP = 1000
+GENRE_SEPARATOR = "|"
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str = "sr"
+
+    def user_recent(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:recent"
+
+    def user_ratings(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:ratings"
+
+    def user_stats(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:stats"
+
+    def user_genres(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}:genres"
+
+    def item_stats(self, item: str) -> str:
+        return f"{self.prefix}:item:{item}:stats"
+
+    def pop_hour(self, epoch: float) -> str:
+        return f"{self.prefix}:pop:h:{datetime.fromtimestamp(epoch, UTC):%Y%m%d%H}"
+
+    def pop_day(self, epoch: float) -> str:
+        return f"{self.prefix}:pop:d:{datetime.fromtimestamp(epoch, UTC):%Y%m%d}"
+
+    @property
+    def pop_all(self) -> str:
+        return f"{self.prefix}:pop:all"
+
+    @property
+    def trending(self) -> str:
+        return f"{self.prefix}:trending"
+
+    def catalog(self, item: str) -> str:
+        return f"{self.prefix}:catalog:{item}"
+
+    def watermark(self, topic: str, partition: int) -> str:
+        return f"{self.prefix}:wm:{topic}:{partition}"
