@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 
-.PHONY: help install stack down status demo test test-unit lint format bench schemas clean
+.PHONY: help install stack down status demo test test-unit lint format bench schemas docs clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
@@ -54,6 +54,9 @@ bench: install ## Run the benchmarks under bench/ (each prints a table with its 
 
 schemas: install ## Regenerate the checked-in JSON Schema files from the event models
 	$(PY) -m schemas.export
+
+docs: install ## Regenerate the README's configuration table from core/config.py
+	$(PY) -m core.settings_doc --write README.md
 
 clean: down ## Stop the stack and remove runtime data (keeps downloads in .cache/)
 	rm -rf data
