@@ -75,6 +75,15 @@ class Settings(BaseSettings):
         30.0, gt=0, description="...or when the oldest buffered event is this old (seconds)."
     )
     stream_parquet_compression: str = Field("zstd", description="zstd or snappy.")
+    stream_session_timeout_ms: int = Field(
+        10_000,
+        ge=1000,
+        description="Group session timeout: how soon a dead worker's "
+        "partitions move to the survivors.",
+    )
+    stream_max_poll_interval_ms: int = Field(
+        1_800_000, ge=10_000, description="How long a worker may hold (sink down) in the group."
+    )
     stream_retry_max_s: float = Field(
         30.0, gt=0, description="Cap of the retry backoff when Redis or storage is down."
     )
@@ -123,6 +132,15 @@ class Settings(BaseSettings):
     serve_feedback_dedup_ttl_s: int = Field(
         24 * 3600, ge=60, description="How long a feedback event id is remembered (idempotency)."
     )
+
+    # --- training + model registry (training/, models/, `streamrec train|models`) ---------
+    model_name: str = Field("reco", description="Registry name: models/<name>/ in storage.")
+    train_als_factors: int = Field(64, ge=1, le=1024, description="ALS latent factors.")
+    train_als_regularization: float = Field(0.05, ge=0, description="ALS L2 regularization.")
+    train_als_alpha: float = Field(2.0, gt=0, description="ALS confidence scale (C = alpha*w).")
+    train_als_iterations: int = Field(15, ge=1, le=200, description="ALS sweeps.")
+    train_threads: int = Field(0, ge=0, description="Threads for ALS/kNN/LightGBM (0: all cores).")
+    train_seed: int = Field(42, description="Random seed of every fitted stage.")
 
     @property
     def data_path(self) -> Path:

@@ -1,0 +1,22 @@
+"""The native local stack: Kafka (KRaft), Redis and optionally Prometheus as plain processes.
+
+``up`` starts what is missing (installing it on first use), ``down`` stops what ``up``
+started, ``status`` reports. Runtime files live under ``<data_path>``: ``run/`` (pid files,
+rendered configs), ``logs/``, and one data directory per service.
+"""
+
+from streamrec.stack.base import Service, ServiceState
+from streamrec.stack.errors import StackError
+from streamrec.stack.manager import DEFAULT_SERVICES, SERVICES, down, services, status, up
+
+__all__ = [
+    "DEFAULT_SERVICES",
+    "SERVICES",
+    "Service",
+    "ServiceState",
+    "StackError",
+    "down",
+    "services",
+    "status",
+    "up",
+]
