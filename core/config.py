@@ -57,7 +57,7 @@ class Settings(BaseSettings):
 
     # --- stream processor (streams/, `streamrec stream`) ---------------------------------
     stream_app_id: str = Field(
-        "streamrec-streams", description="Faust app id; with the topic prefix, the group id."
+        "streamrec-streams", description="Worker name; <topic_prefix>.<this> is the group id."
     )
     stream_metrics_port: int = Field(
         6066, description="Port of the worker's web server (/metrics); 0 picks a free port."
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         5000, ge=1, description="Max events per Redis micro-batch (one pipelined round trip)."
     )
     stream_redis_batch_ms: int = Field(
-        100, ge=1, description="Max wait (ms) to fill a Redis micro-batch (freshness bound)."
+        20, ge=1, description="Max wait (ms) to fill a Redis micro-batch (freshness bound)."
     )
     stream_flush_events: int = Field(
         50_000, ge=1, description="Flush Parquet snapshots after this many buffered events..."
@@ -121,7 +121,10 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often real-time item stats are re-read from Redis."
     )
     serve_redis_timeout_ms: float = Field(
-        100.0, gt=0, description="Socket timeout of the API's Redis client."
+        1000.0,
+        gt=0,
+        description="Socket timeout of the API's Redis client (requests are "
+        "bounded by the budget anyway; this bounds feedback and readiness calls).",
     )
     serve_admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin endpoints; unset disables them (403)."
@@ -132,15 +135,79 @@ class Settings(BaseSettings):
     serve_feedback_dedup_ttl_s: int = Field(
         24 * 3600, ge=60, description="How long a feedback event id is remembered (idempotency)."
     )
+    serve_preload: bool = Field(
+        True,
+        description="Start loading the production model in the background at startup "
+        "(models still load lazily on first use; no request waits past its budget).",
+    )
 
     # --- training + model registry (training/, models/, `streamrec train|models`) ---------
     model_name: str = Field("reco", description="Registry name: models/<name>/ in storage.")
-    train_als_factors: int = Field(64, ge=1, le=1024, description="ALS latent factors.")
-    train_als_regularization: float = Field(0.05, ge=0, description="ALS L2 regularization.")
-    train_als_alpha: float = Field(2.0, gt=0, description="ALS confidence scale (C = alpha*w).")
+    # Defaults chosen on a validation split carved from the MovieLens-100K training part
+    # (`streamrec train --tune`), never on the test holdout.
+    train_als_factors: int = Field(32, ge=1, le=1024, description="ALS latent factors.")
+    train_als_regularization: float = Field(0.1, ge=0, description="ALS L2 regularization.")
+    train_als_alpha: float = Field(1.0, gt=0, description="ALS confidence scale (C = alpha*w).")
     train_als_iterations: int = Field(15, ge=1, le=200, description="ALS sweeps.")
-    train_threads: int = Field(0, ge=0, description="Threads for ALS/kNN/LightGBM (0: all cores).")
+    train_knn_neighbours: int = Field(200, ge=1, description="Neighbours of the item-kNN baseline.")
+    train_knn_similarity: str = Field(
+        "cosine", pattern="^(cosine|bm25|tfidf)$", description="Item-kNN similarity."
+    )
+    train_pop_half_life_days: float | None = Field(
+        None, gt=0, description="Popularity half-life in days (unset: no decay)."
+    )
+    train_candidates: int = Field(200, ge=10, le=5000, description="ALS candidates re-ranked.")
+    train_ranker_rounds: int = Field(200, ge=1, description="Max LightGBM boosting rounds.")
+    train_ranker_max_users: int = Field(
+        5000, ge=10, description="Users sampled to build the ranker's training set."
+    )
+    train_eval_max_users: int = Field(
+        5000, ge=10, description="Holdout users evaluated (sampled with the seed beyond this)."
+    )
+    train_threads: int = Field(0, ge=0, description="Threads for ALS and kNN (0: all cores).")
+    train_ranker_threads: int = Field(
+        1, ge=0, description="LightGBM threads (OpenMP spinning crawls on busy small hosts)."
+    )
     train_seed: int = Field(42, description="Random seed of every fitted stage.")
+    train_watch_weight: float = Field(
+        1.0, ge=0, description="Weight of watching: watch_weight * log2(1 + watch events)."
+    )
+    train_rate_weight: float = Field(
+        1.0, ge=0, description="Weight of rating: rate_weight * rating / 5 (latest rating)."
+    )
+    train_catalog: str = Field(
+        "auto",
+        pattern="^(auto|topic|movielens|none)$",
+        description="Item catalog for genre/year features: auto, topic, movielens, none.",
+    )
+    train_gate_metric: str = Field(
+        "ndcg@10", description="Metric the quality gate compares with production."
+    )
+    train_gate_min_gain: float = Field(
+        0.0, ge=0, description="Relative gain over production the gate requires (0.02 = 2%)."
+    )
+    train_gate_min_users: int = Field(
+        50, ge=1, description="Fewest holdout users production has not trained on, for a fair gate."
+    )
+
+    # --- MinIO: local S3-compatible store (`streamrec stack up --service minio`) ----------
+    # Point storage at it with STREAMREC_STORAGE_URL=s3://<minio_bucket>/<prefix> and
+    # STREAMREC_S3_ENDPOINT_URL=http://127.0.0.1:<minio_port>; boto3 reads the credentials
+    # from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (= the two root settings below).
+    minio_port: int = Field(9000, ge=1, le=65535, description="S3 API port of the local MinIO.")
+    minio_console_port: int = Field(
+        9001, ge=1, le=65535, description="Web console port of the local MinIO."
+    )
+    minio_root_user: str = Field(
+        "streamrec", min_length=3, description="Root access key of the local MinIO."
+    )
+    minio_root_password: SecretStr = Field(
+        SecretStr("streamrec-secret"),
+        description="Root secret key of the local MinIO (8+ characters).",
+    )
+    minio_bucket: str = Field(
+        "streamrec", description="Bucket `stack up --service minio` creates (idempotent)."
+    )
 
     @property
     def data_path(self) -> Path:

@@ -1,0 +1,105 @@
+"""Bytes -> typed event, or a dead letter with the precise reason (pure; no I/O).
+
+The fast path validates JSON bytes straight into the event model of the topic's event type
+(pydantic-core parses and validates in one pass). Anything it rejects goes through
+:func:`schemas.codec.decode_event`, the reference decoder, which raises the precise reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
+
+from pydantic import TypeAdapter, ValidationError
+
+from schemas.codec import MAX_EVENT_BYTES, decode_event
+from schemas.dead_letter import DeadLetter
+from schemas.errors import EventValidationError
+from schemas.events import EVENT_TYPES, Event
+
+# One Kafka record as the worker sees it: (offset, key, value, timestamp in ms or None).
+RawRecord = tuple[int, bytes | None, bytes | None, float | None]
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A partition's batch after validation: good events (with their offsets and producer
+    timestamps, in offset order) and dead letters."""
+
+    events: list[Event] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    produced_ms: list[float | None] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+@cache
+def _adapter(event_type: str) -> TypeAdapter:
+    return TypeAdapter(EVENT_TYPES[event_type])
+
+
+def _validator(event_type: str):  # type: ignore[no-untyped-def]
+    # The model's own validate_json skips TypeAdapter's wrapper: measurably faster per call.
+    return EVENT_TYPES[event_type].model_validate_json
+
+
+def decode_one(value: bytes | None, event_type: str) -> Event:
+    """Validate one message value as an event of ``event_type``; raises
+    EventValidationError with the reason (field and message)."""
+    if value is None:
+        raise EventValidationError([("event", "empty message (no value)")], event_type=event_type)
+    if len(value) <= MAX_EVENT_BYTES:
+        try:
+            event = _adapter(event_type).validate_json(value)
+        except ValidationError:
+            pass  # the reference decoder below explains why
+        else:
+            if event.schema_version <= event.SCHEMA_VERSION:
+                return event
+    return decode_event(value, expected_type=event_type)
+
+
+def decode_batch(
+    records: Iterable[RawRecord],
+    *,
+    event_type: str,
+    topic: str,
+    partition: int,
+    now: float,
+) -> Decoded:
+    """Validate a partition's records. Invalid ones become dead letters carrying the original
+    bytes, the source topic/partition/offset and the reason; the rest keep their order."""
+    out = Decoded()
+    validate = _validator(event_type)
+    add_event, add_offset, add_ts = out.events.append, out.offsets.append, out.produced_ms.append
+    for offset, key, value, ts_ms in records:
+        # Inline fast path (the hot loop): one C call per valid event.
+        if value is not None and len(value) <= MAX_EVENT_BYTES:
+            try:
+                event = validate(value)
+            except ValidationError:
+                event = None
+            if event is not None and event.schema_version <= event.SCHEMA_VERSION:
+                add_event(event)
+                add_offset(offset)
+                add_ts(ts_ms)
+                continue
+        try:
+            event = decode_one(value, event_type)
+        except EventValidationError as err:
+            out.dead.append(
+                DeadLetter(
+                    value=value,
+                    key=key,
+                    source_topic=topic,
+                    source_partition=partition,
+                    source_offset=offset,
+                    reason=err.reason,
+                    failed_at=now,
+                )
+            )
+            continue
+        add_event(event)
+        add_offset(offset)
+        add_ts(ts_ms)
+    return out

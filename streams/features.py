@@ -1,0 +1,197 @@
+"""Real-time features: a partition's batch of events -> aggregated deltas -> one payload.
+
+Pure (no I/O), so it is unit-testable without Redis. Deltas are aggregated per key within a
+batch (one HINCRBY per user field, one ZINCRBY per bucket and item), which keeps the Redis
+cost per event low. Every update commutes with those of other partitions' batches
+(increments, max-updates, ``ZADD GT``), so per-partition watermarks are enough for
+idempotency. The payload is one JSON document that the apply script in
+:mod:`streams.redis_sink` decodes with ``cjson``: the key names are built here, from
+:class:`schemas.redis_keys.RedisKeys`, the layout's one definition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from schemas import redis_keys as rk
+from schemas.events import Event
+from schemas.redis_keys import RedisKeys
+
+INTERACTIONS = frozenset({"watch", "rate"})
+ACTIVITY = frozenset({"watch", "rate", "feedback", "reco_request"})
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps and TTLs (configurable through Settings)."""
+
+    recent_cap: int = rk.USER_RECENT_CAP
+    user_ttl_s: int = rk.USER_TTL_S
+    item_ttl_s: int = rk.ITEM_TTL_S
+    pop_hour_ttl_s: int = rk.POP_HOUR_TTL_S
+    pop_day_ttl_s: int = rk.POP_DAY_TTL_S
+
+    @classmethod
+    def from_settings(cls, s: object) -> Limits:
+        g = s.__getattribute__
+        return cls(
+            recent_cap=g("stream_user_recent_cap"),
+            user_ttl_s=g("stream_user_ttl_s"),
+            item_ttl_s=g("stream_item_ttl_s"),
+            pop_hour_ttl_s=g("stream_pop_hour_ttl_s"),
+            pop_day_ttl_s=g("stream_pop_day_ttl_s"),
+        )
+
+
+class UserDelta:
+    __slots__ = ("genres", "last_active", "n_rate", "n_watch", "rating_sum", "ratings", "recent")
+
+    def __init__(self) -> None:
+        self.n_watch = 0
+        self.n_rate = 0
+        self.rating_sum = 0.0
+        self.last_active = -1.0
+        self.recent: dict[str, float] = {}  # item -> newest interaction epoch
+        self.ratings: dict[str, float] = {}  # item -> latest rating (offset order)
+        self.genres: dict[str, int] = {}
+
+
+class ItemDelta:
+    __slots__ = ("last_seen", "n_rate", "n_watch", "rating_sum")
+
+    def __init__(self) -> None:
+        self.n_watch = 0
+        self.n_rate = 0
+        self.rating_sum = 0.0
+        self.last_seen = -1.0
+
+
+@dataclass
+class Deltas:
+    """What one batch changes, aggregated per key. Hours/days are event-time bucket
+    numbers (epoch // 3600, epoch // 86400)."""
+
+    users: dict[str, UserDelta] = field(default_factory=dict)
+    items: dict[str, ItemDelta] = field(default_factory=dict)
+    pop_hour: dict[int, dict[str, int]] = field(default_factory=dict)
+    pop_day: dict[int, dict[str, int]] = field(default_factory=dict)
+    pop_all: dict[str, int] = field(default_factory=dict)
+    max_ts: float = 0.0
+    n_events: int = 0
+
+
+def compute_deltas(
+    events: Iterable[Event], genres_of: Mapping[str, Sequence[str]] | None = None
+) -> Deltas:
+    """Aggregate a batch of events (in offset order) into per-key deltas."""
+    d = Deltas()
+    genres_of = genres_of or {}
+    users, items, pop_all = d.users, d.items, d.pop_all
+    for ev in events:
+        d.n_events += 1
+        etype = ev.event_type  # type: ignore[attr-defined]
+        if etype not in ACTIVITY:
+            continue
+        ts = round(ev.ts.timestamp(), 3)
+        u = users.get(ev.user_id)
+        if u is None:
+            u = users[ev.user_id] = UserDelta()
+        if ts > u.last_active:
+            u.last_active = ts
+        if ts > d.max_ts:
+            d.max_ts = ts
+        if etype not in INTERACTIONS:
+            continue
+        item = ev.item_id  # type: ignore[attr-defined]
+        if ts > u.recent.get(item, -1.0):
+            u.recent[item] = ts
+        i = items.get(item)
+        if i is None:
+            i = items[item] = ItemDelta()
+        if etype == "watch":
+            u.n_watch += 1
+            i.n_watch += 1
+        else:
+            rating = ev.rating  # type: ignore[attr-defined]
+            u.n_rate += 1
+            u.rating_sum += rating
+            i.n_rate += 1
+            i.rating_sum += rating
+            u.ratings[item] = rating
+        if ts > i.last_seen:
+            i.last_seen = ts
+        for genre in genres_of.get(item, ()):
+            u.genres[genre] = u.genres.get(genre, 0) + 1
+        hour = d.pop_hour.setdefault(int(ts // 3600), {})
+        hour[item] = hour.get(item, 0) + 1
+        day = d.pop_day.setdefault(int(ts // 86400), {})
+        day[item] = day.get(item, 0) + 1
+        pop_all[item] = pop_all.get(item, 0) + 1
+    return d
+
+
+def _flat(mapping: Mapping[str, float | int], score_first: bool = False) -> list:
+    out: list = []
+    add = out.extend
+    for k, v in mapping.items():
+        add((v, k) if score_first else (k, v))
+    return out
+
+
+def to_payload(d: Deltas, keys: RedisKeys, limits: Limits, now: float) -> bytes:
+    """The batch as the JSON document the apply script expects::
+
+    {"now", "cap", "ttl": [user, item, hour, day],
+     "u": [[stats, recent, ratings, genres, n_watch, n_rate, rating_sum, last_active,
+            [score, item, ...], [item, rating, ...], [genre, n, ...]], ...],
+     "i": [[stats, n_watch, n_rate, rating_sum, last_seen], ...],
+     "h": [[key, [n, item, ...]], ...], "d": [...], "a": [key, [n, item, ...]]}
+    """
+    users = [
+        [
+            keys.user_stats(user),
+            keys.user_recent(user),
+            keys.user_ratings(user),
+            keys.user_genres(user),
+            u.n_watch,
+            u.n_rate,
+            u.rating_sum,
+            u.last_active,
+            _flat(u.recent, score_first=True),
+            _flat(u.ratings),
+            _flat(u.genres),
+        ]
+        for user, u in d.users.items()
+    ]
+    items = [
+        [keys.item_stats(item), i.n_watch, i.n_rate, i.rating_sum, i.last_seen]
+        for item, i in d.items.items()
+    ]
+    doc = {
+        "now": round(now, 3),
+        "cap": limits.recent_cap,
+        "ttl": [limits.user_ttl_s, limits.item_ttl_s, limits.pop_hour_ttl_s, limits.pop_day_ttl_s],
+        "u": users,
+        "i": items,
+        "h": [[keys.pop_hour(h * 3600), _flat(c, True)] for h, c in d.pop_hour.items()],
+        "d": [[keys.pop_day(x * 86400), _flat(c, True)] for x, c in d.pop_day.items()],
+        "a": [keys.pop_all, _flat(d.pop_all, True)],
+    }
+    return orjson.dumps(doc)
+
+
+def trending_plan(
+    keys: RedisKeys,
+    ref_epoch: float,
+    hours: int = rk.TRENDING_HOURS,
+    half_life_h: float = rk.TRENDING_HALF_LIFE_H,
+) -> list[tuple[str, float]]:
+    """The hourly buckets making up the trending set at event time ``ref_epoch`` and their
+    decay weights: ``0.5 ** (age_hours / half_life)`` for the last ``hours`` buckets."""
+    ref_hour = int(ref_epoch // 3600)
+    return [
+        (keys.pop_hour((ref_hour - age) * 3600), 0.5 ** (age / half_life_h)) for age in range(hours)
+    ]

@@ -1,0 +1,191 @@
+"""Applies a partition's feature batch to Redis atomically with its offset watermark.
+
+One Lua script per partition batch (the batch is one JSON argument, decoded with cjson): it
+reads ``{p}:wm:{topic}:{partition}``, applies the batch only if its first offset is above the
+watermark, and sets the watermark to the batch's
+last offset -- all in one atomic step, so a re-delivered offset is never applied twice. A
+batch that straddles the watermark (first replay after a crash) is refused with the
+watermark, and the caller re-sends only the newer offsets. All partitions' scripts of one
+micro-batch go in one pipelined round trip.
+
+Keys are passed as ARGV (the batch touches keys it only learns while aggregating), which is
+fine on a standalone Redis but not on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.catalog import ItemRecord
+from schemas.redis_keys import GENRE_SEPARATOR, RedisKeys
+from streams.errors import SinkUnavailable
+
+log = logging.getLogger(__name__)
+
+APPLIED, SKIPPED, CONFLICT = 0, 1, 2
+
+APPLY_LUA = """
+local wm = tonumber(redis.call('GET', ARGV[1]) or '-1')
+local first = tonumber(ARGV[2])
+local last = tonumber(ARGV[3])
+if last <= wm then return {1, tostring(wm)} end
+if first <= wm then return {2, tostring(wm)} end
+local call = redis.call
+local doc = cjson.decode(ARGV[4])
+local now, cap, ttl = doc.now, doc.cap, doc.ttl
+local function hmax(key, field, value, ...)
+  local cur = tonumber(call('HGET', key, field) or '-1')
+  if value > cur then call('HSET', key, field, value, ...)
+  elseif select('#', ...) > 0 then call('HSET', key, ...) end
+end
+local function zincr(key, list, t)
+  for j = 1, #list, 2 do call('ZINCRBY', key, list[j], list[j + 1]) end
+  if t then call('EXPIRE', key, t) end
+end
+for _, u in ipairs(doc.u) do
+  local sk, rk, hk, gk = u[1], u[2], u[3], u[4]
+  if u[5] > 0 then call('HINCRBY', sk, 'n_watch', u[5]) end
+  if u[6] > 0 then
+    call('HINCRBY', sk, 'n_rate', u[6])
+    call('HINCRBYFLOAT', sk, 'rating_sum', u[7])
+  end
+  hmax(sk, 'last_active', u[8], 'updated_at', now)
+  call('EXPIRE', sk, ttl[1])
+  local recent = u[9]
+  if #recent > 0 then
+    call('ZADD', rk, 'GT', unpack(recent))
+    if #u[10] > 0 then
+      call('HSET', hk, unpack(u[10]))
+      call('EXPIRE', hk, ttl[1])
+    end
+    local n = call('ZCARD', rk)
+    if n > cap then
+      local old = call('ZRANGE', rk, 0, n - cap - 1)
+      call('ZREMRANGEBYRANK', rk, 0, n - cap - 1)
+      for j = 1, #old, 1000 do
+        call('HDEL', hk, unpack(old, j, math.min(j + 999, #old)))
+      end
+    end
+    call('EXPIRE', rk, ttl[1])
+  end
+  local g = u[11]
+  if #g > 0 then
+    for j = 1, #g, 2 do call('HINCRBY', gk, g[j], g[j + 1]) end
+    call('EXPIRE', gk, ttl[1])
+  end
+end
+for _, it in ipairs(doc.i) do
+  local k = it[1]
+  if it[2] > 0 then call('HINCRBY', k, 'n_watch', it[2]) end
+  if it[3] > 0 then
+    call('HINCRBY', k, 'n_rate', it[3])
+    call('HINCRBYFLOAT', k, 'rating_sum', it[4])
+  end
+  hmax(k, 'last_seen', it[5])
+  call('EXPIRE', k, ttl[2])
+end
+for _, h in ipairs(doc.h) do zincr(h[1], h[2], ttl[3]) end
+for _, h in ipairs(doc.d) do zincr(h[1], h[2], ttl[4]) end
+zincr(doc.a[1], doc.a[2], nil)
+call('SET', ARGV[1], ARGV[3])
+return {0, ARGV[3]}
+"""
+
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+@dataclass(frozen=True)
+class PartitionBatch:
+    topic: str
+    partition: int
+    first: int
+    last: int
+    payload: bytes  # features.to_payload
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    batch: PartitionBatch
+    status: int  # APPLIED, SKIPPED or CONFLICT
+    watermark: int
+
+
+class RedisSink:
+    def __init__(self, url: str, keys: RedisKeys) -> None:
+        self.url = url
+        self.keys = keys
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+        )
+        self._apply = self.client.register_script(APPLY_LUA)
+
+    def apply(self, batches: Sequence[PartitionBatch]) -> list[ApplyResult]:
+        """Apply the batches in one pipelined round trip; each atomically with its
+        watermark. Raises SinkUnavailable if Redis cannot be reached."""
+        if not batches:
+            return []
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for b in batches:
+                    wm_key = self.keys.watermark(b.topic, b.partition)
+                    self._apply(args=[wm_key, b.first, b.last, b.payload], client=pipe)
+                replies = pipe.execute()
+        except _DOWN as err:
+            raise SinkUnavailable("redis", self.url, err) from err
+        return [
+            ApplyResult(b, int(status), int(wm))
+            for b, (status, wm) in zip(batches, replies, strict=True)
+        ]
+
+    def watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        parts = list(partitions)
+        try:
+            values = self.client.mget([self.keys.watermark(topic, p) for p in parts])
+        except _DOWN as err:
+            raise SinkUnavailable("redis", self.url, err) from err
+        return {p: int(v) for p, v in zip(parts, values, strict=True) if v is not None}
+
+    def write_catalog(self, items: Iterable[ItemRecord]) -> int:
+        n = 0
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                for item in items:
+                    mapping = {"title": item.title, "genres": GENRE_SEPARATOR.join(item.genres)}
+                    if item.year is not None:
+                        mapping["year"] = str(item.year)
+                    pipe.hset(self.keys.catalog(item.item_id), mapping=mapping)
+                    n += 1
+                if n:
+                    pipe.execute()
+        except _DOWN as err:
+            raise SinkUnavailable("redis", self.url, err) from err
+        return n
+
+    def recompute_trending(self, plan: Sequence[tuple[str, float]], cap: int) -> None:
+        """Replace ``{p}:trending`` by the decayed union of the planned hourly buckets, keeping
+        the top ``cap`` (MULTI/EXEC, so readers never see a half-built set)."""
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.zunionstore(self.keys.trending, dict(plan), aggregate="SUM")
+                pipe.zremrangebyrank(self.keys.trending, 0, -(cap + 1))
+                pipe.execute()
+        except _DOWN as err:
+            raise SinkUnavailable("redis", self.url, err) from err
+
+    def ping(self) -> float:
+        t0 = time.perf_counter()
+        try:
+            self.client.ping()
+        except _DOWN as err:
+            raise SinkUnavailable("redis", self.url, err) from err
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,134 @@
+"""Parquet snapshots: events -> typed Arrow tables -> Parquet bytes, and the writer that puts
+them in the object store under the layout of :mod:`schemas.snapshots`.
+
+Exactly-once in the union of snapshots rests on two rules:
+
+- a file is named by its event type, date, Kafka partition and first/last row offset, and
+  ``put`` replaces a file of the same name whole;
+- on partition assignment the writer removes the partition's files whose rows lie at or
+  after the committed offset: they were written but never committed (the worker died
+  between the put and the commit), and their events are about to be read again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import date, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.storage import ObjectStore
+from schemas.events import Event
+from schemas.snapshots import SnapshotFile, arrow_schema, prefix_for
+
+log = logging.getLogger(__name__)
+
+_EPOCH = date(1970, 1, 1)
+_SPECIAL = {"ts", "kafka_partition", "kafka_offset"}
+
+
+def day_of(epoch: float) -> int:
+    """Days since 1970-01-01 (UTC) of an epoch timestamp."""
+    return int(epoch // 86400)
+
+
+def to_table(
+    event_type: str, events: Sequence[Event], offsets: Sequence[int], partition: int
+) -> pa.Table:
+    """A typed Arrow table (schema :func:`schemas.snapshots.arrow_schema`) of events."""
+    schema = arrow_schema(event_type)
+    columns = []
+    for f in schema:
+        if f.name == "ts":
+            values = [int(ev.ts.timestamp() * 1_000_000) for ev in events]
+            columns.append(pa.array(values, type=pa.int64()).cast(f.type))
+        elif f.name == "kafka_partition":
+            columns.append(pa.array([partition] * len(events), type=f.type))
+        elif f.name == "kafka_offset":
+            columns.append(pa.array(offsets, type=f.type))
+        else:
+            name = f.name
+            columns.append(pa.array([getattr(ev, name) for ev in events], type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def split_by_day(events: Sequence[Event], offsets: Sequence[int]) -> dict[int, tuple[list, list]]:
+    """Group a partition's events by event-time day, keeping offset order."""
+    out: dict[int, tuple[list, list]] = {}
+    for ev, off in zip(events, offsets, strict=True):
+        day = day_of(ev.ts.timestamp())
+        group = out.get(day)
+        if group is None:
+            group = out[day] = ([], [])
+        group[0].append(ev)
+        group[1].append(off)
+    return out
+
+
+def to_parquet(table: pa.Table, compression: str = "zstd") -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=compression)
+    return sink.getvalue().to_pybytes()
+
+
+def snapshot_file(event_type: str, day: int, partition: int, table: pa.Table) -> SnapshotFile:
+    offsets = table.column("kafka_offset")
+    return SnapshotFile(
+        event_type=event_type,
+        date=_EPOCH + timedelta(days=day),
+        partition=partition,
+        first_offset=offsets[0].as_py(),
+        last_offset=offsets[-1].as_py(),
+    )
+
+
+class SnapshotWriter:
+    """Puts snapshot files (blocking I/O: call from a thread in async code)."""
+
+    def __init__(self, store: ObjectStore, compression: str = "zstd") -> None:
+        if compression not in ("zstd", "snappy"):
+            raise ValueError(f"unsupported parquet compression {compression!r}")
+        self.store = store
+        self.compression = compression
+
+    def write(self, event_type: str, day: int, partition: int, tables: Sequence[pa.Table]) -> str:
+        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+        meta = snapshot_file(event_type, day, partition, table)
+        self.store.put(meta.key, to_parquet(table, self.compression))
+        return meta.key
+
+    def uncommitted(self, event_type: str, partition: int, committed: int) -> list[str]:
+        """Files of ``partition`` holding rows at or after offset ``committed`` (the next
+        offset to consume): written after the last commit."""
+        out = []
+        for key in self.store.list(prefix_for(event_type)):
+            meta = SnapshotFile.parse(key)
+            if meta and meta.partition == partition and meta.last_offset >= committed:
+                out.append(key)
+        return out
+
+    def remove_uncommitted(self, event_type: str, partition: int, committed: int) -> list[str]:
+        keys = self.uncommitted(event_type, partition, committed)
+        for key in keys:
+            self.store.delete(key)
+        if keys:
+            log.info(
+                "removed %d uncommitted snapshot file(s) of %s[%d] at/after offset %d",
+                len(keys),
+                event_type,
+                partition,
+                committed,
+            )
+        return keys
+
+
+def read_snapshots(store: ObjectStore, event_type: str) -> pa.Table | None:
+    """All snapshot rows of one event type (tests, demo); None when there are none."""
+    tables = [
+        pq.read_table(pa.BufferReader(store.get(key)))
+        for key in store.list(prefix_for(event_type))
+        if SnapshotFile.parse(key)
+    ]
+    return pa.concat_tables(tables) if tables else None

@@ -1,0 +1,227 @@
+"""Unit tests of the stream processor's pure parts (no Kafka, no Redis)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.errors import StorageUnavailable
+from core.storage.local import LocalStore
+from schemas.codec import encode_event
+from schemas.events import RateEvent, WatchEvent
+from schemas.redis_keys import RedisKeys
+from schemas.snapshots import SnapshotFile, arrow_schema
+from streams.decode import decode_batch
+from streams.features import Limits, compute_deltas, to_payload, trending_plan
+from streams.metrics import StreamMetrics
+from streams.processor import Processor
+from streams.redis_sink import APPLIED, ApplyResult
+from streams.snapshots import SnapshotWriter, split_by_day, to_parquet, to_table
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
+
+
+def watch(i: int, user: str = "u1", item: str = "m1", t: float = T0) -> bytes:
+    return encode_event(
+        WatchEvent(event_id=f"w{i}", user_id=user, item_id=item, ts=datetime.fromtimestamp(t, UTC))
+    )
+
+
+def rate(i: int, user: str, item: str, rating: float, t: float = T0) -> bytes:
+    return encode_event(
+        RateEvent(
+            event_id=f"r{i}",
+            user_id=user,
+            item_id=item,
+            rating=rating,
+            ts=datetime.fromtimestamp(t, UTC),
+        )
+    )
+
+
+def test_decode_batch_splits_good_events_and_dead_letters() -> None:
+    bad_field = orjson.loads(watch(2))
+    bad_field["item_id"] = "has space"
+    newer = orjson.loads(watch(3))
+    newer["schema_version"] = 99
+    recs = [
+        (10, b"u1", watch(1), 1000.0),
+        (11, b"u1", b"{not json", 1000.0),
+        (12, b"u1", orjson.dumps(bad_field), None),
+        (13, b"u1", orjson.dumps(newer), None),
+        (14, None, None, None),
+        (15, b"u1", rate(1, "u1", "m1", 4.0), None),  # a rate event on the watch topic
+        (16, b"u1", watch(4), None),
+    ]
+    out = decode_batch(recs, event_type="watch", topic="p.watch", partition=3, now=1.0)
+    assert [e.event_id for e in out.events] == ["w1", "w4"]
+    assert out.offsets == [10, 16]
+    assert out.produced_ms == [1000.0, None]
+    reasons = {d.source_offset: d.reason for d in out.dead}
+    assert set(reasons) == {11, 12, 13, 14, 15}
+    assert "not valid JSON" in reasons[11]
+    assert "item_id" in reasons[12]
+    assert "schema_version" in reasons[13]
+    assert "empty" in reasons[14]
+    assert "event_type" in reasons[15]
+    dl = next(d for d in out.dead if d.source_offset == 11)
+    assert dl.value == b"{not json" and dl.source_topic == "p.watch" and dl.source_partition == 3
+    headers = dict(dl.headers())
+    assert headers["sr-source-offset"] == b"11"
+
+
+def test_compute_deltas_aggregates_per_key() -> None:
+    from streams.decode import decode_one
+
+    evs = [
+        decode_one(watch(1, "u1", "m1", T0), "watch"),
+        decode_one(watch(2, "u1", "m1", T0 + 10), "watch"),
+        decode_one(watch(3, "u2", "m2", T0 + 3600), "watch"),
+        decode_one(rate(1, "u1", "m2", 3.5, T0 + 5), "rate"),
+        decode_one(rate(2, "u1", "m2", 4.5, T0 + 6), "rate"),
+    ]
+    d = compute_deltas(evs, {"m1": ["Drama", "War"], "m2": ["Comedy"]})
+    u1 = d.users["u1"]
+    assert (u1.n_watch, u1.n_rate, u1.rating_sum) == (2, 2, 8.0)
+    assert u1.last_active == T0 + 10
+    assert u1.recent == {"m1": T0 + 10, "m2": T0 + 6}
+    assert u1.ratings == {"m2": 4.5}  # the latest rating wins
+    assert u1.genres == {"Drama": 2, "War": 2, "Comedy": 2}
+    assert d.items["m1"].n_watch == 2 and d.items["m2"].n_rate == 2
+    assert d.pop_all == {"m1": 2, "m2": 3}
+    assert sum(d.pop_hour[int(T0 // 3600)].values()) == 4
+    assert d.pop_hour[int(T0 // 3600) + 1] == {"m2": 1}
+    payload = orjson.loads(to_payload(d, RedisKeys("x"), Limits(recent_cap=7), now=5.0))
+    assert payload["cap"] == 7
+    users = {u[0]: u for u in payload["u"]}
+    assert users["x:user:u1:stats"][4:8] == [2, 2, 8.0, T0 + 10]
+    assert payload["a"][0] == "x:pop:all"
+
+
+def test_trending_plan_decays_by_half_life() -> None:
+    plan = trending_plan(RedisKeys("x"), T0, hours=3, half_life_h=1.0)
+    assert [w for _k, w in plan] == [1.0, 0.5, 0.25]
+    assert plan[0][0] == RedisKeys("x").pop_hour(T0)
+
+
+def test_snapshot_table_is_typed_and_named_by_offsets(tmp_path) -> None:
+    from streams.decode import decode_one
+
+    evs = [decode_one(watch(i, t=T0 + i * 20_000), "watch") for i in range(4)]
+    groups = split_by_day(evs, [100, 101, 102, 103])
+    assert sorted(len(g[0]) for g in groups.values()) == [1, 3]
+    store = LocalStore(tmp_path)
+    writer = SnapshotWriter(store, "zstd")
+    keys = []
+    for day, (e, o) in sorted(groups.items()):
+        table = to_table("watch", e, o, partition=2)
+        assert table.schema == arrow_schema("watch")
+        keys.append(writer.write("watch", day, 2, [table]))
+    metas = [SnapshotFile.parse(k) for k in keys]
+    assert [(m.partition, m.first_offset, m.last_offset) for m in metas] == [
+        (2, 100, 102),
+        (2, 103, 103),
+    ]
+    back = pq.read_table(pa.BufferReader(store.get(keys[0])))
+    assert back.column("event_id").to_pylist() == ["w0", "w1", "w2"]
+    assert (
+        pq.ParquetFile(pa.BufferReader(store.get(keys[0])))
+        .metadata.row_group(0)
+        .column(0)
+        .compression.lower()
+        == "zstd"
+    )
+    # Rewriting the same batch replaces the file; files at/after the committed offset go.
+    writer.write("watch", sorted(groups)[0], 2, [to_table("watch", *groups[sorted(groups)[0]], 2)])
+    assert len(store.list("events/")) == 2
+    assert writer.remove_uncommitted("watch", 2, committed=103) == [keys[1]]
+    assert writer.remove_uncommitted("watch", 1, committed=0) == []
+    assert store.list("events/") == [keys[0]]
+    assert len(to_parquet(table, "snappy")) > 0
+
+
+class FakeRedis:
+    def __init__(self) -> None:
+        self.applied = []
+
+    def apply(self, batches):
+        self.applied.extend(batches)
+        return [ApplyResult(b, APPLIED, b.last) for b in batches]
+
+    def watermarks(self, topic, partitions):
+        return {}
+
+
+class FlakyWriter(SnapshotWriter):
+    def __init__(self, store, failures: int) -> None:
+        super().__init__(store)
+        self.failures = failures
+
+    def write(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise StorageUnavailable("down", url="test://")
+        return super().write(*args, **kwargs)
+
+
+def test_commit_only_after_the_snapshot_is_durable(tmp_path) -> None:
+    from core.config import Settings
+
+    s = Settings(
+        topic_prefix="p", stream_flush_events=3, stream_retry_max_s=0.01, redis_key_prefix="x"
+    )
+    commits: list[dict] = []
+    writer = FlakyWriter(LocalStore(tmp_path), failures=2)
+
+    def commit(offsets):
+        # Durable first: every offset committed is covered by files in the store.
+        assert writer.failures == 0 and writer.store.list("events/")
+        commits.append(dict(offsets))
+
+    proc = Processor(
+        settings=s,
+        event_types={"p.watch": "watch"},
+        redis=FakeRedis(),
+        writer=writer,
+        producer=None,  # no dead letters in this batch
+        genres={},
+        commit=commit,
+        metrics=StreamMetrics(),
+        stop=threading.Event(),
+    )
+    proc.assign({("p.watch", 0): -1})
+    proc.process({("p.watch", 0): [(i, b"u", watch(i), None) for i in range(5)]})
+    assert not commits and proc.flush_due()
+    assert proc.flush() == 1
+    assert commits == [{("p.watch", 0): 5}]
+    # Re-delivered offsets are dropped, not processed twice.
+    proc.process({("p.watch", 0): [(i, b"u", watch(i), None) for i in range(3, 7)]})
+    assert proc.totals.duplicates == 2 and proc.totals.processed == 7
+    assert proc.parts[("p.watch", 0)].next_offset == 7
+
+
+def test_metrics_exposition_names() -> None:
+    m = StreamMetrics()
+    m.events.labels("watch", "ok").inc(3)
+    m.freshness.observe(0.2)
+    m.lag.labels("p.watch", "0").set(5)
+    text = m.exposition().decode()
+    for name in (
+        "streamrec_stream_events_total",
+        "streamrec_stream_freshness_seconds_bucket",
+        "streamrec_stream_consumer_lag",
+        "streamrec_stream_flush_duration_seconds",
+        "streamrec_stream_redis_pipeline_duration_seconds",
+    ):
+        assert name in text
+
+
+@pytest.mark.parametrize("compression", ["gzip"])
+def test_writer_rejects_unknown_compression(tmp_path, compression) -> None:
+    with pytest.raises(ValueError):
+        SnapshotWriter(LocalStore(tmp_path), compression)
