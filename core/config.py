@@ -6,6 +6,7 @@ commands can change the environment first.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,7 +24,11 @@ class Settings(BaseSettings):
     # --- where things live -------------------------------------------------------------
     home: Path = Field(_DEFAULT_HOME, description="Project home; data/ and .cache/ live here.")
     data_dir: Path | None = Field(None, description="Runtime data (default: <home>/data).")
-    cache_dir: Path | None = Field(None, description="Downloads: jars, datasets (<home>/.cache).")
+    cache_dir: Path | None = Field(
+        None,
+        description="Downloads and tool builds: Kafka jars, datasets, MinIO, terraform "
+        "(default: $XDG_CACHE_HOME/streamrec or ~/.cache/streamrec, shared by checkouts).",
+    )
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers.")
@@ -98,6 +103,12 @@ class Settings(BaseSettings):
     stream_trending_interval_s: float = Field(
         5.0, gt=0, description="How often the trending set is recomputed from hourly buckets."
     )
+    stream_ttl_refresh_s: float = Field(
+        300.0,
+        gt=0,
+        description="A worker re-sends a key's EXPIRE at most this often (capped at a tenth "
+        "of the shortest TTL); fewer Redis calls per event.",
+    )
 
     # --- serving (serving/, `streamrec serve`) -------------------------------------------
     serve_host: str = Field("127.0.0.1", description="Address the recommendation API binds.")
@@ -134,6 +145,12 @@ class Settings(BaseSettings):
     )
     serve_feedback_dedup_ttl_s: int = Field(
         24 * 3600, ge=60, description="How long a feedback event id is remembered (idempotency)."
+    )
+    serve_result_cache_size: int = Field(
+        10_000,
+        ge=0,
+        description="Model answers memoised per worker, keyed by every input of the model "
+        "call (exact, never stale); 0 disables.",
     )
     serve_preload: bool = Field(
         True,
@@ -215,7 +232,12 @@ class Settings(BaseSettings):
 
     @property
     def cache_path(self) -> Path:
-        return (self.cache_dir or self.home / ".cache").resolve()
+        # Per user, not per checkout: a fresh clone (as in CI) reuses the jars and the tool
+        # builds (MinIO, terraform: minutes each) instead of redoing them.
+        if self.cache_dir:
+            return self.cache_dir.resolve()
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        return ((Path(xdg) if xdg else Path.home() / ".cache") / "streamrec").resolve()
 
     @property
     def storage(self) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
+from tests.s3_fixtures import minio, s3_settings, s3_storage  # noqa: F401 (fixtures on MinIO)
 
 
 def _base_settings() -> Settings:

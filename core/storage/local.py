@@ -109,7 +109,8 @@ class LocalStore(ObjectStore):
     def list(self, prefix: str = "") -> list[str]:
         base = self._path(prefix) if prefix else self.root
         # A prefix may end mid-name (like S3); walk from its directory and filter.
-        start = base if base.is_dir() else base.parent
+        # "snap" must also match "snapshot/x" even when a directory "snap/" exists.
+        start = base if (not prefix or prefix.endswith("/")) and base.is_dir() else base.parent
         if not start.exists():
             return []
         keys = []

@@ -1,4 +1,4 @@
-"""``streamrec stack up|down|status``: the local Kafka/Redis/Prometheus processes."""
+"""``streamrec stack up|down|status``: the local Kafka/Redis/MinIO/Prometheus processes."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         "up",
         help="start kafka and redis (idempotent; installs them on first use)",
         description="Start the local services that are not running yet. Default: "
-        f"{' + '.join(stack.DEFAULT_SERVICES)}; --all adds prometheus.",
+        f"{' + '.join(stack.DEFAULT_SERVICES)}; --all adds minio (S3) and prometheus.",
     )
     up.add_argument("--all", action="store_true", help=f"start all of: {', '.join(names)}")
     up.add_argument("--timeout", type=float, help="seconds to wait for each service")
@@ -66,6 +66,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if any(st.name == "kafka" for st in states):
             jmx = settings.kafka_jmx_exporter_port
             console.print(f"[dim]broker metrics: http://127.0.0.1:{jmx}/metrics[/]")
+        if any(st.name == "minio" for st in states):
+            console.print(
+                f"[dim]S3: STREAMREC_S3_ENDPOINT_URL=http://127.0.0.1:{settings.minio_port} "
+                f"STREAMREC_STORAGE_URL=s3://{settings.minio_bucket}/<prefix> "
+                f"(console http://127.0.0.1:{settings.minio_console_port})[/]"
+            )
         console.print(f"[dim]ready in {time.monotonic() - began:.1f} s[/]")
         return 0
     if args.stack_action == "down":

@@ -142,6 +142,10 @@ class Service(ABC):
         """Ports besides :attr:`port` the process will bind, by role; they must be free."""
         return {}
 
+    def environment(self) -> dict[str, str] | None:
+        """The process environment (None: inherit ours)."""
+        return None
+
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
@@ -198,6 +202,7 @@ class Service(ABC):
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.settings.data_path,
+                env=self.environment(),
                 start_new_session=True,  # survives our exit and our terminal's Ctrl-C
             )
         _CHILDREN[proc.pid] = proc

@@ -12,6 +12,7 @@ from schemas.errors import ConfigError
 from streamrec.stack.base import Service, ServiceState, port_open
 from streamrec.stack.errors import PortInUseError, StackError
 from streamrec.stack.kafka import KafkaService
+from streamrec.stack.minio import MinioService
 from streamrec.stack.prometheus import PrometheusService
 from streamrec.stack.redis import RedisService
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 SERVICES: dict[str, type[Service]] = {
     "kafka": KafkaService,
     "redis": RedisService,
+    "minio": MinioService,  # opt-in: `up --service minio` (built with `go install` once)
     "prometheus": PrometheusService,
 }
 DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "redis")
