@@ -1,0 +1,182 @@
+"""Benchmark of ``streamrec train``: wall time and peak memory on MovieLens-100K and on
+synthetic interaction sets (power-law item popularity), one fresh process per run.
+
+    python bench/training.py                      # MovieLens-100K, 1M and 10M events
+    python bench/training.py --sizes 1000000      # a subset
+
+Snapshot files are prepared once under ``data/bench/`` (not timed). Each measured run is a
+child process doing exactly what ``streamrec train --force`` does; the parent records its
+wall time and peak RSS (``wait4``). Targets: MovieLens-100K under 20 s; 10M events under
+10 minutes and 8 GB; ALS+ranker at least 5% above the best baseline's NDCG@10 on
+MovieLens-100K (same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+TARGETS = {"ml-100k": (20.0, None), 10_000_000: (600.0, 8.0)}
+
+
+def prepare(name: str, root: Path, size: int | None) -> Path:
+    """Snapshot files of a dataset, written once by a separate process: a parent that held
+    10M events would lend its pages to every child it forks and inflate their peak RSS."""
+    target = root / name
+    if not (target / "READY").exists():
+        cmd = [sys.executable, __file__, "--prepare", name, "--size", str(size or 0),
+               "--workdir", str(root)]  # fmt: skip
+        subprocess.run(cmd, check=True, cwd=REPO)
+    return target
+
+
+def _prepare_here(name: str, root: Path, size: int | None) -> None:
+    from core.config import Settings
+    from core.storage import open_store
+    from ingest.movielens import load_movielens
+    from training.synthetic import EventArrays, power_law_events, write_snapshots
+
+    target = root / name
+    store = open_store(f"file://{target / 'storage'}")
+    if size is None:
+        ml = load_movielens(Settings().cache_path)
+        write_snapshots(store, EventArrays(ml.users, ml.items, ml.ts, ml.ratings))
+    else:
+        write_snapshots(store, power_law_events(size, seed=7))
+    (target / "READY").write_text("ok")
+
+
+def child(storage: Path, catalog: str) -> None:
+    """Runs in the measured process: train, publish (forced) and print a JSON summary."""
+    from core.config import Settings
+    from training.pipeline import CANDIDATE, run_training
+
+    settings = Settings(storage_url=f"file://{storage}", train_catalog=catalog)
+    report = run_training(settings, force=True)
+    best, best_ndcg = report.best_baseline
+    print(
+        json.dumps(
+            {
+                "events": report.training_data.n_events,
+                "interactions": report.training_data.n_interactions,
+                "users": report.training_data.n_users,
+                "items": report.training_data.n_items,
+                "candidate_ndcg": report.metrics[CANDIDATE]["ndcg@10"],
+                "best_baseline": best,
+                "best_baseline_ndcg": best_ndcg,
+                "lift": report.lift_over_best_baseline,
+                "timings": report.timings,
+            }
+        )
+    )
+
+
+def measure(workdir: Path, catalog: str) -> dict:
+    storage = workdir / "run-storage"
+    subprocess.run(["rm", "-rf", str(storage)], check=True)
+    subprocess.run(["cp", "-r", str(workdir / "storage"), str(storage)], check=True)
+    cmd = [sys.executable, __file__, "--child", str(storage), "--catalog", catalog]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise SystemExit(f"benchmark run failed:\n{err.decode()[-3000:]}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    result["wall_s"] = wall
+    result["peak_gb"] = usage.ru_maxrss / 1024**2  # ru_maxrss is in KiB on Linux
+    subprocess.run(["rm", "-rf", str(storage)], check=True)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000000,10000000", help="synthetic event counts")
+    ap.add_argument("--no-movielens", action="store_true")
+    ap.add_argument("--workdir", type=Path, default=REPO / "data" / "bench")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--catalog", default="none", help=argparse.SUPPRESS)
+    ap.add_argument("--prepare", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.prepare:
+        _prepare_here(args.prepare, args.workdir, args.size or None)
+        return 0
+    if args.child:
+        child(args.child, args.catalog)
+        return 0
+
+    console = Console(width=160)
+    runs: list[tuple[str, int | None, str]] = []
+    if not args.no_movielens:
+        runs.append(("ml-100k", None, "movielens"))
+    for size in (int(x) for x in args.sizes.split(",") if x.strip()):
+        label = f"{size // 1_000_000}M" if size >= 1_000_000 else str(size)
+        runs.append((f"synthetic-{label}", size, "none"))
+    results = []
+    for name, size, catalog in runs:
+        with console.status(f"preparing {name} snapshots"):
+            workdir = prepare(name, args.workdir, size)
+        with console.status(f"training on {name}"):
+            r = measure(workdir, catalog)
+        r["dataset"] = name
+        results.append(r)
+        console.print(f"{name}: {r['wall_s']:.1f} s, {r['peak_gb']:.2f} GB peak")
+
+    table = Table(
+        title="streamrec train: cost by data size (2 cores, includes evaluation + publish)"
+    )
+    for col in ("dataset", "events", "interactions", "users", "items", "wall s", "peak GB",
+                "NDCG@10 als+lgbm", "best baseline", "lift"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    for r in results:
+        table.add_row(
+            r["dataset"], f"{r['events']:,}", f"{r['interactions']:,}", f"{r['users']:,}",
+            f"{r['items']:,}", f"{r['wall_s']:.1f}", f"{r['peak_gb']:.2f}",
+            f"{r['candidate_ndcg']:.4f}", f"{r['best_baseline']} {r['best_baseline_ndcg']:.4f}",
+            f"{r['lift']:+.1%}",
+        )  # fmt: skip
+    console.print(table)
+    stages = Table(title="seconds per stage")
+    names = list(results[0]["timings"]) if results else []
+    stages.add_column("dataset")
+    for n in names:
+        stages.add_column(n, justify="right")
+    for r in results:
+        stages.add_row(r["dataset"], *(f"{r['timings'].get(n, 0):.1f}" for n in names))
+    console.print(stages)
+    ok = True
+    for r in results:
+        key = "ml-100k" if r["dataset"] == "ml-100k" else r["events"]
+        limit_s, limit_gb = TARGETS.get(key, (None, None))
+        if limit_s and r["wall_s"] > limit_s:
+            ok = False
+            console.print(f"[red]{r['dataset']}: {r['wall_s']:.0f} s is over {limit_s:.0f} s")
+        if limit_gb and r["peak_gb"] > limit_gb:
+            ok = False
+            console.print(f"[red]{r['dataset']}: {r['peak_gb']:.1f} GB is over {limit_gb} GB")
+        if r["dataset"] == "ml-100k" and r["lift"] < 0.05:
+            ok = False
+            console.print(f"[red]ml-100k: lift {r['lift']:+.1%} is under +5%")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    console.print("all targets met" if ok else "[red]some targets missed")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

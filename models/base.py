@@ -1,0 +1,148 @@
+"""The model contract shared by training (writes models) and serving (loads and calls them).
+
+A :class:`Recommender` turns a user (known from training, or only known through the fresh
+items serving read from Redis) into a ranked list of item ids. Models serialise to artifact
+files in formats that execute no code when read (npz without pickle, LightGBM text, JSON).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Self
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+# Formats an artifact may have (recorded in the model card).
+FORMATS = ("npz", "lightgbm-text", "json")
+
+
+class Recommender(ABC):
+    """Base of every model. ``kind`` names the implementation in the registry."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        history: Sequence[str] = (),
+        history_weights: Sequence[float] | None = None,
+        exclude: Collection[str] = (),
+        item_features: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Up to ``k`` ``(item_id, score)`` pairs, best first.
+
+        ``history`` are the user's fresh items (newest first, e.g. from Redis) with optional
+        confidences ``history_weights`` (default 1.0 each); they are folded into the user's
+        representation, so a user unseen in training still gets personal results. Items in
+        ``exclude`` are never returned; neither are items of ``history`` (the caller decides
+        about training-time interactions by passing them in ``exclude``). Unknown history
+        items are ignored. ``item_features`` optionally overrides per-item ranker features by
+        name with live values (models without such features ignore it). An unknown user with
+        no usable history gets ``[]`` from personal models (callers fall back to popularity).
+        """
+
+    @abstractmethod
+    def known_user(self, user_id: str) -> bool:
+        """True if the user was in the training data (has a learned representation)."""
+
+    @abstractmethod
+    def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
+        """File name -> (bytes, format), format in :data:`FORMATS`."""
+
+    @classmethod
+    @abstractmethod
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+        """Rebuild from :meth:`to_artifacts` output (``params`` as recorded in the manifest)."""
+
+    def params(self) -> dict:
+        """Parameters needed by :meth:`from_artifacts` besides the files (JSON-able)."""
+        return {}
+
+
+@dataclass
+class UserItems:
+    """A user-item confidence matrix with the string ids of its rows and columns."""
+
+    matrix: csr_matrix  # users x items, float32 confidences
+    user_ids: np.ndarray  # str, row i -> user id
+    item_ids: np.ndarray  # str, column j -> item id
+    _user_index: dict[str, int] | None = field(default=None, repr=False)
+    _item_index: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def user_index(self) -> dict[str, int]:
+        if self._user_index is None:
+            self._user_index = {u: i for i, u in enumerate(self.user_ids.tolist())}
+        return self._user_index
+
+    @property
+    def item_index(self) -> dict[str, int]:
+        if self._item_index is None:
+            self._item_index = {it: j for j, it in enumerate(self.item_ids.tolist())}
+        return self._item_index
+
+    @property
+    def n_users(self) -> int:
+        return self.matrix.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.matrix.shape[1]
+
+
+def index_of(ids: np.ndarray) -> dict[str, int]:
+    return {x: i for i, x in enumerate(np.asarray(ids).tolist())}
+
+
+def history_vector(
+    history: Sequence[str],
+    history_weights: Sequence[float] | None,
+    item_index: Mapping[str, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Known history items as (column indices, weights); duplicates keep the largest weight."""
+    if history_weights is not None and len(history_weights) != len(history):
+        raise ValueError(
+            f"history has {len(history)} items but history_weights has {len(history_weights)}"
+        )
+    best: dict[int, float] = {}
+    for n, item in enumerate(history):
+        j = item_index.get(item)
+        if j is None:
+            continue
+        w = 1.0 if history_weights is None else float(history_weights[n])
+        if w > best.get(j, float("-inf")):
+            best[j] = w
+    cols = np.fromiter(best.keys(), dtype=np.int64, count=len(best))
+    vals = np.fromiter(best.values(), dtype=np.float32, count=len(best))
+    return cols, vals
+
+
+def excluded_columns(item_index: Mapping[str, int], *groups: Collection[str]) -> np.ndarray:
+    cols = {item_index[i] for g in groups for i in g if i in item_index}
+    return np.fromiter(cols, dtype=np.int64, count=len(cols))
+
+
+def top_k(
+    scores: np.ndarray, k: int, item_ids: np.ndarray, banned: np.ndarray | None = None
+) -> list[tuple[str, float]]:
+    """The ``k`` best columns of ``scores`` (1-D), skipping ``banned`` columns and NaN."""
+    if k <= 0 or scores.size == 0:
+        return []
+    s = np.asarray(scores, dtype=np.float64).copy()
+    s[np.isnan(s)] = -np.inf
+    if banned is not None and banned.size:
+        s[banned] = -np.inf
+    valid = int(np.isfinite(s).sum())
+    k = min(k, valid)
+    if k == 0:
+        return []
+    idx = np.argpartition(-s, k - 1)[:k] if k < s.size else np.arange(s.size)
+    # Stable tie-break on column index keeps results deterministic.
+    idx = idx[np.lexsort((idx, -s[idx]))]
+    return [(str(item_ids[j]), float(s[j])) for j in idx]

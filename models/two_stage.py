@@ -1,0 +1,211 @@
+"""Two stages: ALS proposes candidates, LightGBM LambdaRank re-orders them with richer
+features; time-decayed popularity answers when ALS has nothing to go on."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from typing import ClassVar, Self
+
+import numpy as np
+
+from models.als import ALSModel
+from models.base import Recommender, excluded_columns, history_vector
+from models.errors import ArtifactError
+from models.features import (
+    FEATURES,
+    RECENT_ITEMS,
+    ItemStats,
+    UserProfile,
+    feature_matrix,
+    override_block,
+)
+from models.npz import from_npz, to_npz
+from models.popularity import PopularityModel
+from models.ranker import ARTIFACT as RANKER_ARTIFACT
+from models.ranker import Ranker
+
+FEATURES_ARTIFACT = "features.npz"
+
+
+class CandidateGenerator:
+    """ALS candidates of a user together with their ranker features."""
+
+    def __init__(
+        self,
+        als: ALSModel,
+        stats: ItemStats,
+        user_rating_mean: np.ndarray,
+        user_recent: np.ndarray,
+    ) -> None:
+        n_users = len(als.user_ids)
+        if (
+            stats.table.shape[0] != len(als.item_ids)
+            or len(user_rating_mean) != n_users
+            or user_recent.shape[0] != n_users
+        ):
+            raise ValueError("feature tables do not match the ALS id maps")
+        self.als = als
+        self.stats = stats
+        self.user_rating_mean = user_rating_mean
+        self.user_recent = user_recent  # n_users x RECENT_ITEMS item columns, -1 padded
+        norms = np.linalg.norm(als.item_factors, axis=1, keepdims=True)
+        self.unit_factors = als.item_factors / np.maximum(norms, 1e-9)
+
+    def profile(self, user_id: str, history_cols: np.ndarray) -> UserProfile:
+        u = self.als.user_index.get(user_id)
+        own = self.als.user_items[u].indices if u is not None else np.zeros(0, np.int64)
+        items = np.union1d(own, history_cols).astype(np.int64)
+        mean = float(self.user_rating_mean[u]) if u is not None else float("nan")
+        # Fresh history (newest first) before the training-time newest items.
+        stored = self.user_recent[u] if u is not None else np.zeros(0, np.int64)
+        recent = list(dict.fromkeys([*history_cols.tolist(), *stored[stored >= 0].tolist()]))
+        return UserProfile(
+            items=items, rating_mean=mean, recent=np.asarray(recent[:RECENT_ITEMS], np.int64)
+        )
+
+    def generate(
+        self,
+        user_id: str,
+        n: int,
+        *,
+        history: Sequence[str] = (),
+        history_weights: Sequence[float] | None = None,
+        exclude: Collection[str] = (),
+        item_features: Mapping[str, Mapping[str, float]] | None = None,
+        banned: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(candidate item columns best-first by ALS, feature matrix), or None when the user
+        has no representation. ``banned`` adds columns to exclude (training uses it)."""
+        vec = self.als.user_vector(user_id, history, history_weights)
+        if vec is None:
+            return None
+        scores = self.als.scores(vec).astype(np.float64)
+        ban = excluded_columns(self.als.item_index, exclude, history)
+        if banned is not None and banned.size:
+            ban = np.concatenate([ban, banned])
+        scores[ban] = -np.inf
+        n = min(n, int(np.isfinite(scores).sum()))
+        if n <= 0:
+            return np.zeros(0, np.int64), np.zeros((0, len(FEATURES)), np.float32)
+        cand = np.argpartition(-scores, n - 1)[:n] if n < scores.size else np.arange(scores.size)
+        cand = cand[np.lexsort((cand, -scores[cand]))]
+        hcols, _ = history_vector(history, history_weights, self.als.item_index)
+        overrides = override_block(self.als.item_ids, cand, item_features or {})
+        x = feature_matrix(
+            self.stats,
+            self.profile(user_id, hcols),
+            cand,
+            scores[cand],
+            unit_factors=self.unit_factors,
+            overrides=overrides,
+        )
+        return cand, x
+
+
+class TwoStageModel(Recommender):
+    kind: ClassVar[str] = "als+lgbm"
+
+    def __init__(
+        self,
+        generator: CandidateGenerator,
+        ranker: Ranker,
+        popularity: PopularityModel,
+        *,
+        n_candidates: int = 200,
+    ) -> None:
+        self.generator = generator
+        self.ranker = ranker
+        self.popularity = popularity
+        self.n_candidates = n_candidates
+
+    @property
+    def als(self) -> ALSModel:
+        return self.generator.als
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        history: Sequence[str] = (),
+        history_weights: Sequence[float] | None = None,
+        exclude: Collection[str] = (),
+        item_features: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[tuple[str, float]]:
+        got = self.generator.generate(
+            user_id,
+            max(self.n_candidates, k),
+            history=history,
+            history_weights=history_weights,
+            exclude=exclude,
+            item_features=item_features,
+        )
+        if got is None:  # nobody knows this user yet: the popular items, minus the exclusions
+            return self.popularity.recommend(user_id, k, history=history, exclude=exclude)
+        cand, x = got
+        if cand.size == 0:
+            return []
+        scores = self.ranker.predict(x)
+        order = np.lexsort((np.arange(cand.size), -scores))[:k]
+        ids = self.als.item_ids
+        return [(str(ids[cand[i]]), float(scores[i])) for i in order]
+
+    def known_user(self, user_id: str) -> bool:
+        return self.als.known_user(user_id)
+
+    def params(self) -> dict:
+        return {
+            "als": self.als.params(),
+            "popularity": self.popularity.params(),
+            "n_candidates": self.n_candidates,
+            "features": list(self.ranker.feature_names),
+        }
+
+    def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
+        feats = {
+            **self.generator.stats.to_arrays(),
+            "user_rating_mean": self.generator.user_rating_mean.astype(np.float32),
+            "user_recent": self.generator.user_recent.astype(np.int32),
+        }
+        return {
+            **self.als.to_artifacts(),
+            **self.popularity.to_artifacts(),
+            FEATURES_ARTIFACT: (to_npz(feats), "npz"),
+            RANKER_ARTIFACT: (self.ranker.to_text(), "lightgbm-text"),
+        }
+
+    @classmethod
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+        for needed in (FEATURES_ARTIFACT, RANKER_ARTIFACT):
+            if needed not in files:
+                raise ArtifactError(f"missing {needed}", kind=cls.kind, artifact=needed)
+        als = ALSModel.from_artifacts(files, params.get("als", {}))
+        pop = PopularityModel.from_artifacts(files, params.get("popularity", {}))
+        a = from_npz(
+            files[FEATURES_ARTIFACT],
+            kind=cls.kind,
+            artifact=FEATURES_ARTIFACT,
+            required=(
+                "item_table",
+                "item_genres",
+                "genre_names",
+                "reference_time",
+                "user_rating_mean",
+            ),
+        )
+        ranker = Ranker.from_text(
+            files[RANKER_ARTIFACT], params.get("features", FEATURES), kind=cls.kind
+        )
+        if tuple(ranker.feature_names) != FEATURES:
+            raise ArtifactError(
+                "the ranker was trained on other features than this code computes",
+                kind=cls.kind,
+                artifact=RANKER_ARTIFACT,
+            )
+        try:
+            generator = CandidateGenerator(
+                als, ItemStats.from_arrays(a), a["user_rating_mean"], a["user_recent"]
+            )
+        except ValueError as err:
+            raise ArtifactError(str(err), kind=cls.kind, artifact=FEATURES_ARTIFACT) from err
+        return cls(generator, ranker, pop, n_candidates=int(params.get("n_candidates", 200)))

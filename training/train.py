@@ -1,0 +1,249 @@
+"""Stage 2: fit every model. Plain functions over :class:`~training.data.Interactions`.
+
+The two-stage model is trained as a "shift by one" recipe: the ranker learns from ALS
+candidates of an *earlier* cut of the data labelled by what users did next, and is then
+applied on top of ALS fitted on the full cut. :func:`fit_two_stage` takes both cuts, so
+the same code builds the evaluated model (earlier = train minus validation, labels =
+validation, full = train) and the published one (earlier = train, labels = holdout,
+full = everything).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from core.config import Settings
+from models.als import ALSModel
+from models.features import FEATURES, RECENT_ITEMS, ItemStats
+from models.knn import ItemKNNModel
+from models.popularity import PopularityModel
+from models.ranker import Ranker
+from models.two_stage import CandidateGenerator, TwoStageModel
+from training.catalog import ItemCatalog
+from training.data import Interactions
+
+log = logging.getLogger(__name__)
+
+Tick = Callable[[int], None]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters (chosen on a validation split carved from train, see tune.py)."""
+
+    als_factors: int = 32
+    als_regularization: float = 0.1
+    als_alpha: float = 1.0
+    als_iterations: int = 15
+    knn_neighbours: int = 200
+    knn_similarity: str = "cosine"
+    pop_half_life_days: float | None = None
+    n_candidates: int = 200
+    ranker_rounds: int = 200
+    ranker_max_users: int = 5000
+    ranker_params: dict = field(default_factory=dict)
+    seed: int = 42
+    threads: int = 0
+    ranker_threads: int = 1
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrainConfig:
+        return cls(
+            als_factors=settings.train_als_factors,
+            als_regularization=settings.train_als_regularization,
+            als_alpha=settings.train_als_alpha,
+            als_iterations=settings.train_als_iterations,
+            knn_neighbours=settings.train_knn_neighbours,
+            knn_similarity=settings.train_knn_similarity,
+            pop_half_life_days=settings.train_pop_half_life_days,
+            n_candidates=settings.train_candidates,
+            ranker_rounds=settings.train_ranker_rounds,
+            ranker_max_users=settings.train_ranker_max_users,
+            seed=settings.train_seed,
+            threads=settings.train_threads,
+            ranker_threads=settings.train_ranker_threads,
+        )
+
+
+def fit_popularity(data: Interactions, cfg: TrainConfig) -> PopularityModel:
+    return PopularityModel.fit(
+        data.item_ids, data.items, data.ts, data.weights, half_life_days=cfg.pop_half_life_days
+    )
+
+
+def fit_als(data: Interactions, cfg: TrainConfig, tick: Tick | None = None) -> ALSModel:
+    return ALSModel.fit(
+        data.user_items(),
+        factors=cfg.als_factors,
+        regularization=cfg.als_regularization,
+        alpha=cfg.als_alpha,
+        iterations=cfg.als_iterations,
+        random_state=cfg.seed,
+        num_threads=cfg.threads,
+        callback=tick,
+    )
+
+
+def fit_knn(data: Interactions, cfg: TrainConfig) -> ItemKNNModel:
+    with warnings.catch_warnings():
+        # implicit's cosine normalisation hands its own kNN a COO matrix and then warns.
+        warnings.filterwarnings("ignore", message="Method expects CSR input")
+        return ItemKNNModel.fit(
+            data.user_items(),
+            neighbours=cfg.knn_neighbours,
+            similarity=cfg.knn_similarity,
+            num_threads=cfg.threads,
+        )
+
+
+def item_stats(data: Interactions, catalog: ItemCatalog, pop: PopularityModel) -> ItemStats:
+    rated = ~np.isnan(data.ratings)
+    pop_scores = np.zeros(len(data.item_ids))
+    index = {item: j for j, item in enumerate(data.item_ids.tolist())}
+    for item, score in zip(pop.item_ids.tolist(), pop.scores.tolist(), strict=True):
+        pop_scores[index[item]] = score
+    return ItemStats.build(
+        len(data.item_ids),
+        data.items,
+        data.ts,
+        pop_scores,
+        rating_codes=data.items[rated],
+        ratings=data.ratings[rated].astype(np.float64),
+        genres=catalog.genres,
+        genre_names=catalog.genre_names,
+        release_years=catalog.release_years,
+        reference_time=float(data.ts.max()),
+    )
+
+
+def user_rating_mean(data: Interactions) -> np.ndarray:
+    rated = ~np.isnan(data.ratings)
+    n = len(data.user_ids)
+    count = np.bincount(data.users[rated], minlength=n)
+    total = np.bincount(data.users[rated], weights=data.ratings[rated], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan).astype(np.float32)
+
+
+def user_recent(data: Interactions, n: int = RECENT_ITEMS) -> np.ndarray:
+    """Each user's ``n`` newest item columns, newest first (-1 padded)."""
+    out = np.full((len(data.user_ids), n), -1, dtype=np.int32)
+    # Rows are sorted by user then time: walk each user's run backwards.
+    ends = np.searchsorted(data.users, np.arange(len(data.user_ids)), side="right")
+    starts = np.searchsorted(data.users, np.arange(len(data.user_ids)), side="left")
+    for k in range(n):
+        pos = ends - 1 - k
+        ok = pos >= starts
+        out[ok, k] = data.items[pos[ok]]
+    return out
+
+
+def generator_for(
+    data: Interactions, catalog: ItemCatalog, cfg: TrainConfig, tick: Tick | None = None
+) -> tuple[CandidateGenerator, PopularityModel]:
+    als = fit_als(data, cfg, tick)
+    pop = fit_popularity(data, cfg)
+    stats = item_stats(data, catalog, pop)
+    return CandidateGenerator(als, stats, user_rating_mean(data), user_recent(data)), pop
+
+
+def ranker_dataset(
+    gen: CandidateGenerator,
+    labels: Interactions,
+    cfg: TrainConfig,
+    tick: Tick | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates of users who have label rows, labelled 1 if the user interacted with the
+    item in ``labels``. Users with no positive candidate teach LambdaRank nothing: dropped."""
+    users = np.unique(labels.users)
+    if len(users) > cfg.ranker_max_users:
+        users = np.sort(
+            np.random.default_rng(cfg.seed).choice(users, cfg.ranker_max_users, replace=False)
+        )
+    lo = np.searchsorted(labels.users, users, side="left")
+    hi = np.searchsorted(labels.users, users, side="right")
+    xs, ys, groups = [], [], []
+    for n, (u, a, b) in enumerate(zip(users.tolist(), lo.tolist(), hi.tolist(), strict=True)):
+        user = str(labels.user_ids[u])
+        row = gen.als.user_index.get(user)
+        # The user's earlier items are excluded, as they are at evaluation and serving time.
+        seen = gen.als.user_items[row].indices if row is not None else None
+        got = gen.generate(user, cfg.n_candidates, banned=seen)
+        if tick:
+            tick(n + 1)
+        if got is None or got[0].size == 0:
+            continue
+        cand, x = got
+        y = np.isin(cand, labels.items[a:b]).astype(np.float32)
+        if y.any():
+            xs.append(x)
+            ys.append(y)
+            groups.append(len(cand))
+    if not xs:
+        return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0), np.zeros(0, np.int64)
+    return np.vstack(xs), np.concatenate(ys), np.asarray(groups, dtype=np.int64)
+
+
+def fit_ranker(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: TrainConfig) -> Ranker:
+    """LambdaRank with early stopping on a random fifth of the users."""
+    rng = np.random.default_rng(cfg.seed)
+    is_valid = rng.random(len(groups)) < 0.2
+    row_valid = np.repeat(is_valid, groups)
+    valid = None
+    if is_valid.any() and (~is_valid).any():
+        valid = (x[row_valid], y[row_valid], groups[is_valid])
+        x, y, groups = x[~row_valid], y[~row_valid], groups[~is_valid]
+    return Ranker.fit(
+        x,
+        y,
+        groups,
+        FEATURES,
+        valid=valid,
+        params=cfg.ranker_params,
+        rounds=cfg.ranker_rounds,
+        seed=cfg.seed,
+        num_threads=cfg.ranker_threads,
+    )
+
+
+def fit_two_stage(
+    earlier: CandidateGenerator,
+    labels: Interactions,
+    full: CandidateGenerator,
+    full_pop: PopularityModel,
+    cfg: TrainConfig,
+    tick: Tick | None = None,
+) -> tuple[TwoStageModel, dict]:
+    """Ranker trained on ``earlier``'s candidates labelled by ``labels``, served on top of
+    ``full``. Returns the model and facts about the ranker's training set."""
+    x, y, groups = ranker_dataset(earlier, labels, cfg, tick)
+    if len(groups) < 2:
+        raise_not_enough(labels)
+    ranker = fit_ranker(x, y, groups, cfg)
+    facts = {
+        "ranker_rows": len(y),
+        "ranker_users": len(groups),
+        "ranker_positive_rate": float(y.mean()),
+        "ranker_rounds": ranker.best_iteration,
+    }
+    return TwoStageModel(full, ranker, full_pop, n_candidates=cfg.n_candidates), facts
+
+
+def raise_not_enough(labels: Interactions) -> None:
+    from training.errors import NotEnoughDataError
+
+    raise NotEnoughDataError(
+        "too little data to train the ranker: fewer than 2 users have a held-out item among "
+        "their ALS candidates",
+        n_users=len(np.unique(labels.users)),
+        n_items=len(labels.item_ids),
+        n_interactions=len(labels),
+    )
