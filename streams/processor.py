@@ -6,8 +6,9 @@ Order of effects for each micro-batch of a partition (the invariant behind exact
 2. features are applied to Redis in one Lua script together with the watermark;
 3. rows join the partition's Parquet buffer.
 
-Every ``flush`` interval (or ``flush_events``) the buffers are written as Parquet files and
-only then is each partition's offset committed, up to the last offset processed. So a
+Every ``flush`` interval (or ``flush_events``) the buffers are cut into a flush job, written
+as Parquet files on a background thread (:mod:`streams.flush`), and only once the job is
+durable is each partition's offset committed, up to the offset the job was cut at. So a
 committed offset always means: its dead letters sent, its features applied, its rows durable.
 Whatever was done after the last commit is redone after a crash: Redis skips offsets at or
 below the watermark, and the snapshot writer removes uncommitted files on assignment.
@@ -19,48 +20,22 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-
-import pyarrow as pa
 
 from core.kafka import DeliveryStats, EventProducer
 from schemas.redis_keys import RedisKeys
 from schemas.topics import DEAD_LETTER
 from streams.decode import Decoded, RawRecord, decode_batch
-from streams.features import Limits, compute_deltas, to_payload
+from streams.features import Limits, TtlTracker, compute_deltas, to_payload
+from streams.flush import BackgroundFlusher, FlushJob, cut_job
 from streams.metrics import StreamMetrics
-from streams.redis_sink import CONFLICT, PartitionBatch, RedisSink
+from streams.redis_sink import APPLIED, CONFLICT, PartitionBatch, RedisSink
 from streams.retry import retry
 from streams.snapshots import SnapshotWriter, split_by_day, to_table
+from streams.state import TP, PartitionState, Totals
 
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 FRESHNESS_SAMPLES = 64
-
-
-@dataclass
-class PartitionState:
-    topic: str
-    partition: int
-    event_type: str
-    committed: int  # next offset to read after a restart (-1: nothing committed yet)
-    next_offset: int = -1  # next offset expected from Kafka (-1: not known yet)
-    redis_wm: int = -1  # Redis watermark: highest offset whose features are applied
-    buffers: dict[int, list[pa.Table]] = field(default_factory=dict)
-    buffered: int = 0
-
-    @property
-    def pending(self) -> bool:
-        return self.next_offset > self.committed >= -1 and self.next_offset > 0
-
-
-@dataclass
-class Totals:
-    processed: int = 0
-    dead_lettered: int = 0
-    files_written: int = 0
-    duplicates: int = 0
 
 
 class Processor:
@@ -95,6 +70,11 @@ class Processor:
         self.max_event_ts = 0.0
         self._pending_since: float | None = None
         self._buffered = 0
+        # A refresh window far below every TTL, so a skipped EXPIRE never lets a key lapse.
+        lim = self.limits
+        min_ttl = min(lim.user_ttl_s, lim.item_ttl_s, lim.pop_hour_ttl_s, lim.pop_day_ttl_s)
+        self.ttls = TtlTracker(min(s.stream_ttl_refresh_s, min_ttl / 10))  # type: ignore[attr-defined]
+        self.flusher = BackgroundFlusher(writer, lambda fn, sink: self._retry(fn, sink))
 
     def _retry(self, fn: Callable, sink: str):  # type: ignore[no-untyped-def]
         return retry(
@@ -111,7 +91,7 @@ class Processor:
                 lambda e=etype, p=p, o=off: self.writer.remove_uncommitted(e, p, max(o, 0)),
                 "storage",
             )
-            st = PartitionState(topic, p, etype, committed=off, next_offset=off)
+            st = PartitionState(topic, p, etype, committed=off, next_offset=off, flushed_to=off)
             self.parts[(topic, p)] = st
         by_topic: dict[str, list[int]] = {}
         for topic, p in committed:
@@ -200,8 +180,13 @@ class Processor:
                 continue
             deltas = compute_deltas(evs, self.genres)
             self.max_event_ts = max(self.max_event_ts, deltas.max_ts)
-            ops = to_payload(deltas, self.keys, self.limits, time.time())
-            batches.append(PartitionBatch(st.topic, st.partition, first, last, ops))
+            refreshed: list[str] = []
+            ops = to_payload(
+                deltas, self.keys, self.limits, time.time(), fresh=self.ttls, refreshed=refreshed
+            )
+            batches.append(
+                PartitionBatch(st.topic, st.partition, first, last, ops, tuple(refreshed))
+            )
         n_events = sum(len(w[3].events) for w in work)
         while batches:
             t0 = time.perf_counter()
@@ -212,7 +197,9 @@ class Processor:
             for res in results:
                 st = self.parts[(res.batch.topic, res.batch.partition)]
                 st.redis_wm = max(st.redis_wm, res.watermark)
-                if res.status == CONFLICT:  # another writer got there first: resend the rest
+                if res.status == APPLIED:
+                    self.ttls.confirm(res.batch.refreshed)
+                elif res.status == CONFLICT:  # another writer got there first: resend the rest
                     log.warning(
                         "redis watermark of %s[%d] is %d, above this batch's start %d",
                         st.topic,
@@ -243,37 +230,57 @@ class Processor:
             or time.monotonic() - self._pending_since >= self.flush_interval
         )
 
+    def poll_flush(self) -> None:
+        """The loop's step of the Parquet cadence: commit a finished write, start the next
+        when due. While a write is in flight the loop keeps going, unless the buffers grow
+        past twice ``flush_events`` (storage slow or down): then it waits for the write."""
+        if self.flusher.busy:
+            if not (self.flusher.done() or self._buffered >= 2 * self.flush_events):
+                return
+            self._finish(self.flusher.wait())
+        if self.flush_due():
+            self._start()
+
     def flush(self) -> int:
-        """Write every buffer as Parquet, then commit. Returns the files written."""
-        pending = [st for st in self.parts.values() if st.pending]
-        if not pending:
-            self._pending_since = None
-            return 0
-        t0 = time.perf_counter()
+        """Write everything processed so far and commit it before returning (revoke,
+        caught up, stop). Returns the files written."""
         files = 0
-        for st in pending:
-            for day, tables in sorted(st.buffers.items()):
-                self._retry(
-                    lambda st=st, day=day, t=tables: self.writer.write(
-                        st.event_type, day, st.partition, t
-                    ),
-                    "storage",
-                )
-                files += 1
-        offsets = {(st.topic, st.partition): st.next_offset for st in pending}
-        self._retry(lambda: self._commit(offsets), "kafka")
-        events = 0
-        for st in pending:
-            events += st.buffered
-            st.committed = st.next_offset
-            st.buffers = {}
-            st.buffered = 0
-            self.metrics.committed.labels(st.topic, str(st.partition)).set(st.committed)
-        self._buffered = sum(st.buffered for st in self.parts.values())
+        if self.flusher.busy:
+            files += self._finish(self.flusher.wait())
+        if self._start():
+            files += self._finish(self.flusher.wait())
         self._pending_since = None
+        return files
+
+    def _start(self) -> bool:
+        states = [st for st in self.parts.values() if st.unflushed]
+        self._pending_since = None
+        if not states:
+            return False
+        self._buffered -= sum(st.buffered for st in states)
+        self.flusher.start(cut_job(states))
+        return True
+
+    def _finish(self, job: FlushJob) -> int:
+        """Commit a durable job's offsets: only of partitions still ours (a partition lost
+        meanwhile is replayed by its next owner)."""
+        offsets = {
+            (st.topic, st.partition): off
+            for st, off in job.parts
+            if self.parts.get((st.topic, st.partition)) is st
+        }
+        if offsets:
+            self._retry(lambda: self._commit(offsets), "kafka")
+        for st, off in job.parts:
+            st.committed = max(st.committed, off)
+            self.metrics.committed.labels(st.topic, str(st.partition)).set(st.committed)
+        files = len(job.files)
         self.totals.files_written += files
         self.metrics.files_written.inc(files)
-        self.metrics.flush_seconds.observe(time.perf_counter() - t0)
-        self.metrics.flush_events.observe(events)
-        log.debug("flushed %d events in %d files; committed %s", events, files, offsets)
+        self.metrics.flush_seconds.observe(time.perf_counter() - job.started)
+        self.metrics.flush_events.observe(job.events)
+        log.debug("flushed %d events in %d files; committed %s", job.events, files, offsets)
         return files
+
+    def close(self) -> None:
+        self.flusher.close()

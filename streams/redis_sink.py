@@ -49,23 +49,25 @@ local function zincr(key, list, t)
   for j = 1, #list, 2 do call('ZINCRBY', key, list[j], list[j + 1]) end
   if t then call('EXPIRE', key, t) end
 end
+local ttl_u = ttl[1]
 for _, u in ipairs(doc.u) do
-  local sk, rk, hk, gk = u[1], u[2], u[3], u[4]
+  local sk, rk, hk, gk, ex = u[1], u[2], u[3], u[4], u[12]
   if u[5] > 0 then call('HINCRBY', sk, 'n_watch', u[5]) end
   if u[6] > 0 then
     call('HINCRBY', sk, 'n_rate', u[6])
     call('HINCRBYFLOAT', sk, 'rating_sum', u[7])
   end
   hmax(sk, 'last_active', u[8], 'updated_at', now)
-  call('EXPIRE', sk, ttl[1])
+  if ex[1] == 1 then call('EXPIRE', sk, ttl_u) end
   local recent = u[9]
   if #recent > 0 then
-    call('ZADD', rk, 'GT', unpack(recent))
+    -- Only new members can push the history over its cap: skip ZCARD otherwise.
+    local added = call('ZADD', rk, 'GT', unpack(recent))
     if #u[10] > 0 then
       call('HSET', hk, unpack(u[10]))
-      call('EXPIRE', hk, ttl[1])
+      call('EXPIRE', hk, ttl_u)
     end
-    local n = call('ZCARD', rk)
+    local n = added > 0 and call('ZCARD', rk) or 0
     if n > cap then
       local old = call('ZRANGE', rk, 0, n - cap - 1)
       call('ZREMRANGEBYRANK', rk, 0, n - cap - 1)
@@ -73,12 +75,12 @@ for _, u in ipairs(doc.u) do
         call('HDEL', hk, unpack(old, j, math.min(j + 999, #old)))
       end
     end
-    call('EXPIRE', rk, ttl[1])
+    if ex[2] == 1 then call('EXPIRE', rk, ttl_u) end
   end
   local g = u[11]
   if #g > 0 then
     for j = 1, #g, 2 do call('HINCRBY', gk, g[j], g[j + 1]) end
-    call('EXPIRE', gk, ttl[1])
+    if ex[3] == 1 then call('EXPIRE', gk, ttl_u) end
   end
 end
 for _, it in ipairs(doc.i) do
@@ -89,10 +91,10 @@ for _, it in ipairs(doc.i) do
     call('HINCRBYFLOAT', k, 'rating_sum', it[4])
   end
   hmax(k, 'last_seen', it[5])
-  call('EXPIRE', k, ttl[2])
+  if it[6] == 1 then call('EXPIRE', k, ttl[2]) end
 end
-for _, h in ipairs(doc.h) do zincr(h[1], h[2], ttl[3]) end
-for _, h in ipairs(doc.d) do zincr(h[1], h[2], ttl[4]) end
+for _, h in ipairs(doc.h) do zincr(h[1], h[2], h[3] == 1 and ttl[3] or nil) end
+for _, h in ipairs(doc.d) do zincr(h[1], h[2], h[3] == 1 and ttl[4] or nil) end
 zincr(doc.a[1], doc.a[2], nil)
 call('SET', ARGV[1], ARGV[3])
 return {0, ARGV[3]}
@@ -108,6 +110,7 @@ class PartitionBatch:
     first: int
     last: int
     payload: bytes  # features.to_payload
+    refreshed: tuple[str, ...] = ()  # keys whose TTL the payload refreshes
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ by :meth:`Processor.flush`, never automatically. Workers sharing the group id
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -25,10 +26,11 @@ from schemas.redis_keys import TRENDING_HALF_LIFE_H, TRENDING_HOURS, RedisKeys
 from streams.catalog import Catalog
 from streams.features import trending_plan
 from streams.metrics import StreamMetrics
-from streams.processor import TP, Processor
+from streams.processor import Processor
 from streams.redis_sink import RedisSink
-from streams.retry import Stopped
+from streams.retry import Stopped, retry
 from streams.snapshots import SnapshotWriter
+from streams.state import TP
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,14 @@ def consumer_config(settings: Settings) -> dict:
         "fetch.wait.max.ms": 50,
         "queued.min.messages": 200_000,
     }
+
+
+def freeze_heap() -> None:
+    """Move everything alive after start-up (modules, schemas, the catalog) out of the
+    garbage collector's reach: full collections then scan only the working set. Measured
+    before: 30-140 ms pauses of the loop every few seconds under load."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
@@ -151,7 +161,15 @@ class StreamWorker:
             stop=self.stop_event,
         )
         try:
-            catalog.bootstrap()
+            # Fresh topics may not have a leader for a moment: retry, as for any sink.
+            retry(
+                catalog.bootstrap,
+                sink="kafka",
+                metrics=self.metrics,
+                stop=self.stop_event,
+                max_backoff_s=s.stream_retry_max_s,
+            )
+            freeze_heap()
             consumer.subscribe(
                 list(self.event_types),
                 on_assign=self._on_assign,
@@ -163,6 +181,7 @@ class StreamWorker:
         except Stopped:
             log.warning("stopped while a sink was down; uncommitted work will be redone")
         finally:
+            proc.close()
             consumer.close()
             catalog.close()
             producer.flush(10) if len(producer) else None
@@ -188,8 +207,7 @@ class StreamWorker:
                     )
                 proc.process(by_tp)
             catalog.poll()
-            if proc.flush_due():
-                proc.flush()
+            proc.poll_flush()
             now = time.monotonic()
             if now >= next_tick:
                 next_tick = now + 1.0
@@ -233,8 +251,6 @@ class StreamWorker:
             log.debug("trending not updated: %s", err)
 
     def _write_catalog(self, redis: RedisSink, items: list) -> None:
-        from streams.retry import retry
-
         retry(
             lambda: redis.write_catalog(items),
             sink="redis",

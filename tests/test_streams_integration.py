@@ -365,3 +365,38 @@ def test_redis_outage_holds_commits_and_catches_up(topics: Settings, tmp_path: P
         worker.wait()
         rds.kill()
         rds.wait()
+
+
+@pytest.mark.slow
+def test_storage_outage_holds_commits_and_catches_up(topics: Settings, tmp_path: Path) -> None:
+    # Running as root, a read-only directory would still be writable: the store's root is
+    # replaced by a plain file instead, so every put fails as on a lost mount.
+    root = Path(topics.storage.removeprefix("file://"))
+    away = root.with_name("storage-away")
+    truth = Truth()
+    genres = produce_catalog(topics, 100)
+    log = tmp_path / "w.log"
+    worker = start_worker(topics, log)
+    try:
+        produce_events(topics, truth, genres, 10_000)
+        wait_caught_up(topics, 90, [worker])
+        before, _ = committed_vs_end(topics)
+        root.rename(away)
+        root.write_bytes(b"not a directory")
+        produce_events(topics, truth, genres, 10_000, start=10_000)
+        wait_for_log(log, "storage unavailable", count=1, procs=[worker])
+        time.sleep(5)
+        during, end = committed_vs_end(topics)
+        assert during == before < end  # nothing committed while storage is down
+        assert worker.poll() is None  # still alive, retrying
+        root.unlink()
+        away.rename(root)
+        wait_caught_up(topics, 90, [worker])
+        verify(topics, truth)  # every event in exactly one snapshot, Redis counts exact
+        assert "storage is back" in log.read_text()
+    finally:
+        worker.kill()
+        worker.wait()
+        if away.exists() and not root.is_dir():
+            root.unlink(missing_ok=True)
+            away.rename(root)

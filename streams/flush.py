@@ -1,0 +1,94 @@
+"""The Parquet cadence off the consumer thread: a flush job (the buffers of every partition
+with uncommitted offsets, cut at a point) is written on a thread of its own while the loop
+keeps consuming and updating Redis. One job is in flight at a time, so files and commits
+stay in offset order; the job's offsets are committed, on the consumer thread, only once
+all its files are durable.
+
+Writing Parquet (Arrow encode, compression, fsync) releases the GIL, so it overlaps with
+the loop; done inline it paused the loop for 60-300 ms per flush on this machine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from streams.snapshots import SnapshotWriter
+from streams.state import PartitionState
+
+
+@dataclass
+class FlushJob:
+    # Each partition with the offset to commit once the files are durable.
+    parts: list[tuple[PartitionState, int]]
+    # (event type, day, partition, tables) per file to write.
+    files: list[tuple[str, int, int, list[pa.Table]]] = field(default_factory=list)
+    events: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+
+def cut_job(states: list[PartitionState]) -> FlushJob:
+    """Take the buffers of ``states`` into a job and mark their offsets as being flushed."""
+    job = FlushJob(parts=[])
+    for st in states:
+        for day, tables in sorted(st.buffers.items()):
+            job.files.append((st.event_type, day, st.partition, tables))
+        job.parts.append((st, st.next_offset))
+        job.events += st.buffered
+        st.flushed_to = st.next_offset
+        st.buffers = {}
+        st.buffered = 0
+    return job
+
+
+class BackgroundFlusher:
+    def __init__(
+        self, writer: SnapshotWriter, retry: Callable[[Callable[[], object], str], object]
+    ) -> None:
+        self.writer = writer
+        self._retry = retry
+        self._pool: ThreadPoolExecutor | None = None
+        self.job: FlushJob | None = None
+        self._future: Future[int] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._future is not None
+
+    def done(self) -> bool:
+        return self._future is not None and self._future.done()
+
+    def start(self, job: FlushJob) -> None:
+        assert self._future is None, "one flush in flight at a time"
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="streams-parquet")
+        self.job = job
+        self._future = self._pool.submit(self._write, job)
+
+    def _write(self, job: FlushJob) -> int:
+        for etype, day, partition, tables in job.files:
+            self._retry(
+                lambda e=etype, d=day, p=partition, t=tables: self.writer.write(e, d, p, t),
+                "storage",
+            )
+        return len(job.files)
+
+    def wait(self) -> FlushJob:
+        """Block until the job in flight is durable and return it (raises what the write
+        raised, e.g. ``Stopped`` when the worker stops while storage is down)."""
+        assert self._future is not None and self.job is not None
+        future, job = self._future, self.job
+        try:
+            future.result()
+        finally:
+            self._future, self.job = None, None
+        return job
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

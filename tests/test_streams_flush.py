@@ -1,0 +1,124 @@
+"""Unit tests of the Parquet cadence off the consumer thread and of the TTL tracker (pure
+logic: a gated local store, no Kafka, no Redis)."""
+
+from __future__ import annotations
+
+import threading
+
+import orjson
+
+from core.config import Settings
+from core.storage.local import LocalStore
+from schemas.redis_keys import RedisKeys
+from streams.decode import decode_one
+from streams.features import Limits, TtlTracker, compute_deltas, to_payload
+from streams.metrics import StreamMetrics
+from streams.processor import Processor
+from streams.snapshots import SnapshotWriter
+from tests.test_streams_unit import T0, FakeRedis, rate, watch
+
+
+class GatedWriter(SnapshotWriter):
+    """Writes only once the test opens the gate: a write 'in flight' for as long as needed."""
+
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self.gate = threading.Event()
+        self.started = threading.Event()
+
+    def write(self, *args, **kwargs):
+        self.started.set()
+        assert self.gate.wait(30), "gate never opened"
+        return super().write(*args, **kwargs)
+
+
+def make_processor(tmp_path, **overrides):
+    s = Settings(topic_prefix="p", redis_key_prefix="x", stream_retry_max_s=0.01, **overrides)
+    writer = GatedWriter(LocalStore(tmp_path))
+    commits: list[dict] = []
+    proc = Processor(
+        settings=s,
+        event_types={"p.watch": "watch"},
+        redis=FakeRedis(),
+        writer=writer,
+        producer=None,
+        genres={},
+        commit=lambda offsets: commits.append(dict(offsets)),
+        metrics=StreamMetrics(),
+        stop=threading.Event(),
+    )
+    return proc, writer, commits
+
+
+def batch(first: int, n: int) -> list:
+    return [(i, b"u", watch(i), None) for i in range(first, first + n)]
+
+
+def test_loop_keeps_going_while_a_flush_is_in_flight_and_commits_after(tmp_path) -> None:
+    proc, writer, commits = make_processor(tmp_path, stream_flush_events=3)
+    tp = ("p.watch", 0)
+    proc.assign({tp: -1})
+    proc.process({tp: batch(0, 4)})
+    proc.poll_flush()  # due: the write starts in the background and blocks on the gate
+    assert writer.started.wait(10)
+    proc.process({tp: batch(4, 2)})  # the loop is not blocked by the write
+    proc.poll_flush()
+    assert commits == [] and proc.parts[tp].committed == -1  # nothing durable yet
+    writer.gate.set()
+    proc.flush()  # waits for the job in flight, then writes and commits the rest
+    assert commits == [{tp: 4}, {tp: 6}]
+    assert len(writer.store.list("events/")) == 2 and proc.totals.files_written == 2
+
+
+def test_partition_lost_during_a_flush_is_not_committed(tmp_path) -> None:
+    proc, writer, commits = make_processor(tmp_path, stream_flush_events=2)
+    a, b = ("p.watch", 0), ("p.watch", 1)
+    proc.assign({a: -1, b: -1})
+    proc.process({a: batch(0, 2), b: batch(0, 3)})
+    proc.poll_flush()
+    assert writer.started.wait(10)
+    proc.drop([b])  # lost while its file was being written: its next owner replays it
+    writer.gate.set()
+    proc.flush()
+    assert commits == [{a: 2}]
+
+
+def test_buffers_past_twice_flush_events_wait_for_the_write(tmp_path) -> None:
+    proc, writer, commits = make_processor(tmp_path, stream_flush_events=2)
+    tp = ("p.watch", 0)
+    proc.assign({tp: -1})
+    proc.process({tp: batch(0, 2)})
+    proc.poll_flush()
+    assert writer.started.wait(10)
+    proc.process({tp: batch(2, 4)})  # 4 buffered >= 2 x 2 while the write is in flight
+    threading.Timer(0.2, writer.gate.set).start()
+    proc.poll_flush()  # backpressure: blocks until the first job is durable
+    assert commits[0] == {tp: 2}
+
+
+def test_ttl_tracker_skips_recent_expires_but_never_the_ratings_hash() -> None:
+    now = [100.0]
+    ttls = TtlTracker(refresh_s=60, clock=lambda: now[0])
+    keys = RedisKeys("x")
+    evs = [
+        decode_one(watch(1, "u1", "m1", T0), "watch"),
+        decode_one(rate(2, "u1", "m1", 4.0, T0 + 1), "rate"),
+    ]
+    d = compute_deltas(evs, {"m1": ["Drama"]})
+    refreshed: list[str] = []
+    doc = orjson.loads(to_payload(d, keys, Limits(), 1.0, fresh=ttls, refreshed=refreshed))
+    assert doc["u"][0][11] == [1, 1, 1] and doc["i"][0][5] == 1 and doc["h"][0][2] == 1
+    assert keys.user_ratings("u1") not in refreshed  # always refreshed by the script
+    ttls.confirm(refreshed)
+    doc = orjson.loads(to_payload(d, keys, Limits(), 2.0, fresh=ttls))
+    assert doc["u"][0][11] == [0, 0, 0] and doc["i"][0][5] == 0 and doc["h"][0][2] == 0
+    now[0] += 61  # the refresh window has passed
+    doc = orjson.loads(to_payload(d, keys, Limits(), 3.0, fresh=ttls))
+    assert doc["u"][0][11] == [1, 1, 1] and doc["d"][0][2] == 1
+
+
+def test_ttl_tracker_is_bounded() -> None:
+    ttls = TtlTracker(refresh_s=60, max_keys=3)
+    ttls.confirm(["a", "b"])
+    ttls.confirm(["c", "d"])  # over the bound: forgotten, which only costs an early refresh
+    assert len(ttls) == 2 and "c" in ttls and "a" not in ttls
