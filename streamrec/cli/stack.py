@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         description="Start the local services that are not running yet. Default: "
         f"{' + '.join(stack.DEFAULT_SERVICES)}; --all adds minio (S3) and prometheus.",
     )
-    up.add_argument("--all", action="store_true", help=f"start all of: {', '.join(names)}")
+    up.add_argument("--all", action="store_true", help=f"start {', '.join(stack.INFRA_SERVICES)}")
     up.add_argument("--timeout", type=float, help="seconds to wait for each service")
     down = actions.add_parser("down", help="stop the services `stack up` started")
     status = actions.add_parser(
@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     if args.stack_action == "up":
-        names = list(stack.SERVICES) if args.all else args.service
+        names = list(stack.INFRA_SERVICES) if args.all else args.service
         began = time.monotonic()
         states = stack.up(settings, names, timeout=args.timeout)
         for st in states:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -11,6 +12,9 @@ from rich.table import Table
 
 from core.config import Settings
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from training.pipeline import TrainReport
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -61,7 +65,7 @@ def _time_range(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from training.pipeline import CANDIDATE, run_training
+    from training.pipeline import run_training
 
     if args.name is not None and not args.name.strip():
         raise ConfigError("--name must not be empty")
@@ -90,21 +94,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
         stages.finish()
 
-    table = Table(title=f"Holdout metrics ({report.facts['holdout_users']} users, last 20% each)")
-    for col in ("model", "NDCG@10", "Recall@10", "HitRate@10", "Coverage@10"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for label, m in report.metrics.items():
-        style = "bold" if label == CANDIDATE else None
-        table.add_row(
-            label,
-            *(f"{m[k]:.4f}" for k in ("ndcg@10", "recall@10", "hitrate@10", "coverage@10")),
-            style=style,
-        )
-    console.print(table)
-    best, _ = report.best_baseline
-    console.print(
-        f"{CANDIDATE} vs best baseline ({best}): NDCG@10 {report.lift_over_best_baseline:+.1%}"
-    )
+    console.print(metrics_table(report))
+    console.print(lift_line(report))
     td = report.training_data
     console.print(
         f"data: {td.n_events:,} events from {len(td.snapshot_files)} snapshot files, "
@@ -123,6 +114,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     console.print(f"nothing published (use --force to override) after {total:.1f} s")
     return 3
+
+
+def metrics_table(report: TrainReport) -> Table:
+    """The holdout metrics of every model of a TrainReport (the demo prints it too)."""
+    from training.pipeline import CANDIDATE
+
+    table = Table(title=f"Holdout metrics ({report.facts['holdout_users']} users, last 20% each)")
+    for col in ("model", "NDCG@10", "Recall@10", "HitRate@10", "Coverage@10"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for label, m in report.metrics.items():
+        style = "bold" if label == CANDIDATE else None
+        table.add_row(
+            label,
+            *(f"{m[k]:.4f}" for k in ("ndcg@10", "recall@10", "hitrate@10", "coverage@10")),
+            style=style,
+        )
+    return table
+
+
+def lift_line(report: TrainReport) -> str:
+    from training.pipeline import CANDIDATE
+
+    best, _ = report.best_baseline
+    return f"{CANDIDATE} vs best baseline ({best}): NDCG@10 {report.lift_over_best_baseline:+.1%}"
 
 
 def _tune(settings: Settings, time_range, console: Console) -> int:

@@ -1,4 +1,5 @@
-"""The native local stack: Kafka (KRaft), Redis and optionally Prometheus as plain processes.
+"""The native local stack: Kafka (KRaft), Redis and optionally MinIO and Prometheus as plain
+processes, plus streamrec's own stream worker and API when asked for by name.
 
 ``up`` starts what is missing (installing it on first use), ``down`` stops what ``up``
 started, ``status`` reports. Runtime files live under ``<data_path>``: ``run/`` (pid files,
@@ -7,10 +8,19 @@ rendered configs), ``logs/``, and one data directory per service.
 
 from streamrec.stack.base import Service, ServiceState
 from streamrec.stack.errors import StackError
-from streamrec.stack.manager import DEFAULT_SERVICES, SERVICES, down, services, status, up
+from streamrec.stack.manager import (
+    DEFAULT_SERVICES,
+    INFRA_SERVICES,
+    SERVICES,
+    down,
+    services,
+    status,
+    up,
+)
 
 __all__ = [
     "DEFAULT_SERVICES",
+    "INFRA_SERVICES",
     "SERVICES",
     "Service",
     "ServiceState",

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 from core.config import Settings
 from schemas.errors import ConfigError
+from streamrec.stack.apps import ApiService, StreamWorkerService
 from streamrec.stack.base import Service, ServiceState, port_open
 from streamrec.stack.errors import PortInUseError, StackError
 from streamrec.stack.kafka import KafkaService
@@ -24,8 +25,14 @@ SERVICES: dict[str, type[Service]] = {
     "redis": RedisService,
     "minio": MinioService,  # opt-in: `up --service minio` (built with `go install` once)
     "prometheus": PrometheusService,
+    # Our own processes, started by the demo (`up --service stream,api`); after the
+    # servers they need, and stopped before them.
+    "stream": StreamWorkerService,
+    "api": ApiService,
 }
 DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "redis")
+# Third-party servers (what `up --all` starts); our own processes are started by name.
+INFRA_SERVICES: tuple[str, ...] = ("kafka", "redis", "minio", "prometheus")
 
 
 def services(settings: Settings, names: Sequence[str] | None = None) -> list[Service]:
