@@ -109,6 +109,13 @@ class Settings(BaseSettings):
         description="A worker re-sends a key's EXPIRE at most this often (capped at a tenth "
         "of the shortest TTL); fewer Redis calls per event.",
     )
+    stream_engine: str = Field(
+        "confluent",
+        pattern="^(confluent|faust)$",
+        description="Consumer engine of `streamrec stream`: confluent (librdkafka; the "
+        "default: 59k vs 6.8k events/s here) or faust (a faust-streaming agent). Same "
+        "processor, sinks and commit-after-durable; workers of one group must use one engine.",
+    )
 
     # --- serving (serving/, `streamrec serve`) -------------------------------------------
     serve_host: str = Field("127.0.0.1", description="Address the recommendation API binds.")
@@ -224,6 +231,24 @@ class Settings(BaseSettings):
     )
     minio_bucket: str = Field(
         "streamrec", description="Bucket `stack up --service minio` creates (idempotent)."
+    )
+
+    # --- observability: scrape targets of infra/prometheus (`stack up --service prometheus`)
+    # Prometheus' own port is `prometheus_port` above; these are the targets it scrapes
+    # besides the API (serve_port), the stream worker (stream_metrics_port) and the broker
+    # (kafka_jmx_exporter_port).
+    rollout_metrics_port: int = Field(
+        6067,
+        ge=1,
+        le=65535,
+        description="Port of the rollout controller's /metrics, as scraped by Prometheus.",
+    )
+    redis_exporter_port: int = Field(
+        9121,
+        ge=1,
+        le=65535,
+        description="Port of the Redis exporter `stack up --service prometheus` runs beside "
+        "Prometheus (Redis memory, clients, commands).",
     )
 
     @property

@@ -215,3 +215,32 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
     futures = admin.delete_topics([n for n in names if n in existing], request_timeout=timeout)
     for fut in futures.values():
         fut.result()
+
+
+def group_lag(settings: Settings, group_id: str, topics: list[str], timeout: float = 10.0) -> int:
+    """Messages in ``topics`` not yet committed by consumer group ``group_id`` (a partition
+    the group never committed counts from its low watermark)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        meta = consumer.list_topics(timeout=timeout).topics
+        tps = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
+        committed = consumer.committed(tps, timeout=timeout) if tps else []
+        lag = 0
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            lag += max(0, high - max(tp.offset, low))
+        return lag
+    except KafkaException as err:
+        raise KafkaError(
+            f"cannot read the lag of group {group_id}: {err}", bootstrap=settings.kafka_bootstrap
+        ) from None
+    finally:
+        consumer.close()

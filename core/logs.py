@@ -17,5 +17,5 @@ def setup_logging(level: str = "INFO") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Third-party chatter stays at WARNING unless asked for.
-    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3", "kafka"):
+    for noisy in ("aiokafka", "faust", "mode", "botocore", "urllib3", "kafka", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

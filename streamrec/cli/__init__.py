@@ -20,10 +20,11 @@ SUBCOMMANDS: dict[str, str] = {
     "topics": "Create the event topics (idempotent) and list them.",
     "produce": "Validate and publish events from a JSONL or CMU log file.",
     "replay": "Replay a dataset (MovieLens-100K) through Kafka.",
-    "stream": "Run the stream processor (Faust worker).",
+    "stream": "Run the stream processor (Kafka -> Redis features + Parquet snapshots).",
     "train": "Train, evaluate and publish a model version.",
     "models": "List, show, promote and roll back model versions.",
     "serve": "Run the recommendation API.",
+    "demo": "The main job: stack, replay, stream, train, serve, show recommendations.",
 }
 
 

@@ -10,6 +10,8 @@ import sys
 import urllib.error
 import urllib.request
 
+from pydantic import SecretStr
+
 from streamrec.stack.base import Service
 
 
@@ -34,7 +36,12 @@ class _AppService(Service):
         # The child builds Settings from its environment: pass ours down explicitly so a
         # demo run with a custom prefix/port starts its processes with the same values.
         env = dict(os.environ)
-        for name, value in self.settings.model_dump(exclude_none=True).items():
+        for name in type(self.settings).model_fields:
+            value = getattr(self.settings, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):  # str() of a secret is its mask
+                value = value.get_secret_value()
             env[f"STREAMREC_{name.upper()}"] = str(value)
         return env
 

@@ -215,7 +215,7 @@ class Service(ABC):
         """Block until :meth:`probe` succeeds; fail fast if the process dies."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.pid() is None:
+            if self.pid() is None and not self._child_running():
                 raise ExitedError(self.name, self._returncode(), self.console_path)
             if self.probe(timeout=max(0.5, min(2.0, deadline - time.monotonic()))):
                 return
@@ -255,6 +255,17 @@ class Service(ABC):
         if self.probe():
             return ServiceState(self.name, "external", self.port, detail="not started by streamrec")
         return ServiceState(self.name, "conflict", self.port, detail=f"port busy, not {self.name}")
+
+    def _child_running(self) -> bool:
+        """Whether the process we started in this very process is still running: for our own
+        child, Popen is authoritative (the pid-file check is for processes started by others
+        and was seen to flicker for a just-started child under heavy load)."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        child = _CHILDREN.get(pid)
+        return child is not None and child.poll() is None
 
     def _returncode(self) -> int | None:
         try:

@@ -1,0 +1,164 @@
+"""The API factory. ``create_app(settings)`` builds a FastAPI app whose lifespan opens the
+clients (Redis, Kafka producer, object store) and the model cache; nothing happens at import."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.config import Settings, get_settings
+from core.errors import StorageError
+from schemas.errors import ConfigError, StreamrecError
+from serving.context import open_context
+from serving.errors import ServingError
+from serving.metrics import ServingMetrics
+from serving.routes import admin, feedback, health, recommend
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Real-time recommendations. `GET /recommend/{user_id}` always answers 200 for a
+valid request: when the model, Redis or the registry is unavailable, or the time budget is
+exceeded, it answers from popularity (`variant: fallback`, with `fallback_reason`).
+Admin endpoints need `Authorization: Bearer <token>` and are disabled without a token."""
+
+_FRIENDLY = {
+    "string_pattern_mismatch": "contains characters that are not allowed "
+    "(whitespace, commas or control characters)",
+    "json_invalid": "is not valid JSON",
+    "missing": "is required",
+}
+
+
+def _json(status: int, detail: str, **extra: object) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return Response(
+        orjson.dumps({"detail": detail, **extra}),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _validation_errors(err: RequestValidationError) -> list[dict[str, str]]:
+    out = []
+    for e in err.errors():
+        loc = [str(x) for x in e.get("loc", ()) if x not in ("path", "query", "header")]
+        field = ".".join(loc) or "request"
+        message = _FRIENDLY.get(e.get("type", ""), e.get("msg", "is invalid"))
+        if e.get("type") == "json_invalid" and e.get("ctx", {}).get("error"):
+            message = f"is not valid JSON ({e['ctx']['error']})"
+        out.append({"field": field, "message": message})
+    return out
+
+
+def _status_of(err: StreamrecError) -> int:
+    if isinstance(err, ServingError):
+        return err.status_code
+    if type(err).__name__ == "VersionNotFound":
+        return 404
+    if isinstance(err, ConfigError):
+        return 400
+    if isinstance(err, StorageError):
+        return 503  # the registry's store is down: not the client's fault, retryable
+    return 409  # the registry refused a state change (e.g. nothing to roll back to)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(_request: Request, err: RequestValidationError) -> Response:
+        errors = _validation_errors(err)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return _json(422, detail, errors=errors)
+
+    @app.exception_handler(StreamrecError)
+    async def on_streamrec(_request: Request, err: StreamrecError) -> Response:
+        return _json(_status_of(err), str(err))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, err: Exception) -> Response:
+        # A bug, not the client's doing: logged with the traceback, answered without it.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _json(500, f"internal error ({type(err).__name__})")
+
+
+class MetricsMiddleware:
+    """Latency per request, labelled with the route template (bounded cardinality) and the
+    variant / model version the recommend route leaves in ``request.state``. Plain ASGI:
+    BaseHTTPMiddleware would cost more than some of our endpoints."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            state = scope.get("state") or {}
+            version = state.get("model_version")
+            self.metrics.request_seconds.labels(
+                endpoint,
+                state.get("variant", "none"),
+                "none" if version is None else str(version),
+                str(status),
+            ).observe(time.perf_counter() - started)
+
+
+def create_app(
+    settings: Settings | None = None, *, metrics: ServingMetrics | None = None
+) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = metrics or ServingMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_context(settings, metrics) as ctx:
+            app.state.ctx = ctx
+            yield
+
+    app = FastAPI(
+        title="streamrec",
+        summary="Real-time recommendation API",
+        description=DESCRIPTION,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for module in (recommend, feedback, health, admin):
+        app.include_router(module.router)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn factory (``serving.app:app_from_env``) for worker processes, which start
+    fresh: they set up logging themselves."""
+    from core.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)

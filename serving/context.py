@@ -1,0 +1,116 @@
+"""Everything a worker holds for its lifetime: clients, the model cache, background tasks.
+Built by :func:`open_context` inside the app's lifespan (never at import time)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from threadpoolctl import threadpool_limits
+
+from core.config import Settings
+from core.storage import ObjectStore, open_store
+from schemas.redis_keys import RedisKeys
+from serving import registry_metrics
+from serving.features import ItemFeatureTable
+from serving.logging_sink import EventSink
+from serving.metrics import ServingMetrics
+from serving.model_cache import ModelCache
+from serving.result_cache import ResultCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingContext:
+    settings: Settings
+    metrics: ServingMetrics
+    redis: Redis
+    keys: RedisKeys
+    store: ObjectStore
+    models: ModelCache
+    items: ItemFeatureTable
+    sink: EventSink
+    compute: ThreadPoolExecutor  # model calls; apart from loads so a load never queues them
+    results: ResultCache
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def build_registry(settings: Settings, store: ObjectStore):  # -> models.registry.ModelRegistry
+    from models.registry import ModelRegistry  # LightGBM/implicit load only when serving
+
+    return ModelRegistry(store, settings.model_name)
+
+
+@contextlib.asynccontextmanager
+async def open_context(
+    settings: Settings, metrics: ServingMetrics | None = None
+) -> AsyncIterator[ServingContext]:
+    metrics = metrics or ServingMetrics()
+    # One BLAS/OpenMP thread per model call: on a small machine, several requests in
+    # parallel beat one request fanned out over every core (and oversubscription).
+    limits = threadpool_limits(limits=1)
+    redis = Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_timeout=settings.serve_redis_timeout_ms / 1000,
+        socket_connect_timeout=settings.serve_redis_timeout_ms / 1000,
+        health_check_interval=0,
+    )
+    store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
+    loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
+    compute = ThreadPoolExecutor(
+        max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="model-call"
+    )
+    ctx = ServingContext(
+        settings=settings,
+        metrics=metrics,
+        redis=redis,
+        keys=RedisKeys(settings.redis_key_prefix),
+        store=store,
+        models=ModelCache(
+            build_registry(settings, store),
+            size=settings.serve_model_cache_size,
+            metrics=metrics,
+            executor=loader,
+            retry_s=settings.serve_alias_poll_s,
+        ),
+        items=ItemFeatureTable(redis, RedisKeys(settings.redis_key_prefix)),
+        sink=EventSink(settings, metrics),
+        compute=compute,
+        results=ResultCache(settings.serve_result_cache_size),
+    )
+    ctx.tasks = [
+        asyncio.create_task(ctx.items.run(settings.serve_item_features_refresh_s)),
+        asyncio.create_task(
+            ctx.models.run(settings.serve_alias_poll_s, preload=settings.serve_preload)
+        ),
+        asyncio.create_task(_poll_producer(ctx.sink)),
+        asyncio.create_task(
+            registry_metrics.follow(ctx.models, metrics.registry_facts, settings.serve_alias_poll_s)
+        ),
+    ]
+    try:
+        yield ctx
+    finally:
+        for task in ctx.tasks:
+            task.cancel()
+        await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        ctx.sink.close()
+        await redis.aclose()
+        compute.shutdown(wait=False, cancel_futures=True)
+        loader.shutdown(wait=False, cancel_futures=True)
+        limits.restore_original_limits()
+
+
+async def _poll_producer(sink: EventSink, interval_s: float = 0.1) -> None:
+    """Serve the producer's delivery reports (requests only enqueue)."""
+    while True:
+        sink.poll()
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,70 @@
+"""POST /feedback: validated, idempotent by event id, published to ``<prefix>.feedback``."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from redis.exceptions import RedisError
+
+from schemas.events import EventId, FeedbackEvent, ItemId, Timestamp, UserId
+from serving.deps import ContextDep
+from serving.errors import FeedbackRejected
+
+router = APIRouter(tags=["feedback"])
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    event_id: EventId = Field(description="Client-chosen unique id; re-sending it is a no-op.")
+    user_id: UserId
+    item_id: ItemId
+    kind: Literal["click", "watch", "like", "dislike", "dismiss"]
+    request_id: EventId | None = Field(None, description="The recommendation it responds to.")
+    value: float | None = Field(None, ge=-1e9, le=1e9)
+    ts: Timestamp | None = Field(None, description="Event time (default: when received).")
+
+
+class FeedbackOut(BaseModel):
+    event_id: str
+    status: Literal["accepted", "duplicate"]
+
+
+def _dedup_key(prefix: str, event_id: str) -> str:
+    # Serving's own namespace under the deployment prefix (not part of the stream layout).
+    return f"{prefix}:serving:feedback:{event_id}"
+
+
+@router.post(
+    "/feedback",
+    response_model=FeedbackOut,
+    status_code=202,
+    summary="Record user feedback on a recommendation",
+    responses={
+        422: {"description": "Invalid JSON or fields."},
+        503: {"description": "The event queue is full; retry later."},
+    },
+)
+async def post_feedback(body: FeedbackIn, ctx: ContextDep) -> FeedbackOut:
+    event = FeedbackEvent(**body.model_dump(exclude={"ts"}), ts=body.ts or datetime.now(UTC))
+    key = _dedup_key(ctx.settings.redis_key_prefix, event.event_id)
+    try:
+        first = await ctx.redis.set(key, "1", nx=True, ex=ctx.settings.serve_feedback_dedup_ttl_s)
+    except (RedisError, OSError):
+        # Redis down: publish anyway; downstream consumers dedupe by event id as well.
+        first, key = True, None
+    if not first:
+        ctx.metrics.feedback.labels("duplicate").inc()
+        return FeedbackOut(event_id=event.event_id, status="duplicate")
+    if not ctx.sink.send_feedback(event):
+        if key is not None:  # not sent: forget the id so the client's retry goes through
+            with contextlib.suppress(RedisError, OSError):
+                await ctx.redis.delete(key)
+        ctx.metrics.feedback.labels("rejected").inc()
+        raise FeedbackRejected(event.event_id)
+    ctx.metrics.feedback.labels("accepted").inc()
+    return FeedbackOut(event_id=event.event_id, status="accepted")

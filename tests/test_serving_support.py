@@ -1,0 +1,166 @@
+"""Support for the serving tests (no tests here): a real two-stage model trained on
+MovieLens-100K with the ``models`` classes, publishing into a test's registry, a throwaway
+redis-server, and an in-process client that runs the app's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+
+from core.config import Settings
+from core.storage import open_store
+from ingest.movielens import MovieLens, load_movielens
+from models import ModelRegistry, PopularityModel, Recommender
+from models.two_stage import TwoStageModel
+from schemas.manifest import TrainingData
+from schemas.redis_keys import RedisKeys
+from schemas.split import temporal_test_mask
+from training.catalog import ItemCatalog
+from training.data import build_interactions
+from training.train import TrainConfig, fit_two_stage, generator_for
+
+
+@dataclass
+class Trained:
+    model: TwoStageModel
+    popularity: PopularityModel
+    ml: MovieLens
+
+
+def train_two_stage(cache_dir: Path) -> Trained:
+    """The training package's recipe on MovieLens' temporal split, scaled down for tests:
+    ALS on the train split, LambdaRank on its candidates labelled by each user's held-out
+    items, served on top of the same ALS (so a user's training items are the train split)."""
+    ml = load_movielens(cache_dir)
+    table = pa.table(
+        {
+            "user_id": pa.array(ml.users.tolist(), pa.string()),
+            "item_id": pa.array(ml.items.tolist(), pa.string()),
+            "ts": pa.array((ml.ts * 1_000_000).tolist(), pa.timestamp("us", tz="UTC")),
+            "rating": pa.array(ml.ratings, pa.float32()),
+        }
+    )
+    data = build_interactions(table)
+    held_out = temporal_test_mask(data.users, data.ts)
+    train, test = data.subset(~held_out), data.subset(held_out)
+    catalog = ItemCatalog.align(ml.catalog, data.item_ids, "movielens")
+    cfg = TrainConfig(
+        als_factors=32,
+        als_iterations=10,
+        n_candidates=100,
+        ranker_rounds=40,
+        ranker_max_users=400,
+        threads=1,
+    )
+    generator, pop = generator_for(train, catalog, cfg)
+    model, _facts = fit_two_stage(generator, test, generator, pop, cfg)
+    return Trained(model, pop, ml)
+
+
+def publish(settings: Settings, model: Recommender, *, promote: bool = True) -> int:
+    registry = ModelRegistry(open_store(settings.storage), settings.model_name)
+    manifest = registry.publish(
+        model,
+        training_data=TrainingData(n_events=100_000),
+        params={"source": "serving tests"},
+        metrics={},
+        notes="serving test",
+    )
+    if promote:
+        registry.promote(manifest.version, reason="test", actor="test")
+    return manifest.version
+
+
+def registry_of(settings: Settings) -> ModelRegistry:
+    return ModelRegistry(open_store(settings.storage), settings.model_name)
+
+
+def write_history(redis_client, settings: Settings, user: str, items: list[str]) -> None:
+    """What the stream processor writes for watch events (layout: schemas.redis_keys);
+    ``items`` oldest first, so the last one is the newest."""
+    keys = RedisKeys(settings.redis_key_prefix)
+    now = time.time()
+    redis_client.zadd(
+        keys.user_recent(user), {item: now - (len(items) - n) for n, item in enumerate(items)}
+    )
+
+
+def write_trending(redis_client, settings: Settings, scores: dict[str, float]) -> None:
+    redis_client.zadd(RedisKeys(settings.redis_key_prefix).trending, scores)
+
+
+@contextlib.asynccontextmanager
+async def running_client(app) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app in this event loop, with its lifespan running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def throwaway_redis(tmp: Path) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A redis-server of our own (so a test may kill it) on a free port, no persistence."""
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(5)
+
+
+@functools.cache
+def trained(cache_dir: str) -> Trained:
+    """One trained model per test session (training takes a few seconds)."""
+    return train_two_stage(Path(cache_dir))
+
+
+def serving_settings(settings: Settings, **overrides: object) -> Settings:
+    """The per-test settings with serving knobs for tests: generous budget (a loaded, busy
+    CI machine must not turn a personalised answer into a timeout fallback), fast polls."""
+    base = {
+        "serve_budget_ms": 5_000.0,
+        "serve_alias_poll_s": 3600.0,
+        "serve_max_k": 100,
+        "serve_preload": False,  # tests decide when models load
+    }
+    return settings.model_copy(update={**base, **overrides})
+
+
+def app_context(app):
+    return app.state.ctx
+
+
+def training_items(model: TwoStageModel, user: str) -> set[str]:
+    row = model.als.user_index[user]
+    return set(model.als.item_ids[model.als.user_items[row].indices].tolist())

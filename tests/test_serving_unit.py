@@ -1,0 +1,149 @@
+"""Pure logic of the serving package (no services): canary slices, the fallback's merging,
+content negotiation, admin token checks, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from fastapi.security import HTTPAuthorizationCredentials
+from pydantic import SecretStr
+
+from core.config import Settings
+from core.errors import StorageUnavailable
+from models.errors import AliasError, VersionNotFound
+from schemas.manifest import AliasDocument, CanaryAlias, ProductionAlias
+from serving import deps
+from serving.app import _status_of
+from serving.errors import AdminDisabled, InvalidRequest, Unauthorized
+from serving.fallback import model_popularity, popular_items, take
+from serving.features import _day_sums
+from serving.routes.recommend import _wants_text
+from serving.routing import CANARY, PRODUCTION, canary_bucket, choose_version
+
+NOW = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _aliases(weight: float | None) -> AliasDocument:
+    canary = (
+        CanaryAlias(version=2, weight=weight, rollout_id="r1", since=NOW)
+        if weight is not None
+        else None
+    )
+    return AliasDocument(
+        name="reco", production=ProductionAlias(version=1, since=NOW), canary=canary
+    )
+
+
+def test_canary_buckets_are_stable_uniform_and_per_rollout() -> None:
+    users = [f"u{n}" for n in range(20_000)]
+    buckets = [canary_bucket(u, "r1") for u in users]
+    assert buckets == [canary_bucket(u, "r1") for u in users]
+    assert all(0 <= b < 100 for b in buckets)
+    share = sum(b < 10 for b in buckets) / len(users)
+    assert 0.09 < share < 0.11
+    # A new rollout draws a new slice (not the same 10% of users again).
+    again = {u for u in users if canary_bucket(u, "r2") < 10}
+    first = {u for u, b in zip(users, buckets, strict=True) if b < 10}
+    assert len(first & again) < 0.2 * len(first)
+
+
+def test_choose_version() -> None:
+    assert choose_version(None, "u") is None
+    assert choose_version(AliasDocument(name="reco"), "u") is None
+    assert choose_version(_aliases(None), "u") == (PRODUCTION, 1)
+    assert choose_version(_aliases(0.0), "u") == (PRODUCTION, 1)
+    assert choose_version(_aliases(100.0), "u") == (CANARY, 2)
+    growing = [
+        {u for u in map(str, range(500)) if choose_version(_aliases(w), u)[0] == CANARY}
+        for w in (5.0, 20.0, 50.0)
+    ]
+    # Raising the weight only adds users: nobody flips back to production.
+    assert growing[0] <= growing[1] <= growing[2]
+
+
+def test_take_merges_sources_skipping_seen_and_duplicates() -> None:
+    live = [("a", 9.0), ("b", 8.0)]
+    snapshot = [("b", 7.0), ("c", 6.0), ("d", 5.0)]
+    assert take(3, {"a"}, live, snapshot) == ["b", "c", "d"]
+    assert take(10, set(), live, ["c", "e"]) == ["a", "b", "c", "e"]
+    assert take(0, set(), live) == []
+
+
+class _Popular:
+    """The smallest object honouring the recommend() part of the model contract."""
+
+    def recommend(self, user_id, k, *, exclude=(), **_):
+        return [(i, 1.0) for i in ("p1", "p2", "p3", "p4") if i not in exclude][:k]
+
+
+class _Broken:
+    def recommend(self, *_a, **_k):
+        raise RuntimeError("boom")
+
+
+def test_popular_items_prefers_live_then_snapshot_then_the_model() -> None:
+    assert popular_items(2, set(), live=[("a", 1)], snapshot=[("b", 1)]) == ["a", "b"]
+    assert popular_items(3, {"p1"}, live=[], snapshot=[("b", 1)], model=_Popular()) == [
+        "b",
+        "p2",
+        "p3",
+    ]
+    assert popular_items(2, set(), model=_Broken()) == []  # the last resort never raises
+    assert model_popularity(None, 3, set()) == []
+
+
+@pytest.mark.parametrize(
+    ("fmt", "accept", "text"),
+    [
+        (None, None, False),
+        (None, "*/*", False),
+        (None, "text/plain", True),
+        (None, "text/plain; charset=utf-8", True),
+        (None, "application/json, text/plain", False),
+        ("text", "application/json", True),
+        ("json", "text/plain", False),
+    ],
+)
+def test_content_negotiation(fmt: str | None, accept: str | None, text: bool) -> None:
+    assert _wants_text(fmt, accept) is text
+
+
+def _creds(token: str) -> HTTPAuthorizationCredentials:
+    return HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
+
+
+def test_admin_token_checks() -> None:
+    def require_admin(settings, credentials):
+        return asyncio.run(deps.require_admin(settings, credentials))
+
+    off = Settings()
+    with pytest.raises(AdminDisabled):
+        require_admin(off, _creds("anything"))
+    empty = off.model_copy(update={"serve_admin_token": SecretStr("")})
+    with pytest.raises(AdminDisabled):  # an empty secret must not open the door
+        require_admin(empty, _creds(""))
+    on = off.model_copy(update={"serve_admin_token": SecretStr("tok")})
+    with pytest.raises(Unauthorized):
+        require_admin(on, None)
+    with pytest.raises(Unauthorized):
+        require_admin(on, _creds("tok2"))
+    with pytest.raises(Unauthorized):
+        require_admin(on, _creds("tö"))  # non-ASCII compares without crashing
+    assert require_admin(on, _creds("tok")) == "api-admin"
+
+
+def test_errors_map_to_client_statuses() -> None:
+    assert _status_of(InvalidRequest("k", "too big")) == 422
+    assert _status_of(AdminDisabled()) == 403
+    assert _status_of(Unauthorized("no")) == 401
+    assert _status_of(VersionNotFound(name="reco", version=3, url="file:///x")) == 404
+    assert _status_of(AliasError("nothing to roll back", name="reco", url="file:///x")) == 409
+    assert _status_of(StorageUnavailable("down", url="file:///x")) == 503
+
+
+def test_day_sums_add_up_the_newest_days() -> None:
+    days = [[("a", 2.0), ("b", 1.0)], [("a", 1.0)], [("c", 5.0)]]
+    assert _day_sums(days, 2) == {"a": 3.0, "b": 1.0}
+    assert _day_sums(days, 7) == {"a": 3.0, "b": 1.0, "c": 5.0}
