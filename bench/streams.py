@@ -13,248 +13,51 @@
    features being visible in Redis, measured from outside by polling probe users, next to
    the produce -> consume latency of a bare consumer at the same rate.
 
+Both engines (``--engines confluent,faust``) read the same backlog of each run, each in a
+consumer group and Redis key space of its own.
+
 Usage: ``python bench/streams.py [--events 300000] [--runs 3] [--rate 5000] [--seconds 20]
-[--workloads sessions,movielens] [--freshness-runs 3]``. Medians over the runs are reported;
-every run uses throwaway topics and Redis keys, deleted afterwards.
+[--workloads sessions,movielens] [--freshness-runs 3] [--engines confluent,faust]``.
+Medians over the runs are reported; every run uses throwaway topics and Redis keys, deleted
+afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import random
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-import uuid
-from datetime import UTC, datetime
+from collections import defaultdict
 from pathlib import Path
 
-import orjson
-import redis
-from confluent_kafka import Consumer
 from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.streams_load import (  # noqa: E402
+    bare_consumer_rate,
+    cleanup,
+    cleanup_keys,
+    fresh_settings,
+    freshness_bare,
+    freshness_worker,
+    pct,
+    produce_backlog,
+    produce_movielens,
+    worker_rate,
+)
 from core.config import Settings  # noqa: E402
-from core.kafka import EventProducer, delete_topics, ensure_topics  # noqa: E402
-from schemas.redis_keys import RedisKeys  # noqa: E402
-from streams.app import create_app  # noqa: E402
+from core.kafka import ensure_topics  # noqa: E402
 
 
-def fresh_settings(base: Settings, tmp: str) -> Settings:
-    tag = "bench" + uuid.uuid4().hex[:8]
-    return base.model_copy(
-        update={"topic_prefix": tag, "redis_key_prefix": tag, "storage_url": f"file://{tmp}/{tag}"}
-    )
-
-
-def cleanup(s: Settings) -> None:
-    """Delete the run's topics and Redis keys (a benchmark must not fill the shared stack)."""
-    delete_topics(s)
-    r = redis.Redis.from_url(s.redis_url)
-    keys = list(r.scan_iter(f"{s.redis_key_prefix}:*", count=10_000))
-    for i in range(0, len(keys), 10_000):
-        r.delete(*keys[i : i + 10_000])
-
-
-def produce_movielens(s: Settings) -> int:
-    from ingest.movielens import load_movielens
-    from ingest.replay import replay_movielens
-
-    return replay_movielens(s, load_movielens(s.cache_path).subset("all")).events
-
-
-def produce_backlog(s: Settings, n: int, seed: int = 1) -> None:
-    rng = random.Random(seed)
-    p = EventProducer(s)
-    watch, rate = s.topic("watch"), s.topic("rate")
-    t0 = time.time() - n * 0.01
-    i = 0
-    while i < n:
-        user = f"u{rng.randrange(20_000)}"
-        item = f"m{int(rng.paretovariate(1.2)) % 3000}"
-        for _ in range(rng.randint(1, 20)):  # a session: minutes of one movie, maybe a rating
-            ts = datetime.fromtimestamp(t0 + i * 0.01, UTC).isoformat()
-            if rng.random() < 0.75:
-                doc = {
-                    "event_type": "watch",
-                    "event_id": f"e{i}",
-                    "user_id": user,
-                    "item_id": item,
-                    "ts": ts,
-                    "minute": i % 120,
-                }
-                p.produce(watch, orjson.dumps(doc), user.encode())
-            else:
-                doc = {
-                    "event_type": "rate",
-                    "event_id": f"e{i}",
-                    "user_id": user,
-                    "item_id": item,
-                    "ts": ts,
-                    "rating": rng.randrange(1, 6),
-                }
-                p.produce(rate, orjson.dumps(doc), user.encode())
-            i += 1
-            if i % 50_000 == 0:
-                p.poll(0)
-    p.flush(120)
-
-
-def bare_consumer_rate(s: Settings, n: int) -> float:
-    c = Consumer(
-        {
-            "bootstrap.servers": s.kafka_bootstrap,
-            "group.id": uuid.uuid4().hex,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    c.subscribe([s.topic("watch"), s.topic("rate")])
-    got, t_first = 0, None
-    while got < n:
-        msgs = c.consume(10_000, 2.0)
-        if msgs and t_first is None:
-            t_first = time.perf_counter()
-        for m in msgs:
-            m.value(), m.offset()
-        got += len(msgs)
-    elapsed = time.perf_counter() - (t_first or time.perf_counter())
-    c.close()
-    return got / elapsed
-
-
-def worker_rate(s: Settings, n: int) -> float:
-    worker = create_app(s, until_caught_up=True)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    while worker.processor is None or worker.processor.totals.processed == 0:
-        time.sleep(0.005)
-    t_first = time.perf_counter()
-    thread.join()
-    elapsed = time.perf_counter() - t_first
-    return worker.processor.totals.processed / elapsed
-
-
-def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: int) -> None:
-    p = EventProducer(s, **{"linger.ms": 1})
-    watch = s.topic("watch")
-    start = time.perf_counter()
-    i = 0
-    while (now := time.perf_counter()) - start < seconds:
-        due = int((now - start) * rate)
-        while i < due:
-            probe = i % every == 0
-            user = f"probe{i}" if probe else f"u{i % 20_000}"
-            doc = {
-                "event_type": "watch",
-                "event_id": f"f{i}",
-                "user_id": user,
-                "item_id": f"m{i % 3000}",
-                "ts": datetime.now(UTC).isoformat(),
-            }
-            p.produce(watch, orjson.dumps(doc), user.encode())
-            if probe:
-                probes[user] = time.time()
-            i += 1
-        p.poll(0)
-        time.sleep(0.001)
-    p.flush(30)
-
-
-def freshness_worker(s: Settings, rate: int, seconds: float) -> list[float]:
-    env = {
-        **os.environ,
-        "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
-        "STREAMREC_STORAGE_URL": s.storage,
-        "STREAMREC_REDIS_URL": s.redis_url,
-        "STREAMREC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    keys, r = RedisKeys(s.redis_key_prefix), redis.Redis.from_url(s.redis_url)
-    try:
-        # Wait until the worker is in the group and processing (a warm-up event is visible).
-        EventProducer(s).produce(
-            s.topic("watch"),
-            orjson.dumps(
-                {
-                    "event_type": "watch",
-                    "event_id": "warm",
-                    "user_id": "warmup",
-                    "item_id": "m0",
-                    "ts": datetime.now(UTC).isoformat(),
-                }
-            ),
-            b"warmup",
-        ) or None
-        deadline = time.time() + 60
-        while not r.exists(keys.user_stats("warmup")):
-            if time.time() > deadline:
-                raise RuntimeError("worker did not start")
-            time.sleep(0.1)
-        probes: dict[str, float] = {}
-        lat: list[float] = []
-        prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, probes, 50))
-        prod.start()
-        while prod.is_alive() or probes:
-            pending = list(probes)
-            if pending:
-                pipe = r.pipeline(transaction=False)
-                for u in pending:
-                    pipe.exists(keys.user_stats(u))
-                now = time.time()
-                for u, seen in zip(pending, pipe.execute(), strict=True):
-                    if seen:
-                        lat.append(now - probes.pop(u))
-            if not prod.is_alive() and time.time() > deadline + seconds + 30:
-                break
-            time.sleep(0.005)
-        return lat
-    finally:
-        proc.terminate()
-        proc.wait(30)
-
-
-def freshness_bare(s: Settings, rate: int, seconds: float) -> list[float]:
-    c = Consumer(
-        {
-            "bootstrap.servers": s.kafka_bootstrap,
-            "group.id": uuid.uuid4().hex,
-            "auto.offset.reset": "latest",
-            "fetch.wait.max.ms": 50,
-        }
-    )
-    c.subscribe([s.topic("watch")])
-    while not c.assignment():
-        c.poll(0.1)
-    lat: list[float] = []
-    prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, {}, 50))
-    prod.start()
-    while prod.is_alive():
-        for m in c.consume(1000, 0.1):
-            if not m.error():
-                lat.append(time.time() - m.timestamp()[1] / 1000)
-    c.close()
-    return lat
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+def engine_settings(s: Settings, engine: str) -> Settings:
+    """The run's topics, read by ``engine`` in a group and Redis key space of its own."""
+    tag = f"{s.redis_key_prefix}{engine[0]}"
+    return s.model_copy(update={"stream_app_id": f"bench-{engine}", "redis_key_prefix": tag})
 
 
 def main() -> None:
@@ -265,13 +68,15 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--freshness-runs", type=int, default=3)
     ap.add_argument("--workloads", default="sessions,movielens")
+    ap.add_argument("--engines", default="confluent,faust")
     args = ap.parse_args()
+    engines = args.engines.split(",")
     console = Console()
     base = Settings()
     tmp = tempfile.mkdtemp(prefix="streamrec-bench-")
-    rates: dict[str, tuple[list[float], list[float]]] = {}
+    # (workload, engine or "bare") -> rates of the runs
+    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
     for workload in args.workloads.split(","):
-        worker_rates, bare_rates = rates.setdefault(workload, ([], []))
         for run in range(args.runs):
             s = fresh_settings(base, tmp)
             ensure_topics(s)
@@ -281,47 +86,61 @@ def main() -> None:
                 else:
                     n = args.events
                     produce_backlog(s, n, seed=run)
-                bare_rates.append(bare_consumer_rate(s, n))
-                worker_rates.append(worker_rate(s, n))
+                rates[workload, "bare"].append(bare_consumer_rate(s, n))
+                for engine in engines:
+                    es = engine_settings(s, engine)
+                    try:
+                        rates[workload, engine].append(worker_rate(es, n, engine))
+                    finally:
+                        cleanup_keys(es)
             finally:
                 cleanup(s)
             console.print(
-                f"{workload} run {run + 1}: worker {worker_rates[-1]:,.0f} ev/s, "
-                f"bare consumer {bare_rates[-1]:,.0f} msg/s"
+                f"{workload} run {run + 1}: "
+                + ", ".join(f"{e} {rates[workload, e][-1]:,.0f}" for e in [*engines, "bare"])
+                + " ev/s"
             )
-    fresh: list[tuple[float, float, float, float]] = []  # worker p50/p99, bare p50/p99
+    # engine -> (worker p50, p99, bare p50, p99) per run
+    fresh: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
     for run in range(args.freshness_runs):
-        s = fresh_settings(base, tmp)
-        ensure_topics(s)
-        try:
-            fw = freshness_worker(s, args.rate, args.seconds)
-            fb = freshness_bare(s, args.rate, args.seconds)
-        finally:
-            cleanup(s)
-        fresh.append((pct(fw, 0.5), pct(fw, 0.99), pct(fb, 0.5), pct(fb, 0.99)))
-        console.print(
-            f"freshness run {run + 1}: worker p50 {fresh[-1][0] * 1000:.0f} ms "
-            f"p99 {fresh[-1][1] * 1000:.0f} ms ({len(fw)} probes); bare p99 "
-            f"{fresh[-1][3] * 1000:.0f} ms"
-        )
+        for engine in engines:
+            s = fresh_settings(base, tmp)
+            ensure_topics(s)
+            try:
+                fw = freshness_worker(s, args.rate, args.seconds, engine)
+                fb = freshness_bare(s, args.rate, args.seconds)
+            finally:
+                cleanup(s)
+            f = (pct(fw, 0.5), pct(fw, 0.99), pct(fb, 0.5), pct(fb, 0.99))
+            fresh[engine].append(f)
+            console.print(
+                f"freshness run {run + 1} ({engine}): worker p50 {f[0] * 1000:.0f} ms "
+                f"p99 {f[1] * 1000:.0f} ms ({len(fw)} probes); bare p99 {f[3] * 1000:.0f} ms"
+            )
     med = statistics.median
-    table = Table(title=f"stream worker on {os.cpu_count()} cores (medians of runs)")
-    for col in ("measure", "worker", "same-run baseline", "baseline is", "target"):
+    load = os.getloadavg()[0]
+    table = Table(
+        title=f"stream worker on {os.cpu_count()} cores, load avg {load:.1f} (medians of runs)"
+    )
+    for col in ("measure", "engine", "worker", "same-run baseline", "baseline is", "target"):
         table.add_column(col)
-    for workload, (w, b) in rates.items():
-        table.add_row(
-            f"throughput, {workload} (events/s)",
-            f"{med(w):,.0f}",
-            f"{med(b):,.0f}",
-            "bare confluent consumer",
-            ">= 50,000",
-        )
-    if fresh:
+    for workload in args.workloads.split(","):
+        for engine in engines:
+            table.add_row(
+                f"throughput, {workload} (events/s)",
+                engine,
+                f"{med(rates[workload, engine]):,.0f}",
+                f"{med(rates[workload, 'bare']):,.0f}",
+                "bare confluent consumer",
+                ">= 50,000",
+            )
+    for engine, runs in fresh.items():
         for q, i, target in (("p50", 0, ""), ("p99", 1, "< 1,000 ms")):
             table.add_row(
                 f"freshness {q} @ {args.rate:,}/s",
-                f"{med(f[i] for f in fresh) * 1000:.0f} ms",
-                f"{med(f[i + 2] for f in fresh) * 1000:.0f} ms",
+                engine,
+                f"{med(f[i] for f in runs) * 1000:.0f} ms",
+                f"{med(f[i + 2] for f in runs) * 1000:.0f} ms",
                 "produce -> bare consume",
                 target,
             )

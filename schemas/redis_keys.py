@@ -30,6 +30,20 @@ key                                            type    contents (TTL)
                                                        compacted catalog topic (no TTL)
 ``{p}:wm:{topic}:{partition}``                 STRING  highest Kafka offset whose effects are
                                                        applied (no TTL): the idempotency watermark
+``{p}:oe:h:{YYYYMMDDHH}``                      HASH    online evaluation counters of the
+                                                       responses served in that event-time hour:
+                                                       ``{model}|{version}|{variant}|{metric}``
+                                                       -> count, metric ``served``,
+                                                       ``converted`` or ``pos:{n}`` (1-based
+                                                       position of the watched item, n capped at
+                                                       ONLINE_EVAL_MAX_POSITION) (ONLINE_EVAL_TTL)
+``{p}:oe:pending:{user}``                      HASH    join state: request id -> JSON ``[ts,
+                                                       label, converted, items...]`` of the
+                                                       user's responses still inside the window
+                                                       (capped; TTL window + 1 h)
+``{p}:oe:wm:{topic}:{partition}``              STRING  highest offset of ``reco_responses`` /
+                                                       ``watch`` applied to the online
+                                                       evaluation (no TTL)
 =============================================  ======  ===========================================
 
 Hours and days are **event time** (UTC), so replaying old data builds the same buckets; TTLs
@@ -51,6 +65,20 @@ TRENDING_HOURS = 24
 TRENDING_HALF_LIFE_H = 6.0
 TRENDING_CAP = 1000
 GENRE_SEPARATOR = "|"
+ONLINE_EVAL_TTL_S = 14 * 24 * 3600  # two weeks of hourly counters: any rollout fits
+ONLINE_EVAL_MAX_POSITION = 20  # positions past this share the last bucket
+ONLINE_EVAL_METRICS = ("served", "converted")
+
+
+def online_eval_field(model: str, version: str | int, variant: str, metric: str) -> str:
+    """Field of an ``oe:h`` hash; ``metric`` is ``served``, ``converted`` or ``pos:{n}``."""
+    return f"{model}|{version}|{variant}|{metric}"
+
+
+def parse_online_eval_field(field: str) -> tuple[str, str, str, str] | None:
+    """``(model, version, variant, metric)`` of an ``oe:h`` field (None if malformed)."""
+    parts = field.rsplit("|", 3)
+    return (parts[0], parts[1], parts[2], parts[3]) if len(parts) == 4 else None
 
 
 @dataclass(frozen=True)
@@ -91,3 +119,12 @@ class RedisKeys:
 
     def watermark(self, topic: str, partition: int) -> str:
         return f"{self.prefix}:wm:{topic}:{partition}"
+
+    def online_eval_hour(self, epoch: float) -> str:
+        return f"{self.prefix}:oe:h:{datetime.fromtimestamp(epoch, UTC):%Y%m%d%H}"
+
+    def online_eval_pending(self, user: str) -> str:
+        return f"{self.prefix}:oe:pending:{user}"
+
+    def online_eval_watermark(self, topic: str, partition: int) -> str:
+        return f"{self.prefix}:oe:wm:{topic}:{partition}"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.config import Settings
+from streams.errors import StreamError
 from streams.metrics import StreamMetrics
 from streams.worker import StreamWorker
 
@@ -28,8 +29,18 @@ class Summary:
     metrics_port: int | None
 
 
-def create_app(settings: Settings, *, until_caught_up: bool = False) -> StreamWorker:
-    """A stream worker (not started) with its own metrics registry."""
+def create_app(
+    settings: Settings, *, until_caught_up: bool = False, engine: str | None = None
+) -> StreamWorker:
+    """A stream worker (not started) with its own metrics registry, on ``engine``
+    (default ``settings.stream_engine``): "confluent" or "faust"."""
+    engine = engine or settings.stream_engine
+    if engine == "faust":
+        from streams.faust_worker import FaustWorker  # faust is imported only when used
+
+        return FaustWorker(settings, StreamMetrics(), until_caught_up=until_caught_up)
+    if engine != "confluent":
+        raise StreamError(f"unknown stream engine {engine!r} (confluent or faust)")
     return StreamWorker(settings, StreamMetrics(), until_caught_up=until_caught_up)
 
 
@@ -48,11 +59,12 @@ def run_worker(
     metrics_port: int | None = None,
     on_tick: Callable[[StreamWorker], None] | None = None,
     handle_signals: bool = True,
+    engine: str | None = None,
 ) -> Summary:
     """Run one worker in this process. The consumer loop runs in a thread; this thread
     waits for it, calls ``on_tick`` about 4 times a second and turns SIGINT/SIGTERM into a
     graceful stop (flush, commit, leave the group)."""
-    worker = create_app(settings, until_caught_up=until_caught_up)
+    worker = create_app(settings, until_caught_up=until_caught_up, engine=engine)
     port = metrics_port if metrics_port is not None else settings.stream_metrics_port
     bound = serve_metrics(worker.metrics, port) if port >= 0 else None
     if bound is not None:

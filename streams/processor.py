@@ -3,7 +3,9 @@
 Order of effects for each micro-batch of a partition (the invariant behind exactly-once):
 
 1. dead letters are produced and flushed to Kafka;
-2. features are applied to Redis in one Lua script together with the watermark;
+2. features are applied to Redis in one Lua script together with the watermarks of all the
+   micro-batch's partitions (:mod:`streams.redis_apply`, on a thread of its own while the
+   next batch is decoded; waited for before anything is cut for a commit);
 3. rows join the partition's Parquet buffer.
 
 Every ``flush`` interval (or ``flush_events``) the buffers are cut into a flush job, written
@@ -24,18 +26,17 @@ from collections.abc import Callable, Mapping, Sequence
 from core.kafka import DeliveryStats, EventProducer
 from schemas.redis_keys import RedisKeys
 from schemas.topics import DEAD_LETTER
-from streams.decode import Decoded, RawRecord, decode_batch
-from streams.features import Limits, TtlTracker, compute_deltas, to_payload
+from streams.decode import RawRecord, decode_batch
+from streams.features import Limits, TtlTracker
 from streams.flush import BackgroundFlusher, FlushJob, cut_job
 from streams.metrics import StreamMetrics
-from streams.redis_sink import APPLIED, CONFLICT, PartitionBatch, RedisSink
+from streams.redis_apply import RedisApplier, RedisWork
+from streams.redis_sink import RedisSink
 from streams.retry import retry
 from streams.snapshots import SnapshotWriter, split_by_day, to_table
 from streams.state import TP, PartitionState, Totals
 
 log = logging.getLogger(__name__)
-
-FRESHNESS_SAMPLES = 64
 
 
 class Processor:
@@ -67,7 +68,6 @@ class Processor:
         self.retry_max = s.stream_retry_max_s  # type: ignore[attr-defined]
         self.parts: dict[TP, PartitionState] = {}
         self.totals = Totals()
-        self.max_event_ts = 0.0
         self._pending_since: float | None = None
         self._buffered = 0
         # A refresh window far below every TTL, so a skipped EXPIRE never lets a key lapse.
@@ -75,6 +75,20 @@ class Processor:
         min_ttl = min(lim.user_ttl_s, lim.item_ttl_s, lim.pop_hour_ttl_s, lim.pop_day_ttl_s)
         self.ttls = TtlTracker(min(s.stream_ttl_refresh_s, min_ttl / 10))  # type: ignore[attr-defined]
         self.flusher = BackgroundFlusher(writer, lambda fn, sink: self._retry(fn, sink))
+        self.applier = RedisApplier(
+            redis=redis,
+            keys=self.keys,
+            limits=self.limits,
+            genres=genres,
+            ttls=self.ttls,
+            metrics=metrics,
+            retry=lambda fn, sink: self._retry(fn, sink),
+        )
+
+    @property
+    def max_event_ts(self) -> float:
+        """Newest event time applied to Redis (epoch seconds; 0: none yet)."""
+        return self.applier.max_event_ts
 
     def _retry(self, fn: Callable, sink: str):  # type: ignore[no-untyped-def]
         return retry(
@@ -85,6 +99,7 @@ class Processor:
     def assign(self, committed: Mapping[TP, int]) -> None:
         """Take partitions over from their committed offsets (-1: none): drop their
         uncommitted snapshot files and learn their Redis watermarks."""
+        self.applier.wait()  # a call in flight may still move watermarks of these
         for (topic, p), off in committed.items():
             etype = self.event_types[topic]
             self._retry(
@@ -110,8 +125,11 @@ class Processor:
 
     # --- the Redis cadence ----------------------------------------------------------
     def process(self, batches: Mapping[TP, list[RawRecord]]) -> None:
+        """Decode, send dead letters, start the Redis call (after the previous one is done)
+        and buffer the rows; returns while Redis applies, so the caller can fetch and decode
+        the next batch meanwhile."""
         now = time.time()
-        work: list[tuple[PartitionState, int, int, Decoded]] = []
+        work: list[RedisWork] = []
         dead = []
         for tp, recs in batches.items():
             st = self.parts.get(tp)
@@ -127,15 +145,12 @@ class Processor:
             dec = decode_batch(
                 recs, event_type=st.event_type, topic=st.topic, partition=st.partition, now=now
             )
-            work.append((st, recs[0][0], recs[-1][0], dec))
+            work.append(
+                RedisWork(st, recs[0][0], recs[-1][0], dec.events, dec.offsets, dec.produced_ms)
+            )
+            # The watermark is the one known before this batch (the call in flight covers
+            # earlier offsets only), so a replayed dead letter is not sent twice.
             dead.extend(d for d in dec.dead if d.source_offset > st.redis_wm)
-        if not work:
-            return
-        if dead:
-            self._retry(lambda: self._send_dead(dead), "kafka")
-        self._apply_redis(work)
-        applied_at = time.time()
-        for st, _first, last, dec in work:
             n_ok, n_dead = len(dec.events), len(dec.dead)
             self.metrics.events.labels(st.event_type, "ok").inc(n_ok)
             if n_dead:
@@ -143,83 +158,29 @@ class Processor:
                 self.metrics.dead_letters.labels(st.topic).inc(n_dead)
             self.totals.processed += n_ok
             self.totals.dead_lettered += n_dead
-            self._observe_freshness(applied_at, dec.produced_ms)
-            for day, (evs, offs) in split_by_day(dec.events, dec.offsets).items():
+        if not work:
+            return
+        if dead:  # before the features: a committed offset means its dead letters are sent
+            self.applier.wait()
+            self._retry(lambda: self._send_dead(dead), "kafka")
+        self.applier.submit(work)
+        for w in work:
+            st = w.st
+            for day, (evs, offs) in split_by_day(w.events, w.offsets).items():
                 st.buffers.setdefault(day, []).append(
                     to_table(st.event_type, evs, offs, st.partition)
                 )
-            st.buffered += n_ok
-            self._buffered += n_ok
-            st.next_offset = last + 1
+            st.buffered += len(w.events)
+            self._buffered += len(w.events)
+            st.next_offset = w.last + 1
         if self._pending_since is None:
             self._pending_since = time.monotonic()
-
-    def _observe_freshness(self, applied_at: float, produced_ms: list[float | None]) -> None:
-        # A systematic sample (every event of small batches, <= FRESHNESS_SAMPLES of big
-        # ones, always the oldest): per-event observations would cost more than the rest.
-        step = max(1, len(produced_ms) // FRESHNESS_SAMPLES)
-        obs = self.metrics.freshness.observe
-        for ts in produced_ms[::step]:
-            if ts:
-                obs(max(0.0, applied_at - ts / 1000))
 
     def _send_dead(self, dead: list) -> None:  # type: ignore[type-arg]
         self.producer.stats = DeliveryStats()
         for d in dead:
             self.producer.produce(self.dlq_topic, d.value or b"", d.key, headers=d.headers())
         self.producer.flush(30)
-
-    def _apply_redis(self, work: list[tuple[PartitionState, int, int, Decoded]]) -> None:
-        batches = []
-        for st, first, last, dec in work:
-            evs = dec.events
-            if first <= st.redis_wm:  # replay after a crash: skip what Redis already has
-                evs = [e for e, o in zip(dec.events, dec.offsets, strict=True) if o > st.redis_wm]
-                first = st.redis_wm + 1
-            if last <= st.redis_wm:
-                continue
-            deltas = compute_deltas(evs, self.genres)
-            self.max_event_ts = max(self.max_event_ts, deltas.max_ts)
-            refreshed: list[str] = []
-            ops = to_payload(
-                deltas, self.keys, self.limits, time.time(), fresh=self.ttls, refreshed=refreshed
-            )
-            batches.append(
-                PartitionBatch(st.topic, st.partition, first, last, ops, tuple(refreshed))
-            )
-        n_events = sum(len(w[3].events) for w in work)
-        while batches:
-            t0 = time.perf_counter()
-            results = self._retry(lambda b=batches: self.redis.apply(b), "redis")
-            self.metrics.redis_seconds.observe(time.perf_counter() - t0)
-            self.metrics.redis_batch_events.observe(n_events)
-            retry_batches = []
-            for res in results:
-                st = self.parts[(res.batch.topic, res.batch.partition)]
-                st.redis_wm = max(st.redis_wm, res.watermark)
-                if res.status == APPLIED:
-                    self.ttls.confirm(res.batch.refreshed)
-                elif res.status == CONFLICT:  # another writer got there first: resend the rest
-                    log.warning(
-                        "redis watermark of %s[%d] is %d, above this batch's start %d",
-                        st.topic,
-                        st.partition,
-                        res.watermark,
-                        res.batch.first,
-                    )
-                    dec = next(w[3] for w in work if w[0] is st)
-                    evs = [
-                        e for e, o in zip(dec.events, dec.offsets, strict=True) if o > res.watermark
-                    ]
-                    ops = to_payload(
-                        compute_deltas(evs, self.genres), self.keys, self.limits, time.time()
-                    )
-                    retry_batches.append(
-                        PartitionBatch(
-                            st.topic, st.partition, res.watermark + 1, res.batch.last, ops
-                        )
-                    )
-            batches = retry_batches
 
     # --- the Parquet cadence --------------------------------------------------------
     def flush_due(self) -> bool:
@@ -253,6 +214,8 @@ class Processor:
         return files
 
     def _start(self) -> bool:
+        # Only offsets whose features are in Redis may be cut into a job (and committed).
+        self.applier.wait()
         states = [st for st in self.parts.values() if st.unflushed]
         self._pending_since = None
         if not states:
@@ -283,4 +246,7 @@ class Processor:
         return files
 
     def close(self) -> None:
-        self.flusher.close()
+        try:
+            self.applier.close()
+        finally:
+            self.flusher.close()

@@ -1,12 +1,15 @@
-"""Applies a partition's feature batch to Redis atomically with its offset watermark.
+"""Applies a micro-batch's features to Redis atomically with the offset watermarks of all
+its partitions.
 
-One Lua script per partition batch (the batch is one JSON argument, decoded with cjson): it
-reads ``{p}:wm:{topic}:{partition}``, applies the batch only if its first offset is above the
-watermark, and sets the watermark to the batch's
-last offset -- all in one atomic step, so a re-delivered offset is never applied twice. A
-batch that straddles the watermark (first replay after a crash) is refused with the
-watermark, and the caller re-sends only the newer offsets. All partitions' scripts of one
-micro-batch go in one pipelined round trip.
+One Lua script per micro-batch: the features of every partition's events, aggregated
+together (an item or a popularity bucket touched by eight partitions costs one update, not
+eight), plus ``(watermark key, first, last)`` for each partition. The script reads every
+``{p}:wm:{topic}:{partition}`` first; only if each partition's range lies wholly above its
+watermark does it apply the features and move every watermark to its range's last offset --
+all in one atomic step, so a re-delivered offset is never applied twice. Otherwise it
+changes nothing and returns each partition's status and watermark: the caller drops the
+partitions already applied, trims those that straddle their watermark (first replay after a
+crash, or another worker got there first during a rebalance) and sends the rest again.
 
 Keys are passed as ARGV (the batch touches keys it only learns while aggregating), which is
 fine on a standalone Redis but not on Redis Cluster.
@@ -29,16 +32,28 @@ from streams.errors import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
-APPLIED, SKIPPED, CONFLICT = 0, 1, 2
+# Per range: applied; already applied (last <= watermark); straddles its watermark; or
+# would apply, but another range of the call did not, so nothing changed (send it again).
+APPLIED, SKIPPED, CONFLICT, NOT_APPLIED = 0, 1, 2, 3
 
 APPLY_LUA = """
-local wm = tonumber(redis.call('GET', ARGV[1]) or '-1')
-local first = tonumber(ARGV[2])
-local last = tonumber(ARGV[3])
-if last <= wm then return {1, tostring(wm)} end
-if first <= wm then return {2, tostring(wm)} end
 local call = redis.call
-local doc = cjson.decode(ARGV[4])
+local n = tonumber(ARGV[1])
+local out, ok = {}, true
+for j = 0, n - 1 do
+  local wm = tonumber(call('GET', ARGV[2 + 3 * j]) or '-1')
+  local first, last = tonumber(ARGV[3 + 3 * j]), tonumber(ARGV[4 + 3 * j])
+  local st = 0
+  if last <= wm then st = 1 elseif first <= wm then st = 2 end
+  if st ~= 0 then ok = false end
+  out[#out + 1] = st
+  out[#out + 1] = tostring(wm)
+end
+if not ok then
+  for j = 1, #out, 2 do if out[j] == 0 then out[j] = 3 end end
+  return out
+end
+local doc = cjson.decode(ARGV[2 + 3 * n])
 local now, cap, ttl = doc.now, doc.cap, doc.ttl
 local function hmax(key, field, value, ...)
   local cur = tonumber(call('HGET', key, field) or '-1')
@@ -96,27 +111,28 @@ end
 for _, h in ipairs(doc.h) do zincr(h[1], h[2], h[3] == 1 and ttl[3] or nil) end
 for _, h in ipairs(doc.d) do zincr(h[1], h[2], h[3] == 1 and ttl[4] or nil) end
 zincr(doc.a[1], doc.a[2], nil)
-call('SET', ARGV[1], ARGV[3])
-return {0, ARGV[3]}
+for j = 0, n - 1 do
+  call('SET', ARGV[2 + 3 * j], ARGV[4 + 3 * j])
+  out[2 * j + 2] = ARGV[4 + 3 * j]
+end
+return out
 """
 
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 @dataclass(frozen=True)
-class PartitionBatch:
+class PartitionRange:
     topic: str
     partition: int
     first: int
     last: int
-    payload: bytes  # features.to_payload
-    refreshed: tuple[str, ...] = ()  # keys whose TTL the payload refreshes
 
 
 @dataclass(frozen=True)
 class ApplyResult:
-    batch: PartitionBatch
-    status: int  # APPLIED, SKIPPED or CONFLICT
+    range: PartitionRange
+    status: int  # APPLIED, SKIPPED, CONFLICT or NOT_APPLIED
     watermark: int
 
 
@@ -129,22 +145,23 @@ class RedisSink:
         )
         self._apply = self.client.register_script(APPLY_LUA)
 
-    def apply(self, batches: Sequence[PartitionBatch]) -> list[ApplyResult]:
-        """Apply the batches in one pipelined round trip; each atomically with its
-        watermark. Raises SinkUnavailable if Redis cannot be reached."""
-        if not batches:
+    def apply(self, ranges: Sequence[PartitionRange], payload: bytes) -> list[ApplyResult]:
+        """Apply ``payload`` (:func:`streams.features.to_payload` of the events of all
+        ``ranges``) in one script call, atomically with the ranges' watermarks: either all
+        are APPLIED, or nothing changed and each result says why. Raises SinkUnavailable if
+        Redis cannot be reached."""
+        if not ranges:
             return []
+        args: list = [len(ranges)]
+        for r in ranges:
+            args += (self.keys.watermark(r.topic, r.partition), r.first, r.last)
+        args.append(payload)
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for b in batches:
-                    wm_key = self.keys.watermark(b.topic, b.partition)
-                    self._apply(args=[wm_key, b.first, b.last, b.payload], client=pipe)
-                replies = pipe.execute()
+            reply = self._apply(args=args)
         except _DOWN as err:
             raise SinkUnavailable("redis", self.url, err) from err
         return [
-            ApplyResult(b, int(status), int(wm))
-            for b, (status, wm) in zip(batches, replies, strict=True)
+            ApplyResult(r, int(reply[2 * j]), int(reply[2 * j + 1])) for j, r in enumerate(ranges)
         ]
 
     def watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:

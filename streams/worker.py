@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -139,7 +140,10 @@ class StreamWorker:
             ) from err
 
     # --- the loop ---------------------------------------------------------------------
-    def run(self) -> Progress:
+    def _build(
+        self, commit: Callable[[dict[TP, int]], None]
+    ) -> tuple[RedisSink, EventProducer, Catalog, Processor]:
+        """The sinks, the catalog reader and the Processor (shared by both engines)."""
         s = self.settings
         ensure_topics(s)
         redis = RedisSink(s.redis_url, RedisKeys(s.redis_key_prefix))
@@ -148,7 +152,6 @@ class StreamWorker:
         )
         producer = EventProducer(s, **{"linger.ms": 5})
         catalog = Catalog(s, on_items=lambda items: self._write_catalog(redis, items))
-        self._consumer = consumer = Consumer(consumer_config(s), logger=log)
         self.processor = proc = Processor(
             settings=s,
             event_types=self.event_types,
@@ -156,19 +159,28 @@ class StreamWorker:
             writer=writer,
             producer=producer,
             genres=catalog.genres,
-            commit=self._commit,
+            commit=commit,
             metrics=self.metrics,
             stop=self.stop_event,
         )
+        return redis, producer, catalog, proc
+
+    def _bootstrap_catalog(self, catalog: Catalog) -> None:
+        # Fresh topics may not have a leader for a moment: retry, as for any sink.
+        retry(
+            catalog.bootstrap,
+            sink="kafka",
+            metrics=self.metrics,
+            stop=self.stop_event,
+            max_backoff_s=self.settings.stream_retry_max_s,
+        )
+
+    def run(self) -> Progress:
+        s = self.settings
+        redis, producer, catalog, proc = self._build(self._commit)
+        self._consumer = consumer = Consumer(consumer_config(s), logger=log)
         try:
-            # Fresh topics may not have a leader for a moment: retry, as for any sink.
-            retry(
-                catalog.bootstrap,
-                sink="kafka",
-                metrics=self.metrics,
-                stop=self.stop_event,
-                max_backoff_s=s.stream_retry_max_s,
-            )
+            self._bootstrap_catalog(catalog)
             freeze_heap()
             consumer.subscribe(
                 list(self.event_types),
@@ -236,6 +248,9 @@ class StreamWorker:
             lag = max(0, high - max(pos, low))
             self.metrics.lag.labels(topic, str(p)).set(lag)
             total += lag
+        self._caught_up(total, proc)
+
+    def _caught_up(self, total: int, proc: Processor) -> None:
         self.progress.lag = total
         pending = any(st.pending for st in proc.parts.values())
         if total == 0 and pending and self.until_caught_up:

@@ -232,10 +232,11 @@ def read_dead_letters(s: Settings) -> list[DeadLetter]:
     return out
 
 
-def test_dead_letters_keep_bytes_reason_and_source(topics: Settings) -> None:
+@pytest.mark.parametrize("engine", ["confluent", "faust"])
+def test_dead_letters_keep_bytes_reason_and_source(topics: Settings, engine: str) -> None:
     from streams import run_worker
 
-    s = topics.model_copy(update={"stream_flush_interval_s": 1.0})
+    s = topics.model_copy(update={"stream_flush_interval_s": 1.0, "stream_engine": engine})
     truth = Truth()
     genres = produce_catalog(s, 50)
     produce_events(s, truth, genres, 2_000, bad_every=100)
@@ -252,44 +253,55 @@ def test_dead_letters_keep_bytes_reason_and_source(topics: Settings) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_three_times_exactly_once(topics: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "first", "more", "kills"),
+    [
+        ("confluent", 120_000, 90_000, 4),
+        # Lighter: the Faust engine is ~5-9x slower; three kills cover the same paths.
+        ("faust", 40_000, 20_000, 3),
+    ],
+)
+def test_kill_9_exactly_once(
+    topics: Settings, tmp_path: Path, engine: str, first: int, more: int, kills: int
+) -> None:
     s = topics
     truth = Truth()
     genres = produce_catalog(s, 500)
-    produce_events(s, truth, genres, 120_000, bad_every=997)
+    produce_events(s, truth, genres, first, bad_every=997)
     log = tmp_path / "worker.log"
     rng = random.Random(42)
-    proc = start_worker(s, log)
-    kills = 0
+    proc = start_worker(s, log, STREAMREC_STREAM_ENGINE=engine)
+    killed = 0
     try:
-        for round_ in range(4):
+        for round_ in range(kills):
             # Kill while it works: after it has its partitions, at a random moment.
             wait_for_log(log, "assigned", count=round_ + 1, procs=[proc])
             time.sleep(rng.uniform(0.5, 3.0))
             if round_ == 1:  # more events arrive while the worker keeps dying
-                produce_events(s, truth, genres, 90_000, start=120_000, bad_every=997)
+                produce_events(s, truth, genres, more, start=first, bad_every=997)
             committed, end = committed_vs_end(s)
             assert committed < end, "the kill must land before the worker caught up"
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-            kills += 1
-            proc = start_worker(s, log)
+            killed += 1
+            proc = start_worker(s, log, STREAMREC_STREAM_ENGINE=engine)
         wait_caught_up(s, 150, [proc])
     finally:
         proc.kill()
         proc.wait()
-    assert kills >= 3
-    assert sum(len(v) for v in truth.ids.values()) >= 200_000
+    assert killed == kills
+    assert sum(len(v) for v in truth.ids.values()) >= (first + more) * 0.99
     verify(s, truth)
     assert len({d.source_offset for d in read_dead_letters(s)}) == truth.bad
 
 
-def test_two_workers_survivor_takes_over(topics: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["confluent", "faust"])
+def test_two_workers_survivor_takes_over(topics: Settings, tmp_path: Path, engine: str) -> None:
     s = topics
     truth = Truth()
     genres = produce_catalog(s, 200)
-    a = start_worker(s, tmp_path / "a.log")
-    b = start_worker(s, tmp_path / "b.log")
+    a = start_worker(s, tmp_path / "a.log", STREAMREC_STREAM_ENGINE=engine)
+    b = start_worker(s, tmp_path / "b.log", STREAMREC_STREAM_ENGINE=engine)
     try:
         time.sleep(8)  # both in the group, partitions shared
         produce_events(s, truth, genres, 40_000)

@@ -149,9 +149,9 @@ class FakeRedis:
     def __init__(self) -> None:
         self.applied = []
 
-    def apply(self, batches):
-        self.applied.extend(batches)
-        return [ApplyResult(b, APPLIED, b.last) for b in batches]
+    def apply(self, ranges, payload):
+        self.applied.extend(ranges)
+        return [ApplyResult(r, APPLIED, r.last) for r in ranges]
 
     def watermarks(self, topic, partitions):
         return {}

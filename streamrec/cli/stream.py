@@ -33,6 +33,13 @@ def register(subs: argparse._SubParsersAction, help_text: str) -> None:
         action="store_true",
         help="exit when all assigned partitions have no lag and everything is committed",
     )
+    p.add_argument(
+        "--engine",
+        choices=("confluent", "faust"),
+        default=None,
+        help="consumer engine (default STREAMREC_STREAM_ENGINE, confluent): confluent-kafka "
+        "or a faust-streaming agent; same processing and commit-after-durable",
+    )
     p.set_defaults(func=run)
 
 
@@ -42,7 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     console = Console(stderr=True)
     check_kafka(settings)
     if not args.until_caught_up:
-        summary = run_worker(settings, metrics_port=args.metrics_port)
+        summary = run_worker(settings, metrics_port=args.metrics_port, engine=args.engine)
     else:
         with Live(Text("starting..."), console=console, refresh_per_second=4) as live:
 
@@ -60,7 +67,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 )
 
             summary = run_worker(
-                settings, until_caught_up=True, metrics_port=args.metrics_port, on_tick=tick
+                settings,
+                until_caught_up=True,
+                metrics_port=args.metrics_port,
+                on_tick=tick,
+                engine=args.engine,
             )
     console.print(
         f"stream: {summary.processed:,} events processed, "

@@ -1,0 +1,242 @@
+"""Load generation and measurement for ``bench/streams.py``: backlogs (sessions, MovieLens
+replay), paced production, the worker and a bare consumer timed on the same topics, and
+freshness probes read back from Redis."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import redis
+from confluent_kafka import Consumer
+
+from core.config import Settings
+from core.kafka import EventProducer, delete_topics
+from schemas.redis_keys import RedisKeys
+from streams.app import create_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fresh_settings(base: Settings, tmp: str) -> Settings:
+    tag = "bench" + uuid.uuid4().hex[:8]
+    return base.model_copy(
+        update={"topic_prefix": tag, "redis_key_prefix": tag, "storage_url": f"file://{tmp}/{tag}"}
+    )
+
+
+def cleanup(s: Settings) -> None:
+    """Delete the run's topics and Redis keys (a benchmark must not fill the shared stack)."""
+    delete_topics(s)
+    cleanup_keys(s)
+
+
+def cleanup_keys(s: Settings) -> None:
+    r = redis.Redis.from_url(s.redis_url)
+    keys = list(r.scan_iter(f"{s.redis_key_prefix}:*", count=10_000))
+    for i in range(0, len(keys), 10_000):
+        r.delete(*keys[i : i + 10_000])
+
+
+def produce_movielens(s: Settings) -> int:
+    from ingest.movielens import load_movielens
+    from ingest.replay import replay_movielens
+
+    return replay_movielens(s, load_movielens(s.cache_path).subset("all")).events
+
+
+def produce_backlog(s: Settings, n: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    p = EventProducer(s)
+    watch, rate = s.topic("watch"), s.topic("rate")
+    t0 = time.time() - n * 0.01
+    i = 0
+    while i < n:
+        user = f"u{rng.randrange(20_000)}"
+        item = f"m{int(rng.paretovariate(1.2)) % 3000}"
+        for _ in range(rng.randint(1, 20)):  # a session: minutes of one movie, maybe a rating
+            ts = datetime.fromtimestamp(t0 + i * 0.01, UTC).isoformat()
+            if rng.random() < 0.75:
+                doc = {
+                    "event_type": "watch",
+                    "event_id": f"e{i}",
+                    "user_id": user,
+                    "item_id": item,
+                    "ts": ts,
+                    "minute": i % 120,
+                }
+                p.produce(watch, orjson.dumps(doc), user.encode())
+            else:
+                doc = {
+                    "event_type": "rate",
+                    "event_id": f"e{i}",
+                    "user_id": user,
+                    "item_id": item,
+                    "ts": ts,
+                    "rating": rng.randrange(1, 6),
+                }
+                p.produce(rate, orjson.dumps(doc), user.encode())
+            i += 1
+            if i % 50_000 == 0:
+                p.poll(0)
+    p.flush(120)
+
+
+def bare_consumer_rate(s: Settings, n: int) -> float:
+    c = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([s.topic("watch"), s.topic("rate")])
+    got, t_first = 0, None
+    while got < n:
+        msgs = c.consume(10_000, 2.0)
+        if msgs and t_first is None:
+            t_first = time.perf_counter()
+        for m in msgs:
+            m.value(), m.offset()
+        got += len(msgs)
+    elapsed = time.perf_counter() - (t_first or time.perf_counter())
+    c.close()
+    return got / elapsed
+
+
+def worker_rate(s: Settings, n: int, engine: str = "confluent") -> float:
+    worker = create_app(s, until_caught_up=True, engine=engine)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    while worker.processor is None or worker.processor.totals.processed == 0:
+        time.sleep(0.005)
+    t_first = time.perf_counter()
+    thread.join()
+    elapsed = time.perf_counter() - t_first
+    return worker.processor.totals.processed / elapsed
+
+
+def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: int) -> None:
+    p = EventProducer(s, **{"linger.ms": 1})
+    watch = s.topic("watch")
+    start = time.perf_counter()
+    i = 0
+    while (now := time.perf_counter()) - start < seconds:
+        due = int((now - start) * rate)
+        while i < due:
+            probe = i % every == 0
+            user = f"probe{i}" if probe else f"u{i % 20_000}"
+            doc = {
+                "event_type": "watch",
+                "event_id": f"f{i}",
+                "user_id": user,
+                "item_id": f"m{i % 3000}",
+                "ts": datetime.now(UTC).isoformat(),
+            }
+            p.produce(watch, orjson.dumps(doc), user.encode())
+            if probe:
+                probes[user] = time.time()
+            i += 1
+        p.poll(0)
+        time.sleep(0.001)
+    p.flush(30)
+
+
+def freshness_worker(
+    s: Settings, rate: int, seconds: float, engine: str = "confluent"
+) -> list[float]:
+    env = {
+        **os.environ,
+        "STREAMREC_STREAM_ENGINE": engine,
+        "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
+        "STREAMREC_STORAGE_URL": s.storage,
+        "STREAMREC_REDIS_URL": s.redis_url,
+        "STREAMREC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    keys, r = RedisKeys(s.redis_key_prefix), redis.Redis.from_url(s.redis_url)
+    try:
+        # Wait until the worker is in the group and processing (a warm-up event is visible).
+        EventProducer(s).produce(
+            s.topic("watch"),
+            orjson.dumps(
+                {
+                    "event_type": "watch",
+                    "event_id": "warm",
+                    "user_id": "warmup",
+                    "item_id": "m0",
+                    "ts": datetime.now(UTC).isoformat(),
+                }
+            ),
+            b"warmup",
+        ) or None
+        deadline = time.time() + 60
+        while not r.exists(keys.user_stats("warmup")):
+            if time.time() > deadline:
+                raise RuntimeError("worker did not start")
+            time.sleep(0.1)
+        probes: dict[str, float] = {}
+        lat: list[float] = []
+        prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, probes, 50))
+        prod.start()
+        while prod.is_alive() or probes:
+            pending = list(probes)
+            if pending:
+                pipe = r.pipeline(transaction=False)
+                for u in pending:
+                    pipe.exists(keys.user_stats(u))
+                now = time.time()
+                for u, seen in zip(pending, pipe.execute(), strict=True):
+                    if seen:
+                        lat.append(now - probes.pop(u))
+            if not prod.is_alive() and time.time() > deadline + seconds + 30:
+                break
+            time.sleep(0.005)
+        return lat
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def freshness_bare(s: Settings, rate: int, seconds: float) -> list[float]:
+    c = Consumer(
+        {
+            "bootstrap.servers": s.kafka_bootstrap,
+            "group.id": uuid.uuid4().hex,
+            "auto.offset.reset": "latest",
+            "fetch.wait.max.ms": 50,
+        }
+    )
+    c.subscribe([s.topic("watch")])
+    while not c.assignment():
+        c.poll(0.1)
+    lat: list[float] = []
+    prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, {}, 50))
+    prod.start()
+    while prod.is_alive():
+        for m in c.consume(1000, 0.1):
+            if not m.error():
+                lat.append(time.time() - m.timestamp()[1] / 1000)
+    c.close()
+    return lat
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
