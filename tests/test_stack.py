@@ -178,18 +178,6 @@ def test_cli_up_and_status(shared: Settings) -> None:
     assert "6379" in lines["redis"]
 
 
-def test_jmx_exporter_serves_broker_metrics(shared: Settings) -> None:
-    kafka = next(st for st in stack.status(shared, ["kafka"]))
-    if kafka.state != "running":
-        pytest.skip("the broker on 9092 was not started by streamrec (no agent of ours)")
-    url = f"http://127.0.0.1:{shared.kafka_jmx_exporter_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        body = resp.read().decode()
-    assert "kafka_server_brokertopicmetrics_messagesin_total" in body
-    assert "kafka_network_requestmetrics" in body
-    assert "kafka_log_log_size" in body or "kafka_log_logmanager" in body
-
-
 # --- isolated stacks (temporary data dir, free ports) ---------------------------------------
 
 
@@ -208,6 +196,13 @@ def test_down_stops_only_what_up_started(
     kafka_port, redis_port = states["kafka"].port, states["redis"].port
     assert port_open(kafka_port)
     assert port_open(redis_port)
+    # The broker we started carries the Prometheus JMX exporter agent.
+    url = f"http://127.0.0.1:{isolated.kafka_jmx_exporter_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        body = resp.read().decode()
+    assert "kafka_server_brokertopicmetrics_messagesin_total" in body
+    assert "kafka_network_requestmetrics" in body
+    assert "kafka_log_log_size" in body or "kafka_log_logmanager" in body
 
     stopped = {st.name: st for st in stack.down(isolated)}
     assert stopped["kafka"].pid == states["kafka"].pid

@@ -1,0 +1,322 @@
+"""The observability stack, live: a real Prometheus (the Debian binary, our rendered config and
+alert rules) scrapes a real API, a real stream worker, the broker's JMX exporter and a Redis
+exporter while MovieLens events and /recommend requests flow. Every query of every
+dashboard panel must return at least one series, and stopping Redis must drive the fallback
+alert to pending or firing.
+
+Everything here is private to the test (topic prefix, Redis server, storage, ports,
+Prometheus data) except the shared broker, which is only read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from core.config import Settings
+from ingest.movielens import MovieLens, load_movielens
+from ingest.replay import replay_movielens
+from streamrec.stack.prometheus import render_config, write_config
+from training.pipeline import run_training
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REPO = Path(__file__).resolve().parent.parent
+DASHBOARDS = REPO / "infra" / "grafana" / "dashboards"
+RATE_INTERVAL = "10s"  # what $__rate_interval becomes with 1 s scrapes
+
+# Panel queries that cannot return data yet, each with the reason. Keep this minimal.
+NOT_YET_PRODUCED = {
+    ("streamrec / Models & rollout", "Online conversion by version"): (
+        "defined by issue 7 (canary), not yet produced"
+    ),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: process exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.5)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _env(s: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+    env.update(
+        STREAMREC_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
+        STREAMREC_TOPIC_PREFIX=s.topic_prefix,
+        STREAMREC_REDIS_URL=s.redis_url,
+        STREAMREC_REDIS_KEY_PREFIX=s.redis_key_prefix,
+        STREAMREC_STORAGE_URL=s.storage,
+        STREAMREC_DATA_DIR=str(s.data_path),
+        STREAMREC_STREAM_FLUSH_INTERVAL_S="2",
+        # Generous on a noisy shared host: before the outage, only unknown users fall back.
+        STREAMREC_SERVE_BUDGET_MS="3000",
+        STREAMREC_SERVE_ALIAS_POLL_S="1",
+        **extra,
+    )
+    return env
+
+
+def _few_users(ml: MovieLens, n: int) -> MovieLens:
+    users = np.unique(ml.users)[:n]
+    keep = np.isin(ml.users, users)
+    return MovieLens(ml.users[keep], ml.items[keep], ml.ratings[keep], ml.ts[keep], ml.catalog)
+
+
+class Prom:
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+
+    def get(self, path: str, **params: object) -> dict:
+        resp = httpx.get(f"{self.url}{path}", params=params, timeout=30)
+        body = resp.json()
+        assert body.get("status") == "success", body
+        return body["data"]
+
+    def series(self, expr: str, start: float) -> list:
+        return self.get("/api/v1/query_range", query=expr, start=start, end=time.time(), step=1)[
+            "result"
+        ]
+
+    def targets(self) -> dict[str, str]:
+        active = self.get("/api/v1/targets", state="active")["activeTargets"]
+        return {t["labels"]["job"]: t["health"] for t in active}
+
+    def alert_state(self, name: str) -> str | None:
+        alerts = self.get("/api/v1/alerts")["alerts"]
+        states = {a["state"] for a in alerts if a["labels"]["alertname"] == name}
+        return "firing" if "firing" in states else next(iter(states), None)
+
+
+def _panel_queries() -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for t in panel.get("targets", []):
+                expr = t["expr"].replace("$__rate_interval", RATE_INTERVAL)
+                out.append((board["title"], panel["title"], expr))
+    return out
+
+
+class Load:
+    """/recommend requests (known, unknown and invalid users) in a thread until stopped."""
+
+    def __init__(self, url: str, users: list[str]) -> None:
+        self.url, self.users = url, users
+        self.stop = threading.Event()
+        self.statuses: dict[int, int] = {}
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            n = 0
+            while not self.stop.is_set():
+                n += 1
+                path = f"/recommend/{self.users[n % len(self.users)]}?k=10"
+                if n % 5 == 0:
+                    path = f"/recommend/ghost-{n}?k=10"  # cold start: unknown_user fallback
+                elif n % 11 == 0:
+                    path = "/recommend/someone?k=0"  # 422
+                try:
+                    status = client.get(path).status_code
+                except httpx.HTTPError:
+                    status = 0
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                time.sleep(0.02)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary")
+def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
+    topics: Settings, tmp_path: Path
+) -> None:
+    from streams import run_worker
+
+    redis_port, api_port, worker_port, exporter_port, prom_port, rollout_port = (
+        _free_port() for _ in range(6)
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
+    redis_cmd = [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+    redis_cmd += ["--appendonly", "no", "--dir", str(tmp_path)]
+    with _process(redis_cmd, logs / "redis.log") as redis_proc:
+        s = topics.model_copy(
+            update={
+                "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+                "data_dir": tmp_path / "data",
+                "stream_flush_interval_s": 2.0,
+                "train_threads": 1,
+                "train_als_iterations": 5,
+                "train_ranker_rounds": 20,
+                "train_ranker_max_users": 100,
+                "train_eval_max_users": 100,
+                "train_gate_min_users": 10,
+            }
+        )
+        ml = load_movielens(s.cache_path)
+        few = _few_users(ml.subset("all"), 120)
+        train, later = few.subset("train"), few.subset("test")
+
+        # A model trained on snapshots a stream worker wrote, promoted to production.
+        replay_movielens(s, train)
+        run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
+        report = run_training(s, promote=True, catalog_source="topic")
+        assert report.manifest is not None
+
+        config = render_config(
+            REPO / "infra" / "prometheus" / "prometheus.yml",
+            {
+                "streamrec-api": api_port,
+                "streamrec-stream": worker_port,
+                "streamrec-rollout": rollout_port,  # issue 7: nothing listens (yet)
+                "kafka": s.kafka_jmx_exporter_port,
+                "redis": exporter_port,
+                "prometheus": prom_port,
+            },
+            interval_s=1,
+        )
+        prom_config = write_config(config, tmp_path / "prometheus.yml")
+        env = _env(s)
+        py = [sys.executable, "-m", "streamrec"]
+        worker_env = _env(s, STREAMREC_STREAM_METRICS_PORT=str(worker_port))
+        exporter = [
+            shutil.which("prometheus-redis-exporter") or "/usr/bin/prometheus-redis-exporter",
+            f"-redis.addr=redis://127.0.0.1:{redis_port}",
+            f"-web.listen-address=127.0.0.1:{exporter_port}",
+        ]
+        prometheus = [
+            shutil.which("prometheus") or "/usr/bin/prometheus",
+            f"--config.file={prom_config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ]
+        with (
+            _process([*py, "stream"], logs / "stream.log", worker_env) as worker,
+            _process([*py, "serve", "--port", str(api_port)], logs / "api.log", env) as api,
+            _process(exporter, logs / "exporter.log") as _exporter,
+            _process(prometheus, logs / "prometheus.log") as prom_proc,
+        ):
+            api_url = f"http://127.0.0.1:{api_port}"
+            _wait("API ready", lambda: _http_ok(f"{api_url}/readyz"), 120, api)
+            _wait(
+                "worker metrics", lambda: _http_ok(f"http://127.0.0.1:{worker_port}/"), 60, worker
+            )
+            prom = Prom(prom_port)
+            _wait("prometheus ready", lambda: _http_ok(f"{prom.url}/-/ready"), 60, prom_proc)
+            start = time.time()
+
+            known = sorted(set(train.users.tolist()))
+            with Load(api_url, known) as load:
+                # Fresh events while the worker runs (freshness, lag, events/s) and one
+                # message that is not an event (a dead letter).
+                replay_movielens(s, later)
+                bad = Producer({"bootstrap.servers": s.kafka_bootstrap})
+                bad.produce(s.topic("watch"), key=b"u1", value=b"this is not an event")
+                bad.flush(30)
+
+                wanted = {"streamrec-api", "streamrec-stream", "kafka", "redis", "prometheus"}
+                _wait(
+                    "every target scraped",
+                    lambda: all(prom.targets().get(j) == "up" for j in wanted),
+                    60,
+                )
+                assert prom.targets()["streamrec-rollout"] == "down"  # not built yet
+
+                queries = _panel_queries()
+                assert len(queries) > 30
+
+                def empty() -> list[tuple[str, str, str]]:
+                    return [
+                        q
+                        for q in queries
+                        if q[:2] not in NOT_YET_PRODUCED and not prom.series(q[2], start)
+                    ]
+
+                missing: list = []
+
+                def all_have_data() -> bool:
+                    missing[:] = empty()
+                    return not missing
+
+                with contextlib.suppress(AssertionError):
+                    _wait("every panel query has data", all_have_data, 120)
+                assert not missing, "panel queries without series:\n" + "\n".join(
+                    f"{b} / {p}: {e}" for b, p, e in missing
+                )
+                # The allow-listed panels really are the ones without data.
+                for board, title, expr in queries:
+                    if (board, title) in NOT_YET_PRODUCED:
+                        assert not prom.series(expr, start), (board, title)
+
+                # Healthy so far: only cold-start users fell back, which does not alert.
+                assert prom.alert_state("StreamrecApiFallbackRatioHigh") is None
+                assert load.statuses.get(200, 0) > 50 and load.statuses.get(422, 0) > 0
+
+                redis_proc.kill()
+                redis_proc.wait(10)
+                states: list[str | None] = []
+
+                def alerting() -> bool:
+                    states.append(prom.alert_state("StreamrecApiFallbackRatioHigh"))
+                    return states[-1] in {"pending", "firing"}
+
+                _wait("fallback alert pending or firing after Redis stopped", alerting, 90)
+            fallbacks = prom.series(
+                'sum by (reason) (streamrec_serving_fallbacks_total{reason="redis_unavailable"})',
+                start,
+            )
+            assert fallbacks, "the alert fired without redis_unavailable fallbacks"

@@ -1,0 +1,72 @@
+"""``streamrec stack up --service prometheus`` on ports of its own: Prometheus with the repo's
+rules and the Redis exporter beside it come up, scrape, and ``down`` stops both."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.config import Settings
+from streamrec.stack.base import port_open
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary"),
+]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def test_stack_up_starts_prometheus_with_rules_and_redis_exporter(
+    stack: Settings, tmp_path: Path
+) -> None:
+    prom_port, exporter_port = _free_ports(2)
+    s = stack.model_copy(
+        update={
+            "data_dir": tmp_path / "data",
+            "prometheus_port": prom_port,
+            "redis_exporter_port": exporter_port,
+        }
+    )
+    from streamrec import stack as stack_module  # the `stack` fixture shadows the name
+
+    try:
+        (state,) = stack_module.up(s, ["prometheus"], timeout=60)
+        assert state.state == "started"
+        url = f"http://127.0.0.1:{prom_port}"
+        rules = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        names = {r["name"] for g in rules for r in g["rules"]}
+        assert "StreamrecApiFallbackRatioHigh" in names and "StreamrecProcessDown" in names
+
+        def health() -> dict[str, str]:
+            active = httpx.get(f"{url}/api/v1/targets", timeout=10).json()["data"]
+            return {t["labels"]["job"]: t["health"] for t in active["activeTargets"]}
+
+        deadline = time.monotonic() + 60
+        while health().get("redis") != "up" or health().get("kafka") != "up":
+            assert time.monotonic() < deadline, health()
+            time.sleep(1)
+        scraped = httpx.get(f"{url}/api/v1/query", params={"query": "redis_up"}, timeout=10).json()[
+            "data"
+        ]["result"]
+        assert scraped and scraped[0]["value"][1] == "1"
+        # Idempotent: a second `up` starts nothing.
+        (again,) = stack_module.up(s, ["prometheus"], timeout=60)
+        assert again.state == "running" and again.pid == state.pid
+    finally:
+        stack_module.down(s, ["prometheus"])
+    assert not port_open(prom_port) and not port_open(exporter_port)
