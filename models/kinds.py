@@ -14,6 +14,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "als": ("models.als", "ALSModel"),
     "item-knn": ("models.knn", "ItemKNNModel"),
     "als+lgbm": ("models.two_stage", "TwoStageModel"),
+    # A random ranking: the negative control of canary rollouts (rollout tests, demos).
+    "random": ("models.random_model", "RandomModel"),
 }
 
 

@@ -37,10 +37,15 @@ key                                            type    contents (TTL)
                                                        ``converted`` or ``pos:{n}`` (1-based
                                                        position of the watched item, n capped at
                                                        ONLINE_EVAL_MAX_POSITION) (ONLINE_EVAL_TTL)
+``{p}:oe:b:{epoch}``                           HASH    the same counters per ONLINE_EVAL_BUCKET_S
+                                                       bucket of serve time starting at
+                                                       ``epoch``: the rollout controller's
+                                                       per-step cohorts (ONLINE_EVAL_BUCKET_TTL)
 ``{p}:oe:pending:{user}``                      HASH    join state: request id -> JSON ``[ts,
-                                                       label, converted, items...]`` of the
-                                                       user's responses still inside the window
-                                                       (capped; TTL window + 1 h)
+                                                       label, hour key, [items], bucket key]``
+                                                       of the user's unconverted responses
+                                                       inside the window (capped; TTL window +
+                                                       1 h)
 ``{p}:oe:wm:{topic}:{partition}``              STRING  highest offset of ``reco_responses`` /
                                                        ``watch`` applied to the online
                                                        evaluation (no TTL)
@@ -66,6 +71,9 @@ TRENDING_HALF_LIFE_H = 6.0
 TRENDING_CAP = 1000
 GENRE_SEPARATOR = "|"
 ONLINE_EVAL_TTL_S = 14 * 24 * 3600  # two weeks of hourly counters: any rollout fits
+# Fine buckets let the controller count exactly the responses served during a step.
+ONLINE_EVAL_BUCKET_S = 10
+ONLINE_EVAL_BUCKET_TTL_S = 3 * 24 * 3600
 ONLINE_EVAL_MAX_POSITION = 20  # positions past this share the last bucket
 ONLINE_EVAL_METRICS = ("served", "converted")
 
@@ -122,6 +130,10 @@ class RedisKeys:
 
     def online_eval_hour(self, epoch: float) -> str:
         return f"{self.prefix}:oe:h:{datetime.fromtimestamp(epoch, UTC):%Y%m%d%H}"
+
+    def online_eval_bucket(self, epoch: float) -> str:
+        start = int(epoch // ONLINE_EVAL_BUCKET_S * ONLINE_EVAL_BUCKET_S)
+        return f"{self.prefix}:oe:b:{start}"
 
     def online_eval_pending(self, user: str) -> str:
         return f"{self.prefix}:oe:pending:{user}"

@@ -30,6 +30,7 @@ from streams.decode import RawRecord, decode_batch
 from streams.features import Limits, TtlTracker
 from streams.flush import BackgroundFlusher, FlushJob, cut_job
 from streams.metrics import StreamMetrics
+from streams.online_eval import OnlineEval
 from streams.redis_apply import RedisApplier, RedisWork
 from streams.redis_sink import RedisSink
 from streams.retry import retry
@@ -84,6 +85,9 @@ class Processor:
             metrics=metrics,
             retry=lambda fn, sink: self._retry(fn, sink),
         )
+        # Online evaluation (issue 7): each batch's join runs once its features are in
+        # Redis and before its offsets can be committed (see streams.online_eval).
+        self.online_eval = OnlineEval.from_settings(s, redis, metrics.registry)
 
     @property
     def max_event_ts(self) -> float:
@@ -163,7 +167,10 @@ class Processor:
         if dead:  # before the features: a committed offset means its dead letters are sent
             self.applier.wait()
             self._retry(lambda: self._send_dead(dead), "kafka")
+        self.applier.wait()
+        self._join_online_eval()  # the previous batch's: its features are applied now
         self.applier.submit(work)
+        self.online_eval.add_work(work)
         for w in work:
             st = w.st
             for day, (evs, offs) in split_by_day(w.events, w.offsets).items():
@@ -216,6 +223,7 @@ class Processor:
     def _start(self) -> bool:
         # Only offsets whose features are in Redis may be cut into a job (and committed).
         self.applier.wait()
+        self._join_online_eval()
         states = [st for st in self.parts.values() if st.unflushed]
         self._pending_since = None
         if not states:
@@ -223,6 +231,10 @@ class Processor:
         self._buffered -= sum(st.buffered for st in states)
         self.flusher.start(cut_job(states))
         return True
+
+    def _join_online_eval(self) -> None:
+        if self.online_eval.pending:
+            self._retry(self.online_eval.apply, "redis")
 
     def _finish(self, job: FlushJob) -> int:
         """Commit a durable job's offsets: only of partitions still ours (a partition lost

@@ -276,9 +276,11 @@ def test_kill_9_exactly_once(
         for round_ in range(kills):
             # Kill while it works: after it has its partitions, at a random moment.
             wait_for_log(log, "assigned", count=round_ + 1, procs=[proc])
-            time.sleep(rng.uniform(0.5, 3.0))
-            if round_ == 1:  # more events arrive while the worker keeps dying
-                produce_events(s, truth, genres, more, start=first, bad_every=997)
+            # More events arrive while the worker keeps dying, before every kill, so each
+            # kill lands mid-stream however fast the worker is.
+            chunk = more // kills
+            produce_events(s, truth, genres, chunk, start=first + round_ * chunk, bad_every=997)
+            time.sleep(rng.uniform(0.2, 1.5))
             committed, end = committed_vs_end(s)
             assert committed < end, "the kill must land before the worker caught up"
             proc.send_signal(signal.SIGKILL)

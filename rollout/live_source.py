@@ -1,0 +1,140 @@
+"""The live :class:`MetricsSource`: conversions from the online-evaluation counters the
+stream processor keeps in Redis, requests / errors / latency from the API's ``/metrics``
+(scraped directly and parsed with prometheus_client's text parser)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from datetime import datetime
+
+import httpx
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from rollout.decision import ArmStats
+from rollout.errors import MetricsUnavailable
+from rollout.source import CANARY, PRODUCTION, MetricsSource, Snapshot
+from schemas.redis_keys import (
+    ONLINE_EVAL_BUCKET_S,
+    ONLINE_EVAL_BUCKET_TTL_S,
+    RedisKeys,
+    online_eval_field,
+)
+
+log = logging.getLogger(__name__)
+
+REQUEST_METRIC = "streamrec_serving_request_seconds"
+RECOMMEND_ENDPOINT = "/recommend/{user_id}"
+
+
+def bucket_epochs(since: float, until: float) -> list[int]:
+    """Start of every online-evaluation bucket that begins at or after ``since`` and before
+    ``until`` (within the buckets' retention). A bucket that began before ``since`` is left
+    out: it holds responses served before the step."""
+    start = max(since, until - ONLINE_EVAL_BUCKET_TTL_S)
+    first = math.ceil(start / ONLINE_EVAL_BUCKET_S) * ONLINE_EVAL_BUCKET_S
+    return list(range(int(first), int(until) + 1, ONLINE_EVAL_BUCKET_S))
+
+
+def parse_requests(text: str, variant: str, version: int) -> ArmStats:
+    """Requests, 5xx errors and latency buckets of ``/recommend`` answered by ``variant``
+    ``version``, from the API's exposition text."""
+    requests = errors = 0.0
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != REQUEST_METRIC:
+            continue
+        for sample in family.samples:
+            lab = sample.labels
+            if (
+                lab.get("endpoint") != RECOMMEND_ENDPOINT
+                or lab.get("variant") != variant
+                or lab.get("model_version") != str(version)
+            ):
+                continue
+            if sample.name.endswith("_count"):
+                requests += sample.value
+                if lab.get("status", "").startswith("5"):
+                    errors += sample.value
+            elif sample.name.endswith("_bucket"):
+                le = float(lab["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return ArmStats(
+        requests=requests, errors=errors, latency_buckets=tuple(sorted(buckets.items()))
+    )
+
+
+class LiveMetricsSource(MetricsSource):
+    def __init__(
+        self, *, redis_url: str, key_prefix: str, api_url: str, timeout_s: float = 5.0
+    ) -> None:
+        self.keys = RedisKeys(key_prefix)
+        self.api_url = api_url.rstrip("/")
+        self.redis_url = redis_url
+        self._redis = redis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=timeout_s
+        )
+        self._http = httpx.Client(timeout=timeout_s)
+
+    @classmethod
+    def from_settings(cls, settings: object, api_url: str | None = None) -> LiveMetricsSource:
+        g = settings.__getattribute__
+        url = api_url or g("rollout_api_url") or f"http://127.0.0.1:{g('serve_port')}"
+        return cls(redis_url=g("redis_url"), key_prefix=g("redis_key_prefix"), api_url=url)
+
+    def counters(
+        self, model: str, arms: dict[str, int], since: float, until: float
+    ) -> dict[str, tuple[int, int]]:
+        """(served, converted) per variant of the responses served from ``since`` (the
+        first bucket boundary after it) to ``until``, whenever their conversions came."""
+        fields = [
+            online_eval_field(model, version, variant, metric)
+            for variant, version in arms.items()
+            for metric in ("served", "converted")
+        ]
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for epoch in bucket_epochs(since, until):
+                    pipe.hmget(self.keys.online_eval_bucket(epoch), fields)
+                rows = pipe.execute()
+        except (redis.RedisError, OSError) as err:
+            raise MetricsUnavailable("redis", self.redis_url, str(err)) from None
+        totals = [0] * len(fields)
+        for row in rows:
+            for n, value in enumerate(row):
+                totals[n] += int(value or 0)
+        return {variant: (totals[2 * n], totals[2 * n + 1]) for n, variant in enumerate(arms)}
+
+    def scrape(self) -> str:
+        url = f"{self.api_url}/metrics"
+        try:
+            resp = self._http.get(url)
+            resp.raise_for_status()
+        except httpx.HTTPError as err:
+            raise MetricsUnavailable("api", url, str(err)) from None
+        return resp.text
+
+    def snapshot(
+        self, model: str, production_version: int, canary_version: int, since: datetime
+    ) -> Snapshot:
+        arms = {PRODUCTION: production_version, CANARY: canary_version}
+        counts = self.counters(model, arms, since.timestamp(), time.time())
+        text = self.scrape()
+        out = {}
+        for variant, version in arms.items():
+            served, converted = counts[variant]
+            req = parse_requests(text, variant, version)
+            out[variant] = ArmStats(
+                served=served,
+                converted=converted,
+                requests=req.requests,
+                errors=req.errors,
+                latency_buckets=req.latency_buckets,
+            )
+        return Snapshot(out)
+
+    def close(self) -> None:
+        self._http.close()
+        self._redis.close()

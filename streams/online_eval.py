@@ -1,0 +1,283 @@
+"""Online evaluation: each ``reco_responses`` event joined with the same user's later watch
+events within an event-time window, counted per model / version / variant / hour.
+
+For every response: ``served`` += 1; it **converts** (``converted`` += 1, ``pos:{n}`` += 1
+for the 1-based position ``n`` of the watched item) when the user watches (or rates) one of
+its items at an event time in ``[response ts, response ts + window]``. A response converts
+at most once (a watch converts every response of its window that recommended the item).
+Counters are attributed to the response's serve time and live in Redis hashes per
+event-time hour, and per 10-second bucket for the rollout controller's per-step cohorts
+(layout in :mod:`schemas.redis_keys`); the worker exports them as Prometheus counters.
+
+Why the join state lives in Redis, not in the worker's memory: the two topics' partitions of
+one user (same key, same partition number) are not guaranteed to be consumed by the same
+worker (the group's assignment is round-robin over all topics), and the state must survive
+restarts without double counting. So one Lua script per micro-batch applies the join
+atomically with its own per-partition watermark ``{p}:oe:wm:{topic}:{partition}`` (events
+at or below it are skipped: a re-delivered offset is never counted twice), a separate
+idempotent mechanism beside the features' watermark. It runs after the same batch's
+features (and before its offsets can be committed), which makes the join exact in either
+arrival order:
+
+* a response looks its items up in the user's ``recent`` ZSET (item -> last watch/rate
+  time, written by the features of earlier or the same batches): a watch already there in
+  the window converts it at once and the response is not kept;
+* otherwise it waits in ``{p}:oe:pending:{user}`` (capped, pruned by event time, TTL
+  window + 1 h); a later watch of one of its items converts it and removes it.
+
+A response is thus converted by whichever of the pair is applied second, and exactly once.
+Limits (documented): ``recent`` keeps the *last* time of an item, so a re-watch after the
+window hides an in-window watch of the same item that arrives after its response; pending
+responses beyond the cap are dropped oldest first.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas import redis_keys as rk
+from schemas.events import Event, RecoResponseEvent, WatchEvent
+from schemas.redis_keys import RedisKeys
+from streams.errors import SinkUnavailable
+from streams.online_eval_metrics import OnlineEvalMetrics
+
+log = logging.getLogger(__name__)
+
+JOIN_LUA = """
+local call = redis.call
+local doc = cjson.decode(ARGV[1])
+local window, cap, ttl_p, maxpos = doc.window, doc.cap, doc.ttl_p, doc.maxpos
+local ttl_c, ttl_b = doc.ttl_c, doc.ttl_b
+local wms, tops, out = {}, {}, {}
+for j, k in ipairs(doc.wm) do wms[j] = tonumber(call('GET', k) or '-1'); tops[j] = wms[j] end
+local function bump(hk, bk, label, metric)
+  local f = label .. '|' .. metric
+  call('HINCRBY', hk, f, 1)
+  call('EXPIRE', hk, ttl_c)
+  call('HINCRBY', bk, f, 1)
+  call('EXPIRE', bk, ttl_b)
+  out[#out + 1] = label
+  out[#out + 1] = metric
+end
+local function convert(hk, bk, label, pos)
+  bump(hk, bk, label, 'converted')
+  bump(hk, bk, label, 'pos:' .. math.min(pos, maxpos))
+end
+for _, e in ipairs(doc.e) do
+  local tp, off = e[1], e[2]
+  if off > wms[tp] then
+    if off > tops[tp] then tops[tp] = off end
+    if e[3] == 'r' then
+      local pk, recent, rid, ts, label = e[4], e[5], e[6], e[7], e[8]
+      local hk, bk, items = e[9], e[10], e[11]
+      bump(hk, bk, label, 'served')
+      local pos = 0
+      local scores = call('ZMSCORE', recent, unpack(items))
+      for j, s in ipairs(scores) do
+        if s then
+          local t = tonumber(s)
+          if t >= ts and t <= ts + window then pos = j break end
+        end
+      end
+      if pos > 0 then
+        convert(hk, bk, label, pos)
+      else
+        call('HSET', pk, rid, cjson.encode({ts, label, hk, items, bk}))
+        local all = call('HGETALL', pk)
+        local live = {}
+        for j = 1, #all, 2 do
+          local t = cjson.decode(all[j + 1])[1]
+          if t + window < ts then call('HDEL', pk, all[j]) else live[#live + 1] = {t, all[j]} end
+        end
+        if #live > cap then
+          table.sort(live, function(a, b) return a[1] < b[1] end)
+          for j = 1, #live - cap do call('HDEL', pk, live[j][2]) end
+        end
+        call('EXPIRE', pk, ttl_p)
+      end
+    else
+      local pk, item, ts = e[4], e[5], e[6]
+      local all = call('HGETALL', pk)
+      for j = 1, #all, 2 do
+        local p = cjson.decode(all[j + 1])
+        if ts >= p[1] and ts <= p[1] + window then
+          for n, it in ipairs(p[4]) do
+            if it == item then
+              convert(p[3], p[5], p[2], n)
+              call('HDEL', pk, all[j])
+              break
+            end
+          end
+        end
+      end
+    end
+  end
+end
+for j, k in ipairs(doc.wm) do
+  if tops[j] > wms[j] then call('SET', k, string.format('%d', tops[j])) end
+end
+return out
+"""
+
+
+JOINED = frozenset({"reco_response", "watch"})  # event types the join reads
+
+
+def response_label(event: RecoResponseEvent) -> str:
+    """``model|version|variant``: the dimensions the counters are kept by."""
+    return f"{event.model_name}|{event.model_version}|{event.variant}"
+
+
+@dataclass
+class JoinBatch:
+    """One micro-batch's responses and watches, in offset order per partition."""
+
+    watermarks: list[str] = field(default_factory=list)  # oe watermark key per partition
+    entries: list[list] = field(default_factory=list)
+    _tp: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def add_events(
+    batch: JoinBatch,
+    keys: RedisKeys,
+    topic: str,
+    partition: int,
+    events: Sequence[Event],
+    offsets: Sequence[int],
+) -> int:
+    """Append a partition's responses (with items) and watches to ``batch``; other events
+    are ignored. Returns how many were added. Pure."""
+    n = 0
+    for event, off in zip(events, offsets, strict=True):
+        if isinstance(event, RecoResponseEvent):
+            if not event.items:
+                continue  # nothing recommended, nothing to convert or count
+            entry = [
+                "r",
+                keys.online_eval_pending(event.user_id),
+                keys.user_recent(event.user_id),
+                event.request_id,
+                event.epoch,
+                response_label(event),
+                keys.online_eval_hour(event.epoch),
+                keys.online_eval_bucket(event.epoch),
+                list(event.items),
+            ]
+        elif isinstance(event, WatchEvent):
+            entry = ["w", keys.online_eval_pending(event.user_id), event.item_id, event.epoch]
+        else:
+            continue
+        tp = batch._tp.get((topic, partition))
+        if tp is None:
+            batch.watermarks.append(keys.online_eval_watermark(topic, partition))
+            tp = batch._tp[(topic, partition)] = len(batch.watermarks)  # 1-based, as in Lua
+        batch.entries.append([tp, off, *entry])
+        n += 1
+    return n
+
+
+def payload(
+    batch: JoinBatch, *, window_s: float, cap: int, max_position: int = rk.ONLINE_EVAL_MAX_POSITION
+) -> bytes:
+    return orjson.dumps(
+        {
+            "window": window_s,
+            "cap": cap,
+            "ttl_c": rk.ONLINE_EVAL_TTL_S,
+            "ttl_b": rk.ONLINE_EVAL_BUCKET_TTL_S,
+            "ttl_p": int(window_s) + 3600,
+            "maxpos": max_position,
+            "wm": batch.watermarks,
+            "e": batch.entries,
+        }
+    )
+
+
+def count_applied(reply: Sequence) -> dict[tuple[str, str], int]:
+    """The script's reply (label, metric, label, metric, ...) -> counts. Pure."""
+    out: dict[tuple[str, str], int] = {}
+    for j in range(0, len(reply) - 1, 2):
+        label, metric = reply[j], reply[j + 1]
+        label = label.decode() if isinstance(label, bytes) else label
+        metric = metric.decode() if isinstance(metric, bytes) else metric
+        out[(label, metric)] = out.get((label, metric), 0) + 1
+    return out
+
+
+class OnlineEval:
+    """Collects each micro-batch's responses and watches (:meth:`add`) and applies them
+    (:meth:`apply`) once the batch's features are in Redis."""
+
+    def __init__(
+        self,
+        client: object | None,  # a redis.Redis; None disables (sinks without one, in tests)
+        keys: RedisKeys,
+        *,
+        window_s: float,
+        cap: int,
+        metrics: OnlineEvalMetrics | None = None,
+    ) -> None:
+        self.keys, self.window_s, self.cap, self.metrics = keys, window_s, cap, metrics
+        self.enabled = client is not None
+        self._script = client.register_script(JOIN_LUA) if client is not None else None  # type: ignore[attr-defined]
+        self._batch = JoinBatch()
+
+    @classmethod
+    def from_settings(
+        cls, settings: object, sink: object, registry: CollectorRegistry | None = None
+    ) -> OnlineEval:
+        """For the processor's Redis sink (its ``client``) and the worker's registry."""
+        g = settings.__getattribute__
+        return cls(
+            getattr(sink, "client", None),
+            RedisKeys(g("redis_key_prefix")),
+            window_s=g("online_eval_window_s"),
+            cap=g("online_eval_pending_cap"),
+            metrics=OnlineEvalMetrics.of(registry) if registry is not None else None,
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self._batch)
+
+    def add(
+        self, topic: str, partition: int, events: Sequence[Event], offsets: Sequence[int]
+    ) -> int:
+        if not self.enabled:
+            return 0
+        return add_events(self._batch, self.keys, topic, partition, events, offsets)
+
+    def add_work(self, work: Iterable) -> int:  # type: ignore[type-arg]
+        """Add the joined topics' share of a micro-batch (the processor's per-partition
+        work items: ``.st.topic/.partition/.event_type``, ``.events``, ``.offsets``)."""
+        return sum(
+            self.add(w.st.topic, w.st.partition, w.events, w.offsets)
+            for w in work
+            if w.st.event_type in JOINED
+        )
+
+    def apply(self) -> dict[tuple[str, str], int]:
+        """Run the join for what was added (idempotent: safe to retry after an error; the
+        batch is kept until a call succeeds)."""
+        if not self._batch.entries or self._script is None:
+            return {}
+        body = payload(self._batch, window_s=self.window_s, cap=self.cap)
+        try:
+            reply = self._script(args=[body])
+        except (RedisConnectionError, RedisTimeoutError, OSError) as err:
+            raise SinkUnavailable("redis", "online evaluation", err) from err
+        counts = count_applied(reply)
+        self._batch = JoinBatch()
+        if self.metrics is not None:
+            self.metrics.record(counts)
+        return counts
