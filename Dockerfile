@@ -12,6 +12,7 @@ COPY models models
 COPY streams streams
 COPY training training
 COPY serving serving
+COPY rollout rollout
 COPY streamrec streamrec
 # Wheels for streamrec and exactly the pinned versions of its dependencies.
 RUN pip wheel --wheel-dir /wheels -c requirements.lock .

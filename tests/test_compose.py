@@ -9,6 +9,7 @@ import contextlib
 import fnmatch
 import io
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from streamrec.cli import SUBCOMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = {"kafka", "redis", "minio", "minio-init", "prometheus", "grafana"}
-APPS = {"topics", "stream", "api", "replay", "trainer"}
+APPS = {"topics", "stream", "api", "replay", "trainer", "rollout", "simulator"}
 
 
 def _compose() -> dict[str, Any]:
@@ -203,11 +204,16 @@ def test_dockerfile_copies_every_package_and_dockerignore_keeps_them():
         if line.strip() and not line.startswith("#")
     ]
     copied = ["pyproject.toml", "requirements.lock", "README.md", "infra"]
-    for pkg in ("schemas", "core", "ingest", "models", "streams", "training", "serving"):
-        assert f"COPY {pkg} {pkg}" in text
+    # Every package the distribution ships (pyproject's include list) must be in the image.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    ]
+    assert "rollout" in packages and "streamrec" in packages
+    for pkg in packages:
+        assert f"COPY {pkg} {pkg}" in text, f"Dockerfile does not copy package {pkg}"
         copied.append(pkg)
-    assert "COPY streamrec streamrec" in text
-    for path in [*copied, "streamrec"]:
+    for path in copied:
         assert not any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path
     assert "USER streamrec" in text, "the image must not run as root"
     assert 'ENTRYPOINT ["streamrec"]' in text
