@@ -17,6 +17,7 @@ from models.base import (
     excluded_columns,
     history_vector,
     index_of,
+    merge_history,
     top_k,
 )
 from models.errors import ArtifactError
@@ -130,16 +131,10 @@ class ALSModel(Recommender):
         hcols, hvals = history_vector(history, history_weights, self.item_index)
         if u is not None and hcols.size == 0:
             return self.user_factors[u]
-        merged: dict[int, float] = {}
-        if u is not None:
-            row = self.user_items[u]
-            merged.update(zip(row.indices.tolist(), row.data.tolist(), strict=True))
-        for j, w in zip(hcols.tolist(), hvals.tolist(), strict=True):
-            merged[j] = max(w, merged.get(j, w))
-        if not merged:
+        merged = merge_history(self.user_items[u] if u is not None else None, hcols, hvals)
+        if merged is None:
             return None
-        cols = np.fromiter(merged.keys(), dtype=np.int64, count=len(merged))
-        vals = np.fromiter(merged.values(), dtype=np.float32, count=len(merged))
+        cols, vals = merged
         return self.fold_in(cols, vals)
 
     def scores(self, vector: np.ndarray) -> np.ndarray:

@@ -123,6 +123,23 @@ def history_vector(
     return cols, vals
 
 
+def merge_history(
+    row: csr_matrix | None, hcols: np.ndarray, hvals: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """A user's training row (if any) merged with fresh history columns, keeping the larger
+    weight per item, as (columns, weights); None when both are empty."""
+    merged: dict[int, float] = {}
+    if row is not None:
+        merged.update(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+    for j, w in zip(hcols.tolist(), hvals.tolist(), strict=True):
+        merged[j] = max(w, merged.get(j, w))
+    if not merged:
+        return None
+    cols = np.fromiter(merged.keys(), dtype=np.int64, count=len(merged))
+    vals = np.fromiter(merged.values(), dtype=np.float32, count=len(merged))
+    return cols, vals
+
+
 def excluded_columns(item_index: Mapping[str, int], *groups: Collection[str]) -> np.ndarray:
     cols = {item_index[i] for g in groups for i in g if i in item_index}
     return np.fromiter(cols, dtype=np.int64, count=len(cols))

@@ -10,7 +10,15 @@ from typing import ClassVar, Self
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from models.base import Recommender, UserItems, excluded_columns, history_vector, index_of, top_k
+from models.base import (
+    Recommender,
+    UserItems,
+    excluded_columns,
+    history_vector,
+    index_of,
+    merge_history,
+    top_k,
+)
 from models.errors import ArtifactError
 from models.npz import csr_arrays, csr_from, from_npz, to_npz
 
@@ -81,16 +89,10 @@ class ItemKNNModel(Recommender):
         hcols, hvals = history_vector(history, history_weights, self.item_index)
         if u is not None and hcols.size == 0:
             return self.user_items[u]
-        merged: dict[int, float] = {}
-        if u is not None:
-            row = self.user_items[u]
-            merged.update(zip(row.indices.tolist(), row.data.tolist(), strict=True))
-        for j, w in zip(hcols.tolist(), hvals.tolist(), strict=True):
-            merged[j] = max(w, merged.get(j, w))
-        if not merged:
+        merged = merge_history(self.user_items[u] if u is not None else None, hcols, hvals)
+        if merged is None:
             return None
-        cols = np.fromiter(merged.keys(), dtype=np.int64, count=len(merged))
-        vals = np.fromiter(merged.values(), dtype=np.float32, count=len(merged))
+        cols, vals = merged
         return csr_matrix(
             (vals, (np.zeros(len(cols), dtype=np.int64), cols)), shape=(1, len(self.item_ids))
         )
