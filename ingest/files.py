@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from ingest.errors import DatasetError
-from schemas.cmu import parse_lines
+from schemas.cmu import parse_line
 from schemas.codec import decode_event
 from schemas.errors import EventValidationError
 from schemas.events import Event
@@ -32,35 +32,35 @@ def open_source(source: str) -> Iterator[TextIO]:
         yield f
 
 
+def _parser(fmt: str, expected_type: str | None) -> Callable[[str, int], Event]:
+    if fmt == "jsonl":
+        return lambda line, _n: decode_event(line, expected_type=expected_type)
+
+    def cmu(line: str, n: int) -> Event:
+        event = parse_line(line, line_no=n)
+        if expected_type and event.event_type != expected_type:
+            raise EventValidationError(
+                [("event_type", f"expected {expected_type!r}, got {event.event_type!r}")],
+                event_type=event.event_type,
+            )
+        return event
+
+    return cmu
+
+
 def read_events(
     lines: TextIO, fmt: str, *, expected_type: str | None = None
 ) -> Iterator[tuple[int, str, Event | EventValidationError]]:
     """(line number, raw line, event or the reason it was rejected) for each non-blank line."""
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {fmt!r}: use one of {FORMATS}", dataset="-")
-    if fmt == "cmu":
-        raw_lines: list[str] = []
-
-        def remember() -> Iterator[str]:
-            for line in lines:
-                raw_lines.append(line)
-                yield line
-
-        n = 0
-        for result in parse_lines(remember()):
-            # parse_lines skips blanks; recover the line number from what it consumed.
-            n = len(raw_lines)
-            if expected_type and isinstance(result, Event) and result.event_type != expected_type:
-                result = EventValidationError(
-                    [("event_type", f"expected {expected_type!r}, got {result.event_type!r}")],
-                    event_type=result.event_type,
-                )
-            yield n, raw_lines[-1], result
-        return
+    parse = _parser(fmt, expected_type)
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            yield n, line, decode_event(line, expected_type=expected_type)
+            event = parse(line, n)
         except EventValidationError as err:
             yield n, line, err
+        else:
+            yield n, line, event
