@@ -168,11 +168,17 @@ class Service(ABC):
         return self.log_path
 
     # --- process lifecycle -----------------------------------------------------------
+    def _pid_in_file(self) -> int | None:
+        """Whatever pid our pid file names (alive or not); None without a readable file."""
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def pid(self) -> int | None:
         """The pid from our pid file if that process is alive and still ours."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
+        pid = self._pid_in_file()
+        if pid is None:
             return None
         if process_alive(pid) and self.marker in process_cmdline(pid):
             return pid
@@ -229,7 +235,7 @@ class Service(ABC):
         if pid is None and self._child_running():
             # Our own child, though the pid-file check disagrees (seen once under heavy load;
             # logged to find out why). Popen is authoritative for a child we started.
-            pid = int(self.pid_path.read_text().strip())
+            pid = self._pid_in_file()
             log.warning(
                 "%s: pid %d is our running child but failed the pid check (%r)",
                 self.name,
@@ -270,19 +276,11 @@ class Service(ABC):
         """Whether the process we started in this very process is still running: for our own
         child, Popen is authoritative (the pid-file check is for processes started by others
         and was seen to flicker for a just-started child under heavy load)."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return False
-        child = _CHILDREN.get(pid)
+        child = _CHILDREN.get(self._pid_in_file() or -1)
         return child is not None and child.poll() is None
 
     def _returncode(self) -> int | None:
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        child = _CHILDREN.get(pid)
+        child = _CHILDREN.get(self._pid_in_file() or -1)
         return None if child is None else child.poll()
 
     def _require_local(self, host: str, setting: str) -> None:
