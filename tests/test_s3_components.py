@@ -4,8 +4,6 @@ by the `minio` fixture) through boto3 — the same code paths as on AWS S3."""
 from __future__ import annotations
 
 import random
-import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from models.registry import ModelRegistry
 from tests.test_registry import _publish
 from tests.test_streams_integration import (
     Truth,
-    committed_vs_end,
+    kill_mid_stream,
     produce_catalog,
     produce_events,
     start_worker,
@@ -82,15 +80,10 @@ def test_stream_worker_on_s3_is_exactly_once_across_kills(topics, s3_storage, tm
     extra = {"STREAMREC_S3_ENDPOINT_URL": str(s.s3_endpoint_url)}
     proc = start_worker(s, log, **extra)
     try:
+        produced = chunk
         for round_ in range(2):
             wait_for_log(log, "assigned", count=round_ + 1, procs=[proc])
-            # A fresh chunk before each kill, so the worker is mid-stream when it dies.
-            produce_events(s, truth, genres, chunk, start=(round_ + 1) * chunk, bad_every=997)
-            time.sleep(rng.uniform(0.2, 1.0))
-            committed, end = committed_vs_end(s)
-            assert committed < end, "the kill must land before the worker caught up"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            produced += kill_mid_stream(s, truth, genres, proc, rng, start=produced, chunk=chunk)
             proc = start_worker(s, log, **extra)
         wait_caught_up(s, 150, [proc])
     finally:

@@ -158,6 +158,35 @@ def committed_vs_end(s: Settings) -> tuple[int, int]:
     return committed, end
 
 
+def kill_mid_stream(
+    s: Settings,
+    truth: Truth,
+    genres: dict,
+    proc: subprocess.Popen,
+    rng: random.Random,
+    *,
+    start: int,
+    chunk: int,
+    tries: int = 6,
+) -> int:
+    """Produce ``chunk`` events (ids from ``start``) and SIGKILL the worker at a random moment
+    while it still has uncommitted input; returns how many events were produced.
+
+    On a fast machine the worker can drain a chunk before the kill lands, which would make
+    the kill test nothing; then another chunk goes in and the moment is drawn again."""
+    produced = 0
+    for _ in range(tries):
+        produce_events(s, truth, genres, chunk, start=start + produced, bad_every=997)
+        produced += chunk
+        time.sleep(rng.uniform(0.05, 0.6))
+        committed, end = committed_vs_end(s)
+        if committed < end:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return produced
+    raise AssertionError(f"the worker caught up before every one of {tries} kill attempts")
+
+
 def wait_caught_up(s: Settings, timeout: float, procs: list[subprocess.Popen]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -271,20 +300,13 @@ def test_kill_9_exactly_once(
     log = tmp_path / "worker.log"
     rng = random.Random(42)
     proc = start_worker(s, log, STREAMREC_STREAM_ENGINE=engine)
-    killed = 0
+    killed, produced = 0, first
     try:
         for round_ in range(kills):
             # Kill while it works: after it has its partitions, at a random moment.
             wait_for_log(log, "assigned", count=round_ + 1, procs=[proc])
-            # More events arrive while the worker keeps dying, before every kill, so each
-            # kill lands mid-stream however fast the worker is.
             chunk = more // kills
-            produce_events(s, truth, genres, chunk, start=first + round_ * chunk, bad_every=997)
-            time.sleep(rng.uniform(0.2, 1.5))
-            committed, end = committed_vs_end(s)
-            assert committed < end, "the kill must land before the worker caught up"
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            produced += kill_mid_stream(s, truth, genres, proc, rng, start=produced, chunk=chunk)
             killed += 1
             proc = start_worker(s, log, STREAMREC_STREAM_ENGINE=engine)
         wait_caught_up(s, 150, [proc])
