@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("streamrec", description="The {team} in {team}.watch.")
     topic_partitions: int = Field(4, ge=1, description="Partitions per event topic.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, description="Event topic retention.")
+    topic_replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replicas per topic `topics` creates; 1 suits the single local broker, "
+        "3 a production cluster.",
+    )
     kafka_controller_port: int = Field(9093, description="KRaft controller port (local stack).")
     kafka_heap: str = Field(
         "-Xms512m -Xmx1g", description="JVM heap flags for the local broker (`stack up`)."

@@ -182,7 +182,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             NewTopic(
                 name,
                 num_partitions=spec.partitions or settings.topic_partitions,
-                replication_factor=1,
+                replication_factor=settings.topic_replication_factor,
                 config=config,
             )
         )
@@ -217,25 +217,56 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
         fut.result()
 
 
-def group_lag(settings: Settings, group_id: str, topics: list[str], timeout: float = 10.0) -> int:
-    """Messages in ``topics`` not yet committed by consumer group ``group_id`` (a partition
-    the group never committed counts from its low watermark)."""
-    from confluent_kafka import Consumer, TopicPartition
+def _offset_consumer(settings: Settings, group_id: str):
+    from confluent_kafka import Consumer
 
-    consumer = Consumer(
+    return Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
             "group.id": group_id,
             "enable.auto.commit": False,
         }
     )
+
+
+def end_offsets(
+    settings: Settings, topics: list[str], timeout: float = 10.0
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """(low, high) watermarks of every partition of ``topics`` (missing topics are skipped)."""
+    from confluent_kafka import TopicPartition
+
+    consumer = _offset_consumer(settings, "streamrec-offsets")
     try:
         meta = consumer.list_topics(timeout=timeout).topics
-        tps = [TopicPartition(t, p) for t in topics if t in meta for p in meta[t].partitions]
-        committed = consumer.committed(tps, timeout=timeout) if tps else []
+        return {
+            (t, p): consumer.get_watermark_offsets(TopicPartition(t, p), timeout=timeout)
+            for t in topics
+            if t in meta
+            for p in meta[t].partitions
+        }
+    except KafkaException as err:
+        raise KafkaError(
+            f"cannot read the offsets of {', '.join(topics)}: {err}",
+            bootstrap=settings.kafka_bootstrap,
+        ) from None
+    finally:
+        consumer.close()
+
+
+def group_lag(settings: Settings, group_id: str, topics: list[str], timeout: float = 10.0) -> int:
+    """Messages in ``topics`` not yet committed by consumer group ``group_id`` (a partition
+    the group never committed counts from its low watermark)."""
+    from confluent_kafka import TopicPartition
+
+    marks = end_offsets(settings, topics, timeout)
+    if not marks:
+        return 0
+    consumer = _offset_consumer(settings, group_id)
+    try:
+        tps = [TopicPartition(t, p) for t, p in marks]
         lag = 0
-        for tp in committed:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+        for tp in consumer.committed(tps, timeout=timeout):
+            low, high = marks[(tp.topic, tp.partition)]
             lag += max(0, high - max(tp.offset, low))
         return lag
     except KafkaException as err:

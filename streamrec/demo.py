@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from core.config import Settings
-from core.kafka import EventProducer, check_kafka, ensure_topics, group_lag
+from core.kafka import EventProducer, check_kafka, end_offsets, ensure_topics, group_lag
 from ingest.movielens import MovieLens, load_movielens
 from ingest.replay import replay_movielens
 from schemas.errors import StreamrecError
@@ -67,14 +67,7 @@ def step_stack(ctx: DemoContext) -> None:
 
 
 def _topic_size(settings: Settings, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "streamrec-demo"})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
-    finally:
-        c.close()
+    return sum(high for _low, high in end_offsets(settings, [topic]).values())
 
 
 def step_replay(ctx: DemoContext) -> None:

@@ -176,3 +176,41 @@ def test_full_movielens_replay_arrives_complete(topics):
     catalog = consume_all(topics.kafka_bootstrap, topics.topic("catalog"), 1682)
     assert len(catalog) == 1682
     assert decode_item(catalog[0].value()).title
+
+
+def test_end_offsets_and_group_lag_count_what_a_group_has_not_committed(topics, tmp_path):
+    from confluent_kafka import Consumer
+
+    from core.kafka import end_offsets, group_lag
+
+    path = tmp_path / "log.txt"
+    path.write_text(CMU_LINES)
+    produce_events(topics, str(path), "cmu")
+    watch = topics.topic("watch")
+    marks = end_offsets(topics, [watch, "no-such-topic"])
+    assert {t for t, _ in marks} == {watch} and len(marks) == topics.topic_partitions
+    assert sum(high - low for low, high in marks.values()) == 2
+    group = f"{topics.topic_prefix}-lag"
+    assert group_lag(topics, group, [watch]) == 2  # never committed: counts from low
+
+    c = Consumer(
+        {
+            "bootstrap.servers": topics.kafka_bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        c.subscribe([watch])
+        got = []
+        while len(got) < 2:
+            m = c.poll(10)
+            assert m is not None, "the two watches never arrived"
+            got.append(m)
+        c.commit(message=got[0], asynchronous=False)
+        assert group_lag(topics, group, [watch]) == 1
+        c.commit(message=got[1], asynchronous=False)
+        assert group_lag(topics, group, [watch]) == 0
+    finally:
+        c.close()
