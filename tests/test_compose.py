@@ -20,7 +20,7 @@ from core.config import Settings
 from streamrec.cli import SUBCOMMANDS, build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-STACK = {"kafka", "redis", "minio", "minio-init", "prometheus", "grafana"}
+STACK = {"kafka", "redis", "minio", "minio-init", "prometheus", "redis-exporter", "grafana"}
 APPS = {"topics", "stream", "api", "replay", "trainer", "rollout", "simulator"}
 
 
@@ -182,6 +182,55 @@ def test_prometheus_scrapes_the_compose_services():
     for job, target in targets.items():
         host = target.split(":")[0]
         assert host in compose or host == "localhost", f"{job}: {host} is not a service"
+
+
+def _mounts(svc: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path of the bind mounts."""
+    out = {}
+    for vol in svc.get("volumes", []):
+        if isinstance(vol, str) and vol.startswith((".", "/")):
+            src, dst, *_ = vol.split(":")
+            out[dst] = src
+    return out
+
+
+def test_prometheus_loads_the_alert_rules_of_the_native_stack():
+    prom = _services()["prometheus"]
+    mounts = _mounts(prom)
+    config_arg = next(a for a in prom["command"] if a.startswith("--config.file="))
+    config_path = config_arg.split("=", 1)[1]
+    config = yaml.safe_load((ROOT / mounts[config_path]).read_text())
+    # rule_files are relative to the config file's directory, inside the container.
+    config_dir = config_path.rsplit("/", 1)[0]
+    rules = []
+    for pattern in config["rule_files"]:
+        container_glob = f"{config_dir}/{pattern}"
+        rule_dir, glob = container_glob.rsplit("/", 1)
+        assert rule_dir in mounts, f"{container_glob}: {rule_dir} is not mounted"
+        assert mounts[rule_dir] == "./infra/prometheus/rules"
+        rules += sorted((ROOT / mounts[rule_dir]).glob(glob))
+    alerts = {
+        r["alert"]
+        for path in rules
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for r in group["rules"]
+        if "alert" in r
+    }
+    assert {"StreamrecApiFallbackRatioHigh", "StreamrecModelRolledBack"} <= alerts
+
+
+def test_redis_exporter_watches_the_redis_service_and_is_scraped():
+    services = _services()
+    exporter = services["redis-exporter"]
+    assert exporter["environment"]["REDIS_ADDR"] == "redis://redis:6379"
+    assert exporter["depends_on"]["redis"]["condition"] == "service_healthy"
+    mounts = _mounts(services["prometheus"])
+    config = yaml.safe_load((ROOT / mounts["/etc/prometheus/prometheus.yml"]).read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "redis"]
+    assert job["static_configs"][0]["targets"] == ["redis-exporter:9121"]
+    # The Streams dashboard's Redis panels query the exporter's metric names.
+    streams = (ROOT / "infra" / "grafana" / "dashboards" / "streamrec-streams.json").read_text()
+    assert "redis_memory_used_bytes" in streams
 
 
 def test_grafana_is_provisioned_with_the_prometheus_data_source():

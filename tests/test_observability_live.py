@@ -1,8 +1,9 @@
 """The observability stack, live: a real Prometheus (the Debian binary, our rendered config and
-alert rules) scrapes a real API, a real stream worker, the broker's JMX exporter and a Redis
-exporter while MovieLens events and /recommend requests flow. Every query of every
-dashboard panel must return at least one series, and stopping Redis must drive the fallback
-alert to pending or firing.
+alert rules) scrapes a real API, a real stream worker, a rollout controller running a canary,
+the broker's JMX exporter and a Redis exporter while `streamrec simulate` sends closed-loop
+simulated users (requests, then watch events to Kafka). Every query of every dashboard panel
+must return at least one series, and stopping Redis must drive the fallback alert to pending
+or firing.
 
 Everything here is private to the test (topic prefix, Redis server, storage, ports,
 Prometheus data) except the shared broker, which is only read."""
@@ -16,7 +17,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 from core.config import Settings
 from ingest.movielens import MovieLens, load_movielens
 from ingest.replay import replay_movielens
+from models.registry import ModelRegistry
 from streamrec.stack.prometheus import render_config, write_config
 from training.pipeline import run_training
 
@@ -36,13 +37,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS = REPO / "infra" / "grafana" / "dashboards"
 RATE_INTERVAL = "10s"  # what $__rate_interval becomes with 1 s scrapes
-
-# Panel queries that cannot return data yet, each with the reason. Keep this minimal.
-NOT_YET_PRODUCED = {
-    ("streamrec / Models & rollout", "Online conversion by version"): (
-        "defined by issue 7 (canary), not yet produced"
-    ),
-}
 
 
 def _free_port() -> int:
@@ -144,39 +138,10 @@ def _panel_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-class Load:
-    """/recommend requests (known, unknown and invalid users) in a thread until stopped."""
-
-    def __init__(self, url: str, users: list[str]) -> None:
-        self.url, self.users = url, users
-        self.stop = threading.Event()
-        self.statuses: dict[int, int] = {}
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=10) as client:
-            n = 0
-            while not self.stop.is_set():
-                n += 1
-                path = f"/recommend/{self.users[n % len(self.users)]}?k=10"
-                if n % 5 == 0:
-                    path = f"/recommend/ghost-{n}?k=10"  # cold start: unknown_user fallback
-                elif n % 11 == 0:
-                    path = "/recommend/someone?k=0"  # 422
-                try:
-                    status = client.get(path).status_code
-                except httpx.HTTPError:
-                    status = 0
-                self.statuses[status] = self.statuses.get(status, 0) + 1
-                time.sleep(0.02)
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(15)
+def _bad_requests(url: str, n: int = 5) -> list[int]:
+    """A few invalid requests (k=0: 422), as a client with a bug sends: the 4xx panel."""
+    with httpx.Client(base_url=url, timeout=10) as client:
+        return [client.get("/recommend/someone?k=0").status_code for _ in range(n)]
 
 
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary")
@@ -209,20 +174,30 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
         )
         ml = load_movielens(s.cache_path)
         few = _few_users(ml.subset("all"), 120)
-        train, later = few.subset("train"), few.subset("test")
+        train = few.subset("train")
 
-        # A model trained on snapshots a stream worker wrote, promoted to production.
+        # A model trained on snapshots a stream worker wrote, promoted to production, and a
+        # second version (the same model, published again) for the rollout controller.
         replay_movielens(s, train)
         run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
         report = run_training(s, promote=True, catalog_source="topic")
         assert report.manifest is not None
+        registry = ModelRegistry.from_settings(s)
+        card = report.manifest
+        canary = registry.publish(
+            registry.load(card.version),
+            training_data=card.training_data,
+            params=card.params,
+            metrics=card.metrics,
+            notes="canary of the observability test",
+        ).version
 
         config = render_config(
             REPO / "infra" / "prometheus" / "prometheus.yml",
             {
                 "streamrec-api": api_port,
                 "streamrec-stream": worker_port,
-                "streamrec-rollout": rollout_port,  # issue 7: nothing listens (yet)
+                "streamrec-rollout": rollout_port,
                 "kafka": s.kafka_jmx_exporter_port,
                 "redis": exporter_port,
                 "prometheus": prom_port,
@@ -232,7 +207,17 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
         prom_config = write_config(config, tmp_path / "prometheus.yml")
         env = _env(s)
         py = [sys.executable, "-m", "streamrec"]
+        api_url = f"http://127.0.0.1:{api_port}"
         worker_env = _env(s, STREAMREC_STREAM_METRICS_PORT=str(worker_port))
+        rollout_env = _env(
+            s, STREAMREC_ROLLOUT_METRICS_PORT=str(rollout_port), STREAMREC_ROLLOUT_POLL_S="1"
+        )
+        # Step 1 at 50% never reaches its sample size here: the canary stays on throughout.
+        rollout = [*py, "rollout", "--api", api_url, "start", s.model_name, str(canary)]
+        rollout += ["--steps", "50,100", "--min-samples", "1000000"]
+        # Bounded by --duration; stopped at the end of the test anyway.
+        simulate = [*py, "simulate", "--api", api_url, "--rate", "20/s", "--duration", "900"]
+        simulate += ["--concurrency", "4"]
         exporter = [
             shutil.which("prometheus-redis-exporter") or "/usr/bin/prometheus-redis-exporter",
             f"-redis.addr=redis://127.0.0.1:{redis_port}",
@@ -250,7 +235,6 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
             _process(exporter, logs / "exporter.log") as _exporter,
             _process(prometheus, logs / "prometheus.log") as prom_proc,
         ):
-            api_url = f"http://127.0.0.1:{api_port}"
             _wait("API ready", lambda: _http_ok(f"{api_url}/readyz"), 120, api)
             _wait(
                 "worker metrics", lambda: _http_ok(f"http://127.0.0.1:{worker_port}/"), 60, worker
@@ -259,52 +243,65 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
             _wait("prometheus ready", lambda: _http_ok(f"{prom.url}/-/ready"), 60, prom_proc)
             start = time.time()
 
-            known = sorted(set(train.users.tolist()))
-            with Load(api_url, known) as load:
-                # Fresh events while the worker runs (freshness, lag, events/s) and one
-                # message that is not an event (a dead letter).
-                replay_movielens(s, later)
+            with (
+                _process(rollout, logs / "rollout.log", rollout_env) as controller,
+                _process(simulate, logs / "simulate.log", env) as simulator,
+            ):
+                # One message that is not an event (a dead letter) and a few invalid
+                # requests (4xx), which the simulator's well-behaved users never send.
                 bad = Producer({"bootstrap.servers": s.kafka_bootstrap})
                 bad.produce(s.topic("watch"), key=b"u1", value=b"this is not an event")
                 bad.flush(30)
+                assert _bad_requests(api_url) == [422] * 5
 
-                wanted = {"streamrec-api", "streamrec-stream", "kafka", "redis", "prometheus"}
-                _wait(
-                    "every target scraped",
-                    lambda: all(prom.targets().get(j) == "up" for j in wanted),
-                    60,
-                )
-                assert prom.targets()["streamrec-rollout"] == "down"  # not built yet
+                wanted = {
+                    "streamrec-api",
+                    "streamrec-stream",
+                    "streamrec-rollout",
+                    "kafka",
+                    "redis",
+                    "prometheus",
+                }
+                targets: dict[str, str] = {}
+
+                def all_up() -> bool:
+                    targets.update(prom.targets())
+                    return all(targets.get(j) == "up" for j in wanted)
+
+                with contextlib.suppress(AssertionError):
+                    _wait("every target scraped", all_up, 90)
+                assert all_up(), {j: targets.get(j) for j in wanted if targets.get(j) != "up"}
 
                 queries = _panel_queries()
                 assert len(queries) > 30
-
-                def empty() -> list[tuple[str, str, str]]:
-                    return [
-                        q
-                        for q in queries
-                        if q[:2] not in NOT_YET_PRODUCED and not prom.series(q[2], start)
-                    ]
-
                 missing: list = []
 
                 def all_have_data() -> bool:
-                    missing[:] = empty()
+                    missing[:] = [q for q in queries if not prom.series(q[2], start)]
                     return not missing
 
                 with contextlib.suppress(AssertionError):
-                    _wait("every panel query has data", all_have_data, 120)
+                    _wait("every panel query has data", all_have_data, 240)
                 assert not missing, "panel queries without series:\n" + "\n".join(
                     f"{b} / {p}: {e}" for b, p, e in missing
                 )
-                # The allow-listed panels really are the ones without data.
-                for board, title, expr in queries:
-                    if (board, title) in NOT_YET_PRODUCED:
-                        assert not prom.series(expr, start), (board, title)
+                # The canary really served and converted, as the rollout panels show.
+                conversions = prom.series(
+                    'sum by (variant) (streamrec_rollout_conversions_total{variant="canary"})',
+                    start,
+                )
+                assert conversions, "no canary conversions"
+                weight = prom.series("max(streamrec_rollout_canary_weight_percent)", start)
+                assert float(weight[0]["values"][-1][1]) == 50.0
+                assert controller.poll() is None and simulator.poll() is None
 
-                # Healthy so far: only cold-start users fell back, which does not alert.
-                assert prom.alert_state("StreamrecApiFallbackRatioHigh") is None
-                assert load.statuses.get(200, 0) > 50 and load.statuses.get(422, 0) > 0
+                # Healthy: only cold-start users fall back, which does not alert. (A canary
+                # being loaded may have made a short burst of model_loading fallbacks.)
+                _wait(
+                    "no fallback alert while healthy",
+                    lambda: prom.alert_state("StreamrecApiFallbackRatioHigh") is None,
+                    120,
+                )
 
                 redis_proc.kill()
                 redis_proc.wait(10)
