@@ -1,8 +1,9 @@
-"""Canary rollouts: statistics, the controller driven by the registry's alias document, and
-the closed-loop simulator.
+"""Canary rollouts: statistics, the controller that executes the registry's rollout
+document (:mod:`schemas.rollout`) against its alias document, and the closed-loop simulator.
 
-Public API: :class:`RolloutController`, :class:`LiveMetricsSource`, :func:`evaluate` with
-:class:`ArmStats` / :class:`Thresholds`, :func:`harm_test`, and :class:`Simulator`.
+Public API: :class:`RolloutController`, :class:`RolloutBook`, :class:`LiveMetricsSource`,
+:func:`evaluate` with :class:`ArmStats` / :class:`Thresholds`, :func:`harm_test`, and
+:class:`Simulator`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from rollout.controller import Outcome, RolloutController
 from rollout.decision import ArmStats, Thresholds, Verdict, evaluate
 from rollout.errors import MetricsUnavailable, RolloutError, RolloutSuperseded, SimulatorError
 from rollout.live_source import LiveMetricsSource
-from rollout.plan import RolloutPlan, RolloutState, current_rollout
+from rollout.plan import RolloutBook
 from rollout.simulator import Simulator
 from rollout.source import MetricsSource, Snapshot
 from rollout.stats import harm_test, histogram_quantile
@@ -22,17 +23,15 @@ __all__ = [
     "MetricsSource",
     "MetricsUnavailable",
     "Outcome",
+    "RolloutBook",
     "RolloutController",
     "RolloutError",
-    "RolloutPlan",
-    "RolloutState",
     "RolloutSuperseded",
     "Simulator",
     "SimulatorError",
     "Snapshot",
     "Thresholds",
     "Verdict",
-    "current_rollout",
     "evaluate",
     "harm_test",
     "histogram_quantile",

@@ -1,48 +1,62 @@
-"""The rollout controller: a state machine over the registry's alias document.
+"""The rollout controller: executes the rollout document (:mod:`schemas.rollout`).
 
-:meth:`RolloutController.step` reads the alias document, and for the rollout it manages
-(see :mod:`rollout.plan`) compares canary with production on the current step's cohort: the
-responses served since the step began (online-evaluation buckets in Redis, with their
-conversions) and the API's request counters since then. It waits until both variants served
-``min_samples`` recommendations in the step (plus ``settle_s`` for late conversions), then
-either moves to the next weight,
-promotes the canary (after the last step), or rolls back (canary cleared: weight 0). Every
-write carries the numbers behind it as evidence in the alias history, and is a
-compare-and-swap guarded by the canary it decided about, so an abort (or any change) made
-meanwhile wins over a stale decision. Nothing is kept only in memory except the moment the
-sample threshold was reached, so a restarted controller resumes where the last one stopped.
+The admin API or the CLI writes a *requested* rollout; :meth:`RolloutController.step`
+reads the rollout document and the alias document and moves the rollout on:
+
+- ``requested``: check it still makes sense, set the first canary weight;
+- ``running``: make the alias document carry the wanted weight, then compare canary with
+  production on the current step's cohort -- the responses served since the step began
+  (online-evaluation buckets in Redis, with their conversions) and the API's counters of
+  the users assigned to each variant since then. Once both variants served
+  ``min_samples`` (plus ``settle_s`` for late conversions) it advances, promotes (after
+  the last step) or rolls back (weight 0, canary cleared);
+- finished (promoted, rolled back, aborted, failed): make sure the alias document agrees.
+
+Each transition is written to the rollout document first (compare-and-swap guarded by the
+status and step it decided about, so an abort made meanwhile wins over a stale decision),
+then to the alias document, whose history gets the numbers behind it (:mod:`rollout.sync`
+finishes whatever a crash left half done). Nothing is kept only
+in memory except the moment the sample threshold was reached, so a restarted controller
+resumes where the last one stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from models import aliases
 from models.registry import ModelRegistry
-from rollout.decision import Thresholds, Verdict, enough_samples, evaluate, parse_steps
+from rollout.decision import Verdict, enough_samples, evaluate
 from rollout.errors import MetricsUnavailable, RolloutError, RolloutSuperseded
-from rollout.plan import ACTOR, EVIDENCE_KEY, RolloutPlan, RolloutState, current_rollout
+from rollout.plan import ACTOR, RolloutBook, new_rollout, thresholds
 from rollout.source import CANARY, PRODUCTION, MetricsSource, Snapshot
+from rollout.sync import DocumentSync
 from schemas.manifest import AliasDocument
+from schemas.rollout import Rollout, RolloutConflict, RolloutDocument, first_error, not_startable
 
 log = logging.getLogger(__name__)
 
-# Outcomes of step(); the last three end a rollout.
-IDLE, UNMANAGED, WAITING, SETTLING = "idle", "unmanaged", "waiting", "settling"
-ADVANCED, PROMOTED, ROLLED_BACK = "advanced", "promoted", "rolled_back"
-FINAL = frozenset({IDLE, UNMANAGED, PROMOTED, ROLLED_BACK})
+# Outcomes of step(); FINAL ones end a rollout.
+IDLE, UNMANAGED, REQUESTED, WAITING, SETTLING = (
+    "idle",
+    "unmanaged",
+    "requested",
+    "waiting",
+    "settling",
+)
+STARTED, ADVANCED = "started", "advanced"
+PROMOTED, ROLLED_BACK, ABORTED, FAILED = "promoted", "rolled_back", "aborted", "failed"
+FINAL = frozenset({IDLE, UNMANAGED, PROMOTED, ROLLED_BACK, ABORTED, FAILED})
 
 
 @dataclass(frozen=True)
 class Outcome:
     kind: str
     message: str
-    state: RolloutState | None = None
+    state: Rollout | None = None
     stats: Snapshot | None = None  # the numbers of the current step
     verdict: Verdict | None = None
     doc: AliasDocument | None = None
@@ -60,6 +74,10 @@ class RolloutController:
     clock: Callable[[], float] = time.monotonic
     _ready_at: dict[tuple[str, int], float] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.book = RolloutBook(self.registry)
+        self.sync = DocumentSync(self.registry, self.book)
+
     @property
     def model(self) -> str:
         return self.registry.name
@@ -67,127 +85,115 @@ class RolloutController:
     def _error(self, message: str, version: int | None = None) -> RolloutError:
         return RolloutError(message, model=self.model, version=version)
 
-    # --- start / abort ----------------------------------------------------------------
-    def start(
-        self,
-        version: int,
-        *,
-        steps: str | None = None,
-        min_samples: int | None = None,
-        alpha: float | None = None,
-        settle_s: float | None = None,
-    ) -> RolloutState:
-        """Put ``version`` on the first step. Starting the rollout already running for the
-        same version resumes it instead."""
-        s = self.settings
-        doc = self.registry.aliases()
-        running = current_rollout(doc)
-        if running is not None and running.plan.version == version:
+    # --- request / abort (what the admin API does too) -------------------------------
+    def request(
+        self, version: int, *, actor: str = "cli", reason: str = "", **plan: object
+    ) -> Rollout:
+        """Write a requested rollout of ``version`` (``plan``: steps, min_samples, alpha,
+        settle_s...; None keeps the setting). Requesting the version already rolling out
+        returns that rollout instead, so re-running ``start`` resumes."""
+        current = self.book.read().current
+        if current is not None and current.active and current.version == version:
             log.info(
-                "rollout %s of v%d already running: resuming", running.plan.rollout_id, version
+                "rollout %s of v%d is %s: resuming", current.rollout_id, version, current.status
             )
-            return running
-        if doc.canary is not None:
-            raise self._error(
-                f"canary v{doc.canary.version} (rollout {doc.canary.rollout_id}) is live; "
-                "abort it first (`streamrec rollout abort`)",
-                version,
-            )
-        if doc.production is None:
-            raise self._error("no production version to compare with; promote one first", version)
-        if doc.production.version == version:
-            raise self._error(f"version {version} is already production", version)
+            return current
         self.registry.manifest(version)  # VersionNotFound / IntegrityError: a clear error
+        problem = not_startable(self.registry.aliases(), version)
+        if problem is not None:
+            raise self._error(problem, version)
         try:
-            plan = RolloutPlan(
-                rollout_id=uuid.uuid4().hex[:12],
-                version=version,
-                steps=tuple(parse_steps(steps or s.rollout_steps)),  # type: ignore[attr-defined]
-                thresholds=Thresholds.from_settings(s, min_samples=min_samples, alpha=alpha),
-                settle_s=s.rollout_settle_s if settle_s is None else settle_s,  # type: ignore[attr-defined]
-            )
-        except (TypeError, ValueError) as err:
-            raise self._error(f"invalid rollout plan: {err}", version) from None
-        now = datetime.now(UTC)
-        baseline = self.metrics_source.snapshot(self.model, doc.production.version, version, now)
-        weight = plan.evaluated[0]
-
-        def apply(d: AliasDocument) -> None:
-            if d.canary is not None:
-                raise RolloutSuperseded(
-                    f"a canary (v{d.canary.version}) appeared meanwhile", model=self.model
-                )
-            aliases.set_canary(
-                d,
-                version,
-                weight,
-                rollout_id=plan.rollout_id,
-                actor=ACTOR,
-                reason=f"rollout {plan.rollout_id} started: step 1 at {weight:g}%",
-                evidence=self._evidence(plan, 0, baseline),
-            )
-
-        new = self.registry.update_aliases(apply)
-        state = current_rollout(new)
-        assert state is not None
-        log.info("rollout %s: v%d at %g%%", plan.rollout_id, version, weight)
-        return state
+            r = new_rollout(self.settings, self.model, version, actor=actor, reason=reason, **plan)
+        except ValueError as err:
+            raise self._error(f"invalid rollout plan: {first_error(err)}", version) from None
+        self.book.update(lambda d: d.request(r.model_copy(deep=True)))
+        log.info("rollout %s of v%d requested by %s", r.rollout_id, version, actor)
+        return r
 
     def abort(self, reason: str = "aborted", *, actor: str = "cli") -> Outcome:
-        doc = self.registry.aliases()
-        state = current_rollout(doc)
-        if doc.canary is None:
-            return Outcome(IDLE, "no canary is live", doc=doc)
-        evidence = {"decision": "abort"}
-        if state is not None:
-            evidence[EVIDENCE_KEY] = {**state.plan.to_json(), "step": state.step}
-        doc = self.registry.update_aliases(
-            lambda d: aliases.clear_canary(d, reason=reason, actor=actor, evidence=evidence)
-        )
-        return Outcome(ROLLED_BACK, f"canary cleared: {reason}", state=state, doc=doc)
+        """Mark the active rollout aborted and clear its canary (weight 0) right away."""
+        try:
+            doc = self.book.update(lambda d: d.abort(reason=reason, actor=actor))
+        except RolloutConflict as err:
+            cur = self.book.read().current
+            if cur is None or cur.applied:
+                return Outcome(IDLE, str(err), state=cur)
+            doc = RolloutDocument(name=self.model, current=cur)  # finish what is pending
+        r = doc.current
+        assert r is not None
+        out = self._settle_final(r, self.registry.aliases())
+        return Outcome(ABORTED, f"rollout {r.rollout_id} aborted: {reason}", r, doc=out.doc)
 
     # --- the state machine ------------------------------------------------------------
     def status(self) -> Outcome:
         """Where the rollout stands and the numbers of its current step (no writes)."""
-        doc = self.registry.aliases()
-        state = current_rollout(doc)
-        if state is None:
-            if doc.canary is not None:
-                return Outcome(UNMANAGED, f"canary v{doc.canary.version} set by hand", doc=doc)
-            return Outcome(IDLE, "no rollout is running", doc=doc)
-        stats = self._step_stats(state)
-        need = state.plan.thresholds.min_samples
+        r, doc = self.book.read().current, self.registry.aliases()
+        return self._status(r, doc)
+
+    def _status(self, r: Rollout | None, doc: AliasDocument) -> Outcome:
+        if r is None or (not r.active and r.applied):
+            if doc.canary is not None and (r is None or doc.canary.rollout_id != r.rollout_id):
+                return Outcome(UNMANAGED, f"canary v{doc.canary.version} set by hand", r, doc=doc)
+            if r is None:
+                return Outcome(IDLE, "no rollout has run", doc=doc)
+            last = r.decisions[-1].reason if r.decisions else ""
+            return Outcome(
+                _FINAL_KIND[r.status], f"rollout {r.rollout_id} {r.status}: {last}", r, doc=doc
+            )
+        if r.status == "requested":
+            return Outcome(
+                REQUESTED, f"rollout {r.rollout_id} of v{r.version} requested", r, doc=doc
+            )
+        if not r.active:
+            return Outcome(_FINAL_KIND[r.status], f"rollout {r.rollout_id} {r.status}", r, doc=doc)
+        where = f"step {r.step + 1}/{len(r.evaluated)} at {r.weight:g}%"
+        try:
+            stats = self._step_stats(r)
+        except MetricsUnavailable as err:  # the state is known; only the numbers are not
+            return Outcome(WAITING, f"{where}: numbers unavailable ({err})", r, doc=doc)
+        need = r.min_samples
         c, p = stats.arm(CANARY), stats.arm(PRODUCTION)
         return Outcome(
             WAITING,
-            f"step {state.step + 1}/{len(state.plan.evaluated)} at {state.weight:g}%: "
-            f"served canary {c.served}/{need}, production {p.served}/{need}",
-            state=state,
+            f"{where}: served canary {c.served}/{need}, production {p.served}/{need}",
+            state=r,
             stats=stats,
             doc=doc,
         )
 
     def step(self) -> Outcome:
-        out = self.status()
-        state, stats = out.state, out.stats
-        if state is None or stats is None:
+        r, doc = self.book.read().current, self.registry.aliases()
+        if r is None:
+            return self._status(r, doc)
+        if not r.active:
+            return self._settle_final(r, doc)
+        if r.status == "requested":
+            return self._begin(r, doc)
+        problem = self.sync.sync_running(r, doc)
+        if problem is not None:
+            return self._finish(r, "aborted", "abort", problem)
+        out = self._status(r, doc)
+        stats = out.stats
+        if stats is None:
             return out
-        t = state.plan.thresholds
+        t = thresholds(r)
         canary, production = stats.arm(CANARY), stats.arm(PRODUCTION)
         if not enough_samples(canary, production, t.min_samples):
             return out
-        key = (state.plan.rollout_id, state.step)
+        key = (r.rollout_id, r.step)
         ready_at = self._ready_at.setdefault(key, self.clock())
-        left = state.plan.settle_s - (self.clock() - ready_at)
+        left = r.settle_s - (self.clock() - ready_at)
         if left > 0:
-            return Outcome(SETTLING, f"{out.message}; settling {left:.0f} s", state, stats)
+            return Outcome(SETTLING, f"{out.message}; settling {left:.0f} s", r, stats)
         verdict = evaluate(canary, production, t)
         self._ready_at.pop(key, None)
         if not verdict.passed:
-            return self._rollback(state, verdict)
-        if state.next_weight is None:
-            return self._promote(state, verdict)
-        return self._advance(state, verdict)
+            reason = f"rolled back at {r.weight:g}%: " + "; ".join(verdict.reasons)
+            return self._finish(r, "rolled_back", "rollback", reason, verdict)
+        if r.step + 1 >= len(r.evaluated):
+            reason = f"passed every step: v{r.version} promoted"
+            return self._finish(r, "promoted", "promote", reason, verdict)
+        return self._advance(r, verdict)
 
     def run(
         self,
@@ -195,102 +201,98 @@ class RolloutController:
         on_outcome: Callable[[Outcome], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         poll_s: float | None = None,
+        forever: bool = False,
     ) -> Outcome:
-        """Call :meth:`step` every ``poll_s`` until the rollout ends (or ``should_stop``)."""
+        """Call :meth:`step` every ``poll_s`` until the rollout ends (or ``should_stop``);
+        with ``forever``, keep picking up requested rollouts until ``should_stop``."""
         poll = self.settings.rollout_poll_s if poll_s is None else poll_s  # type: ignore[attr-defined]
         while True:
             try:
                 out = self.step()
-            except MetricsUnavailable as err:  # the API restarting, Redis blinking: next poll
+            except (MetricsUnavailable, RolloutSuperseded) as err:
+                # The API restarting, Redis blinking, an abort racing a decision: next poll.
                 log.warning("%s; retrying in %g s", err, poll)
                 out = Outcome(WAITING, str(err))
             if on_outcome is not None:
                 on_outcome(out)
-            if out.final or (should_stop is not None and should_stop()):
+            if (out.final and not forever) or (should_stop is not None and should_stop()):
                 return out
             time.sleep(poll)
 
-    # --- decisions --------------------------------------------------------------------
-    def _step_stats(self, state: RolloutState) -> Snapshot:
+    # --- transitions --------------------------------------------------------------------
+    def _step_stats(self, r: Rollout) -> Snapshot:
+        assert r.step_started_at is not None and r.production_version is not None
         now = self.metrics_source.snapshot(
-            self.model, state.production_version, state.plan.version, state.step_started_at
+            self.model, r.production_version, r.version, r.step_started_at
         )
-        return now.minus(state.baseline)
+        return now.minus(Snapshot.from_json(r.baseline))
 
-    def _evidence(
-        self, plan: RolloutPlan, step: int, baseline: Snapshot, verdict: Verdict | None = None
-    ) -> dict:
-        ev: dict = {EVIDENCE_KEY: {**plan.to_json(), "step": step}, "baseline": baseline.to_json()}
-        if verdict is not None:
-            ev["decision"] = {"passed": verdict.passed, "reasons": verdict.reasons}
-            ev.update(verdict.evidence)
-        return ev
+    def _snapshot(self, production: int, canary: int) -> Snapshot:
+        return self.metrics_source.snapshot(self.model, production, canary, datetime.now(UTC))
 
-    def _guarded(self, state: RolloutState, fn: Callable[[AliasDocument], None]) -> AliasDocument:
-        def apply(d: AliasDocument) -> None:
-            c = d.canary
-            if (
-                c is None
-                or c.rollout_id != state.plan.rollout_id
-                or c.version != state.plan.version
-                or c.weight != state.weight
-            ):
-                raise RolloutSuperseded(
-                    f"rollout {state.plan.rollout_id} changed meanwhile (aborted or edited)",
-                    model=self.model,
-                    version=state.plan.version,
-                )
-            fn(d)
+    def _begin(self, r: Rollout, doc: AliasDocument) -> Outcome:
+        problem = not_startable(doc, r.version)
+        if problem is not None and not (doc.canary and doc.canary.rollout_id == r.rollout_id):
+            return self._finish(r, "failed", "fail", f"cannot start: {problem}")
+        production = doc.production.version if doc.production else None
+        assert production is not None
+        baseline = self._snapshot(production, r.version)
 
-        return self.registry.update_aliases(apply)
+        def start(c: Rollout) -> None:
+            c.status, c.step, c.weight, c.applied = "running", 0, c.evaluated[0], False
+            c.production_version = production
+            c.started_at = c.step_started_at = datetime.now(UTC)
+            c.baseline = baseline.to_json()
+            c.record("start", f"step 1 at {c.weight:g}%")
 
-    def _advance(self, state: RolloutState, verdict: Verdict) -> Outcome:
-        weight = state.next_weight
-        assert weight is not None
+        r = self.sync.update(r, start)
+        self.sync.sync_running(r, self.registry.aliases())
+        log.info("rollout %s: v%d at %g%%", r.rollout_id, r.version, r.weight)
+        return Outcome(STARTED, f"rollout {r.rollout_id} started: v{r.version} at {r.weight:g}%", r)
+
+    def _advance(self, r: Rollout, verdict: Verdict) -> Outcome:
+        assert r.production_version is not None
         # The new step counts from now: the snapshot taken now is its baseline.
-        baseline = self.metrics_source.snapshot(
-            self.model, state.production_version, state.plan.version, datetime.now(UTC)
-        )
-        reason = f"step {state.step + 1} passed at {state.weight:g}%: now {weight:g}%"
-        ev = self._evidence(state.plan, state.step + 1, baseline, verdict)
-        doc = self._guarded(
-            state,
-            lambda d: aliases.set_canary(
-                d,
-                state.plan.version,
-                weight,
-                rollout_id=state.plan.rollout_id,
-                actor=ACTOR,
-                reason=reason,
-                evidence=ev,
-            ),
-        )
-        log.info("rollout %s: %s", state.plan.rollout_id, reason)
-        return Outcome(ADVANCED, reason, state, verdict=verdict, doc=doc)
+        baseline = self._snapshot(r.production_version, r.version)
+        before = r.weight
 
-    def _promote(self, state: RolloutState, verdict: Verdict) -> Outcome:
-        reason = (
-            f"rollout {state.plan.rollout_id} passed every step: v{state.plan.version} promoted"
-        )
-        ev = self._evidence(state.plan, state.step, state.baseline, verdict)
-        url = self.registry.store.url
-        doc = self._guarded(
-            state,
-            lambda d: aliases.promote(
-                d, state.plan.version, url=url, actor=ACTOR, reason=reason, evidence=ev
-            ),
-        )
-        log.info(reason)
-        return Outcome(PROMOTED, reason, state, verdict=verdict, doc=doc)
+        def advance(c: Rollout) -> None:
+            c.step += 1
+            c.weight, c.applied = c.evaluated[c.step], False
+            c.step_started_at, c.baseline = datetime.now(UTC), baseline.to_json()
+            reason = f"step {c.step} passed at {before:g}%: now {c.weight:g}%"
+            c.record("advance", reason, **_evidence(verdict))
 
-    def _rollback(self, state: RolloutState, verdict: Verdict) -> Outcome:
-        reason = f"rollout {state.plan.rollout_id} rolled back at {state.weight:g}%: " + "; ".join(
-            verdict.reasons
-        )
-        ev = self._evidence(state.plan, state.step, state.baseline, verdict)
-        ev["decision"]["action"] = "rollback: canary weight 0, alias cleared"
-        doc = self._guarded(
-            state, lambda d: aliases.clear_canary(d, actor=ACTOR, reason=reason, evidence=ev)
-        )
-        log.warning(reason)
-        return Outcome(ROLLED_BACK, reason, state, verdict=verdict, doc=doc)
+        r = self.sync.update(r, advance)
+        doc = self.sync.apply(r)
+        log.info("rollout %s: %s", r.rollout_id, r.decisions[-1].reason)
+        return Outcome(ADVANCED, r.decisions[-1].reason, r, verdict=verdict, doc=doc)
+
+    def _finish(
+        self, r: Rollout, status: str, action: str, reason: str, verdict: Verdict | None = None
+    ) -> Outcome:
+        reason = f"rollout {r.rollout_id} {reason}"
+        ev = _evidence(verdict) if verdict else {}
+        r = self.sync.update(r, lambda c: c.finish(status, action, reason, actor=ACTOR, **ev))  # type: ignore[arg-type]
+        (log.info if status == "promoted" else log.warning)(reason)
+        out = self._settle_final(r, self.registry.aliases(), verdict)
+        return Outcome(_FINAL_KIND[status], reason, r, verdict=verdict, doc=out.doc)
+
+    def _settle_final(
+        self, r: Rollout, doc: AliasDocument, verdict: Verdict | None = None
+    ) -> Outcome:
+        doc = self.sync.settle_final(r, doc)
+        last = r.decisions[-1].reason if r.decisions else r.status
+        return Outcome(_FINAL_KIND[r.status], last, r, verdict=verdict, doc=doc)
+
+
+_FINAL_KIND = {
+    "promoted": PROMOTED,
+    "rolled_back": ROLLED_BACK,
+    "aborted": ABORTED,
+    "failed": FAILED,
+}
+
+
+def _evidence(verdict: Verdict) -> dict:
+    return {"decision": {"passed": verdict.passed, "reasons": verdict.reasons}, **verdict.evidence}

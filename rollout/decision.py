@@ -7,22 +7,33 @@ the controller writes to the registry's alias history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rollout.stats import error_ratio, harm_test, histogram_quantile
+from schemas.rollout import parse_steps
+
+__all__ = ["ArmStats", "Thresholds", "Verdict", "enough_samples", "evaluate", "parse_steps"]
 
 
 @dataclass(frozen=True)
 class ArmStats:
     """One variant's numbers during a step: recommendations served and converted (online
-    evaluation) and requests, errors and latency buckets (serving metrics)."""
+    evaluation) and, from the serving metrics of the users *assigned* to the variant,
+    requests, 5xx ``errors``, ``timeouts`` (answered by the fallback because the model ran
+    out of time), other answers the model failed to give (``degraded``: it raised, or could
+    not be loaded) and latency buckets."""
 
     served: int = 0
     converted: int = 0
     requests: float = 0.0
     errors: float = 0.0
     latency_buckets: tuple[tuple[float, float], ...] = ()
+    timeouts: float = 0.0
+    degraded: float = 0.0
+
+    @property
+    def failures(self) -> float:
+        return self.errors + self.timeouts + self.degraded
 
     @property
     def conversion_rate(self) -> float:
@@ -30,7 +41,8 @@ class ArmStats:
 
     @property
     def error_ratio(self) -> float:
-        return error_ratio(self.errors, self.requests)
+        """Failed answers (5xx, timeouts, model failures) per request."""
+        return error_ratio(self.failures, self.requests)
 
     @property
     def p99_s(self) -> float | None:
@@ -44,6 +56,8 @@ class ArmStats:
             "conversion_rate": round(self.conversion_rate, 6),
             "requests": self.requests,
             "errors": self.errors,
+            "timeouts": self.timeouts,
+            "degraded": self.degraded,
             "error_ratio": round(self.error_ratio, 6),
             "p99_ms": None if p99 is None else round(p99 * 1000, 3),
         }
@@ -89,7 +103,8 @@ def enough_samples(canary: ArmStats, production: ArmStats, min_samples: int) -> 
 
 def evaluate(canary: ArmStats, production: ArmStats, t: Thresholds) -> Verdict:
     """Pass, or fail with every reason: conversion significantly worse (harm test), error
-    ratio higher than production's by more than ``max_error_ratio_increase``, or p99
+    ratio (5xx + timeouts + model failures, per request) higher than production's by more
+    than ``max_error_ratio_increase``, or p99
     latency above ``production p99 * max_p99_ratio + p99_slack_ms``."""
     reasons: list[str] = []
     # Conversions of responses served just before the step may land in it: never more
@@ -110,7 +125,7 @@ def evaluate(canary: ArmStats, production: ArmStats, t: Thresholds) -> Verdict:
     if err_c > err_p + t.max_error_ratio_increase:
         reasons.append(
             f"error ratio {err_c:.2%} vs production {err_p:.2%} "
-            f"(allowed +{t.max_error_ratio_increase:.2%})"
+            f"(5xx + timeouts + model failures; allowed +{t.max_error_ratio_increase:.2%})"
         )
     p99_c, p99_p = canary.p99_s, production.p99_s
     limit_ms = None
@@ -137,17 +152,3 @@ def evaluate(canary: ArmStats, production: ArmStats, t: Thresholds) -> Verdict:
 def _finite(x: float) -> float | str:
     # JSON has no infinities; the alias document must stay valid JSON.
     return x if abs(x) != float("inf") else ("inf" if x > 0 else "-inf")
-
-
-def parse_steps(text: str | Sequence[float]) -> list[float]:
-    """``"5,50,100"`` -> ``[5.0, 50.0, 100.0]``: increasing percentages within (0, 100]."""
-    raw = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        steps = [float(str(x).strip()) for x in raw if str(x).strip()]
-    except ValueError:
-        raise ValueError(f"steps must be comma-separated percentages, got {text!r}") from None
-    if not steps:
-        raise ValueError("steps must name at least one weight")
-    if any(not 0 < s <= 100 for s in steps) or steps != sorted(set(steps)):
-        raise ValueError(f"steps must increase strictly within (0, 100], got {text!r}")
-    return steps

@@ -4,6 +4,7 @@ stream processor keeps in Redis, requests / errors / latency from the API's ``/m
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -22,11 +23,14 @@ from schemas.redis_keys import (
     RedisKeys,
     online_eval_field,
 )
+from schemas.rollout import (
+    ANSWERED_PRODUCTION,
+    MODEL_FAULT_REASONS,
+    NO_REASON,
+    RECOMMEND_METRIC,
+)
 
 log = logging.getLogger(__name__)
-
-REQUEST_METRIC = "streamrec_serving_request_seconds"
-RECOMMEND_ENDPOINT = "/recommend/{user_id}"
 
 
 def bucket_epochs(since: float, until: float) -> list[int]:
@@ -39,30 +43,40 @@ def bucket_epochs(since: float, until: float) -> list[int]:
 
 
 def parse_requests(text: str, variant: str, version: int) -> ArmStats:
-    """Requests, 5xx errors and latency buckets of ``/recommend`` answered by ``variant``
-    ``version``, from the API's exposition text."""
-    requests = errors = 0.0
+    """Requests of the users assigned to ``variant`` ``version``, from the API's exposition
+    text (:data:`~schemas.rollout.RECOMMEND_METRIC`): how many, how many failed (5xx, model
+    timeouts, other model failures) and their latency buckets -- whatever answered them."""
+    requests = errors = timeouts = degraded = 0.0
     buckets: dict[float, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name != REQUEST_METRIC:
+        if family.name != RECOMMEND_METRIC:
             continue
         for sample in family.samples:
             lab = sample.labels
-            if (
-                lab.get("endpoint") != RECOMMEND_ENDPOINT
-                or lab.get("variant") != variant
-                or lab.get("model_version") != str(version)
+            if lab.get("assigned_variant") != variant or lab.get("assigned_version") != str(
+                version
             ):
                 continue
             if sample.name.endswith("_count"):
                 requests += sample.value
+                reason = lab.get("fallback_reason", NO_REASON)
                 if lab.get("status", "").startswith("5"):
                     errors += sample.value
+                elif reason == "timeout":
+                    timeouts += sample.value
+                elif reason in MODEL_FAULT_REASONS or (
+                    lab.get("answered_by") == ANSWERED_PRODUCTION and variant == CANARY
+                ):
+                    degraded += sample.value
             elif sample.name.endswith("_bucket"):
                 le = float(lab["le"])
                 buckets[le] = buckets.get(le, 0.0) + sample.value
     return ArmStats(
-        requests=requests, errors=errors, latency_buckets=tuple(sorted(buckets.items()))
+        requests=requests,
+        errors=errors,
+        latency_buckets=tuple(sorted(buckets.items())),
+        timeouts=timeouts,
+        degraded=degraded,
     )
 
 
@@ -126,13 +140,7 @@ class LiveMetricsSource(MetricsSource):
         for variant, version in arms.items():
             served, converted = counts[variant]
             req = parse_requests(text, variant, version)
-            out[variant] = ArmStats(
-                served=served,
-                converted=converted,
-                requests=req.requests,
-                errors=req.errors,
-                latency_buckets=req.latency_buckets,
-            )
+            out[variant] = dataclasses.replace(req, served=served, converted=converted)
         return Snapshot(out)
 
     def close(self) -> None:

@@ -20,8 +20,9 @@ CANARY = "canary"
 class Snapshot:
     """Numbers per variant (``production``, ``canary``) at one moment: ``served`` and
     ``converted`` count the cohort of responses served since the snapshot's ``since``
-    (their conversions included whenever they came); ``requests``, ``errors`` and the
-    latency buckets are the API's cumulative counters, which :meth:`minus` subtracts."""
+    (their conversions included whenever they came); ``requests``, ``errors``,
+    ``timeouts``, ``degraded`` and the latency buckets are the API's cumulative counters
+    of the users assigned to the variant, which :meth:`minus` subtracts."""
 
     arms: dict[str, ArmStats] = field(default_factory=dict)
 
@@ -38,12 +39,15 @@ class Snapshot:
             def d(a: float, b: float) -> float:
                 return a - b if a >= b else a
 
+            restarted = now.requests < old.requests
             out[variant] = ArmStats(
                 served=now.served,
                 converted=now.converted,
                 requests=d(now.requests, old.requests),
-                errors=d(now.errors, old.errors) if now.requests >= old.requests else now.errors,
+                errors=now.errors if restarted else d(now.errors, old.errors),
                 latency_buckets=tuple(bucket_delta(now.latency_buckets, old.latency_buckets)),
+                timeouts=now.timeouts if restarted else d(now.timeouts, old.timeouts),
+                degraded=now.degraded if restarted else d(now.degraded, old.degraded),
             )
         return Snapshot(out)
 
@@ -54,6 +58,8 @@ class Snapshot:
                 "converted": a.converted,
                 "requests": a.requests,
                 "errors": a.errors,
+                "timeouts": a.timeouts,
+                "degraded": a.degraded,
                 "buckets": [["+Inf" if math.isinf(b) else b, c] for b, c in a.latency_buckets],
             }
             for v, a in self.arms.items()
@@ -69,6 +75,8 @@ class Snapshot:
                 requests=float(a.get("requests", 0)),
                 errors=float(a.get("errors", 0)),
                 latency_buckets=tuple((float(b), float(c)) for b, c in a.get("buckets", [])),
+                timeouts=float(a.get("timeouts", 0)),
+                degraded=float(a.get("degraded", 0)),
             )
         return cls(arms)
 

@@ -47,3 +47,12 @@ class LogLineError(EventValidationError):
         self.line_no = line_no
         where = f"line {line_no}: " if line_no is not None else ""
         super().__init__([("line", f"{where}{reason}")], event_type="log")
+
+
+class RolloutConflict(StreamrecError):
+    """The rollout document refuses the change (one is already running, none to abort)."""
+
+    def __init__(self, message: str, *, model: str, rollout_id: str | None = None) -> None:
+        self.model = model
+        self.rollout_id = rollout_id
+        super().__init__(message)

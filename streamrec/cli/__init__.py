@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "Train, evaluate and publish a model version.",
     "models": "List, show, promote and roll back model versions.",
     "serve": "Run the recommendation API.",
-    "rollout": "Canary rollout of a model version: start, resume, status, abort.",
+    "rollout": "Canary rollout of a model version: start, run (the controller), status, abort.",
     "simulate": "Closed-loop simulated users against the live API (watch events to Kafka).",
     "demo": "The main job: stack, replay, stream, train, serve, show recommendations.",
 }
