@@ -179,6 +179,11 @@ def test_prometheus_scrapes_the_compose_services():
     # dns_sd: one target per `--scale` replica, on the worker's metrics port.
     metrics_port = _built()["stream"]["environment"]["STREAMREC_STREAM_METRICS_PORT"]
     assert targets["streamrec-stream"] == f"stream:{metrics_port}"
+    env = _built()["rollout"]["environment"]
+    assert targets["streamrec-rollout"] == f"rollout:{env['STREAMREC_ROLLOUT_METRICS_PORT']}"
+    # 127.0.0.1 would be unreachable from the Prometheus container.
+    assert env["STREAMREC_ROLLOUT_METRICS_HOST"] == "0.0.0.0"
+    assert _built()["rollout"]["command"][:2] == ["rollout", "run"]
     for job, target in targets.items():
         host = target.split(":")[0]
         assert host in compose or host == "localhost", f"{job}: {host} is not a service"

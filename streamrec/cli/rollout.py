@@ -104,7 +104,9 @@ def _run_loop(ctl, settings: Settings, console: Console, *, forever: bool) -> in
 
     metrics = ControllerMetrics()
     try:
-        start_http_server(settings.rollout_metrics_port, "127.0.0.1", registry=metrics.registry)
+        start_http_server(
+            settings.rollout_metrics_port, settings.rollout_metrics_host, registry=metrics.registry
+        )
     except OSError as err:  # a second controller on the host: run, just without /metrics
         log.warning("no /metrics on :%d: %s", settings.rollout_metrics_port, err)
     last = [""]
