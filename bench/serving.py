@@ -1,13 +1,15 @@
 """Serving benchmark: ``/recommend`` for known users vs a bare FastAPI endpoint returning a
-fixed JSON list, both under the same uvicorn settings, load from separate processes.
+fixed JSON list, both under the same uvicorn settings (workers, uvloop, httptools, no
+access log), load from separate processes (``bench/_load.py``):
 
 * max throughput: wrk (Debian package ``wrk``; installed with apt-get when missing);
-* latency at a fixed rate (half of our max): a paced open-loop generator (this file's
-  ``paced`` subcommand, its own process) that measures from each request's *scheduled* send
-  time, so a stalled server cannot hide queueing (no coordinated omission).
+* latency at a fixed rate (half of our max): a paced open-loop generator that measures from
+  each request's *scheduled* send time (no coordinated omission).
 
-Medians of ``--runs`` runs are reported, with the shares of our answers that fell back
-and that came from the result cache.
+Both servers run side by side and their runs alternate, so a noisy neighbour on a shared
+machine hits both alike. Medians of ``--runs`` runs are reported, with the shares of our
+answers that fell back and that came from the result cache (``--no-result-cache``: every
+request runs the model).
 
     .venv/bin/python bench/serving.py [--workers 1] [--runs 3] [--duration 10]
 """
@@ -15,10 +17,9 @@ and that came from the result cache.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import contextlib
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -30,6 +31,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench._load import ensure_wrk, paced, served_counts, shares, wrk_max  # noqa: E402
+
 ITEMS = [str(i) for i in range(1, 21)]
 
 
@@ -132,7 +136,8 @@ def cleanup(settings) -> None:
     keys = list(r.scan_iter(f"{settings.redis_key_prefix}:*", count=10_000))
     for i in range(0, len(keys), 5000):
         r.delete(*keys[i : i + 5000])
-    delete_topics(settings, timeout=10)
+    with contextlib.suppress(Exception):  # cleanup must not hide the benchmark's own error
+        delete_topics(settings, timeout=10)
 
 
 # --- servers and load ----------------------------------------------------------------
@@ -163,143 +168,52 @@ def start_server(kind: str, port: int, workers: int, env: dict[str, str]) -> sub
     raise SystemExit(f"{kind} server not ready")
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    cmd = [*prefix, "apt-get", "install", "-y", "--no-install-recommends", "wrk"]
-    if subprocess.run(cmd, capture_output=True, check=False).returncode != 0:
-        subprocess.run([*prefix, "apt-get", "update"], capture_output=True, check=False)
-        subprocess.run(cmd, capture_output=True, check=False)
-    found = shutil.which("wrk")
-    if not found:
-        raise SystemExit("wrk is missing and apt-get could not install it: apt-get install wrk")
-    return found
+KINDS = ("ours", "bare")
 
 
-def wrk_max(port: int, users: list[str], duration: float, conns: int) -> float:
-    script = Path(tempfile.mkdtemp()) / "users.lua"
-    script.write_text(
-        "local users = {" + ",".join(f'"{u}"' for u in users) + "}\n"
-        "local i = math.random(#users)\n"
-        "request = function()\n  i = i % #users + 1\n"
-        '  return wrk.format("GET", "/recommend/" .. users[i] .. "?k=20")\nend\n'
-    )
-    out = subprocess.run(
-        [ensure_wrk(), "-t2", f"-c{conns}", f"-d{int(duration)}s", "-s", str(script),
-         f"http://127.0.0.1:{port}"],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise SystemExit(f"wrk saw {errors.group(1)} errors:\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def measure(args: argparse.Namespace, users: list[str], ports: dict[str, int], console) -> dict:
+    """Both servers run side by side and their runs alternate (ours, bare, ours, ...), so a
+    noisy neighbour on a shared machine hits both alike; medians of ``args.runs``."""
+    res: dict[str, dict] = {kind: {} for kind in KINDS}
+    for kind in KINDS:  # long enough for every user to be asked a few times (fills caches)
+        res[kind]["warm"] = wrk_max(ports[kind], users, 8, args.conns)
+    before = served_counts(ports["ours"])
+    runs: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(args.runs):
+        for kind in KINDS:
+            runs[kind].append(wrk_max(ports[kind], users, args.duration, args.conns))
+    for kind in KINDS:
+        res[kind].update(rps=statistics.median(runs[kind]), runs=runs[kind])
+        console.print(f"{kind}: max throughput runs {runs[kind]} req/s")
+    res["ours"].update(shares(before, served_counts(ports["ours"])))
 
-
-async def _paced(port: int, rate: float, duration: float, conns: int, users: list[str]) -> dict:
-    loop = asyncio.get_running_loop()
-    idle: asyncio.Queue = asyncio.Queue()
-    for _ in range(conns):
-        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    latencies: list[float] = []
-    errors = 0
-
-    async def one(n: int, at: float) -> None:
-        nonlocal errors
-        reader, writer = conn = await idle.get()
-        writer.write(
-            f"GET /recommend/{users[n % len(users)]}?k=20 HTTP/1.1\r\nHost: b\r\n\r\n".encode()
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
-        await reader.readexactly(length)
-        latencies.append(loop.time() - at)  # from the scheduled send time
-        errors += not head.startswith(b"HTTP/1.1 200")
-        idle.put_nowait(conn)
-
-    start = loop.time() + 0.2
-    tasks = []
-    for n in range(int(rate * duration)):
-        at = start + n / rate
-        await asyncio.sleep(max(0.0, at - loop.time()))
-        tasks.append(asyncio.create_task(one(n, at)))
-    await asyncio.gather(*tasks)
-    lat = sorted(latencies)
-    pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "n": len(lat), "errors": errors}
-
-
-def paced(port: int, rate: float, duration: float, users: list[str]) -> dict:
-    """Run the paced generator in its own process (load never shares our interpreter)."""
-    out = subprocess.run(
-        [sys.executable, __file__, "paced", "--port", str(port), "--rate", str(rate),
-         "--duration", str(duration), "--users", ",".join(users)],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return json.loads(out)
-
-
-def served_counts(port: int) -> dict[str, float]:
-    """/recommend answers so far by variant, and result-cache hits, from /metrics."""
-    import httpx
-
-    out: dict[str, float] = {"all": 0.0, "fallback": 0.0, "cache_hit": 0.0}
-    for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
-        value = line.split()[-1] if line and not line.startswith("#") else "0"
-        if line.startswith("streamrec_serving_request_seconds_count") and "/recommend/" in line:
-            out["all"] += float(value)
-            out["fallback"] += float(value) if 'variant="fallback"' in line else 0.0
-        elif line.startswith('streamrec_serving_result_cache_total{result="hit"}'):
-            out["cache_hit"] += float(value)
-    return out
-
-
-def measure(kind: str, args: argparse.Namespace, env: dict, users: list[str], rate: float):
-    """Median max throughput (rate 0) or median p50/p99 at ``rate``, on a fresh server."""
-    proc = start_server(kind, args.port, args.workers, env)
-    try:
-        # Warm-up long enough for every user to be asked a few times (fills the caches).
-        warm = wrk_max(args.port, users, 8, args.conns) if not rate else None
-        before = served_counts(args.port) if kind == "ours" else None
-        if not rate:
-            runs = [wrk_max(args.port, users, args.duration, args.conns) for _ in range(args.runs)]
-            out = {"rps": statistics.median(runs), "runs": runs, "warm": warm}
-        else:
-            paced(args.port, rate, 8, users)  # warm-up
-            runs = [paced(args.port, rate, args.duration, users) for _ in range(args.runs)]
-            out = {q: statistics.median(r[q] for r in runs) for q in ("p50_ms", "p99_ms")}
-            out["errors"] = sum(r["errors"] for r in runs)
-        if before is not None:
-            after = served_counts(args.port)
-            n = max(after["all"] - before["all"], 1.0)
-            out["fallback"] = (after["fallback"] - before["fallback"]) / n
-            out["cache_hit"] = (after["cache_hit"] - before["cache_hit"]) / n
-        return out
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    rate = res["ours"]["rps"] / 2
+    before = served_counts(ports["ours"])
+    paced_runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    for _ in range(args.runs):
+        for kind in KINDS:
+            paced_runs[kind].append(paced(ports[kind], rate, args.duration, users))
+    for kind in KINDS:
+        out = {q: statistics.median(r[q] for r in paced_runs[kind]) for q in ("p50_ms", "p99_ms")}
+        out["p99_runs"] = [round(r["p99_ms"], 1) for r in paced_runs[kind]]
+        out["errors"] = sum(r["errors"] for r in paced_runs[kind])
+        res[kind]["paced"] = out
+        console.print(f"{kind} at {rate:.0f} req/s: {out}")
+    res["ours"]["paced"].update(shares(before, served_counts(ports["ours"])))
+    return res
 
 
 # --- main ----------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", nargs="?", default="bench", choices=["bench", "paced"])
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--conns", type=int, default=16, help="wrk connections")
-    ap.add_argument("--port", type=int, default=18090)
+    ap.add_argument("--port", type=int, default=18090, help="ours; the bare endpoint: port+1")
     ap.add_argument("--no-result-cache", action="store_true", help="every request runs the model")
-    ap.add_argument("--rate", type=float, default=0.0)
-    ap.add_argument("--users", default="")
     args = ap.parse_args()
-    if args.mode == "paced":
-        import uvloop
-
-        users = args.users.split(",")
-        print(json.dumps(uvloop.run(_paced(args.port, args.rate, args.duration, 8, users))))
-        return
+    ensure_wrk()  # before the minutes of setup, so a missing wrk fails fast
     run_bench(args)
 
 
@@ -321,20 +235,20 @@ def run_bench(args: argparse.Namespace) -> None:
     }
     if args.no_result_cache:
         env["STREAMREC_SERVE_RESULT_CACHE_SIZE"] = "0"
-    res: dict[str, dict] = {}
+    ports = {"ours": args.port, "bare": args.port + 1}
+    procs: list[subprocess.Popen] = []
     try:
         users = prepare(settings, console)
-        for kind in ("ours", "bare"):
-            res[kind] = measure(kind, args, env, users, 0.0)
-            console.print(f"{kind}: max throughput runs {res[kind]['runs']} req/s")
-        rate = res["ours"]["rps"] / 2
-        for kind in ("ours", "bare"):
-            res[kind]["paced"] = measure(kind, args, env, users, rate)
-            console.print(f"{kind} at {rate:.0f} req/s: {res[kind]['paced']}")
+        for kind in KINDS:
+            procs.append(start_server(kind, ports[kind], args.workers, env))
+        res = measure(args, users, ports, console)
     finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
         cleanup(settings)
         shutil.rmtree(tmp, ignore_errors=True)
-    report(console, args, res, rate)
+    report(console, args, res, res["ours"]["rps"] / 2)
 
 
 def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:

@@ -212,7 +212,10 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
     admin = admin_client(settings)
     names = [settings.topic(s.name) for s in TOPICS]
     existing = set(admin.list_topics(timeout=timeout).topics)
-    futures = admin.delete_topics([n for n in names if n in existing], request_timeout=timeout)
+    doomed = [n for n in names if n in existing]
+    if not doomed:  # confluent-kafka refuses an empty list with a ValueError
+        return
+    futures = admin.delete_topics(doomed, request_timeout=timeout)
     for fut in futures.values():
         fut.result()
 

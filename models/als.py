@@ -14,6 +14,7 @@ from scipy.sparse import csr_matrix
 from models.base import (
     Recommender,
     UserItems,
+    csr_row,
     excluded_columns,
     history_vector,
     index_of,
@@ -60,6 +61,7 @@ class ALSModel(Recommender):
         self.item_index = index_of(self.item_ids)
         y = self.item_factors.astype(np.float64)
         self._yty = y.T @ y  # the Gram matrix every fold-in solve starts from
+        self._yty_reg = self._yty + self.regularization * np.eye(self.factors)
 
     @property
     def factors(self) -> int:
@@ -114,8 +116,7 @@ class ALSModel(Recommender):
         (implicit's ``recalculate_user`` step: (YtY + reg I + Yt(Cu - I)Y) x = Yt Cu p)."""
         y = self.item_factors[cols].astype(np.float64)
         c = self.alpha * values.astype(np.float64)
-        a = self._yty + self.regularization * np.eye(self.factors)
-        a += (y * (c - 1.0)[:, None]).T @ y
+        a = self._yty_reg + (y * (c - 1.0)[:, None]).T @ y
         b = y.T @ c
         return np.linalg.solve(a, b).astype(np.float32)
 
@@ -131,7 +132,7 @@ class ALSModel(Recommender):
         hcols, hvals = history_vector(history, history_weights, self.item_index)
         if u is not None and hcols.size == 0:
             return self.user_factors[u]
-        merged = merge_history(self.user_items[u] if u is not None else None, hcols, hvals)
+        merged = merge_history(csr_row(self.user_items, u) if u is not None else None, hcols, hvals)
         if merged is None:
             return None
         cols, vals = merged
@@ -158,6 +159,13 @@ class ALSModel(Recommender):
 
     def known_user(self, user_id: str) -> bool:
         return user_id in self.user_index
+
+    def seen_items(self, user_id: str) -> list[str]:
+        u = self.user_index.get(user_id)
+        return [] if u is None else self.item_ids[csr_row(self.user_items, u).indices].tolist()
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self.item_index
 
     # -- artifacts ---------------------------------------------------------------------
     def params(self) -> dict:

@@ -8,8 +8,10 @@ serving may override any :data:`ITEM_FEATURES` value per item with a live one th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,7 +54,7 @@ class ItemStats:
     genre_names: np.ndarray  # str
     reference_time: float
 
-    @property
+    @cached_property
     def log_pop(self) -> np.ndarray:
         return np.log1p(self.table[:, ITEM_FEATURES.index("pop_all")])
 
@@ -185,3 +187,36 @@ def override_block(
                 block[r, col] = float(value)
                 hit = True
     return block if hit else None
+
+
+class LiveItemFeatures(Mapping[str, Mapping[str, float]]):
+    """A read-only item -> live features table (serving's snapshot of Redis). Being
+    immutable, it memoises its dense form per model item-id array, so a model call costs a
+    row lookup instead of a Python loop over its candidates; a refresh builds a new one."""
+
+    def __init__(self, features: Mapping[str, Mapping[str, float]]) -> None:
+        self._features = features
+        self._dense: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._lock = threading.Lock()  # model calls run on several threads
+
+    def __getitem__(self, item: str) -> Mapping[str, float]:
+        return self._features[item]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._features)
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    def dense(self, item_ids: np.ndarray) -> np.ndarray | None:
+        """``len(item_ids) x len(ITEM_FEATURES)`` live values (NaN: not given), or None when
+        none of ``item_ids`` has any; ``override_block`` of every item."""
+        hit = self._dense.get(id(item_ids))
+        if hit is None or hit[0] is not item_ids:
+            with self._lock:
+                hit = self._dense.get(id(item_ids))
+                if hit is None or hit[0] is not item_ids:
+                    block = override_block(item_ids, np.arange(len(item_ids)), self._features)
+                    # The ids array is kept with its block so its id() cannot be reused.
+                    hit = self._dense[id(item_ids)] = (item_ids, block)
+        return hit[1]

@@ -13,6 +13,7 @@ from scipy.sparse import csr_matrix
 from models.base import (
     Recommender,
     UserItems,
+    csr_row,
     excluded_columns,
     history_vector,
     index_of,
@@ -89,7 +90,7 @@ class ItemKNNModel(Recommender):
         hcols, hvals = history_vector(history, history_weights, self.item_index)
         if u is not None and hcols.size == 0:
             return self.user_items[u]
-        merged = merge_history(self.user_items[u] if u is not None else None, hcols, hvals)
+        merged = merge_history(csr_row(self.user_items, u) if u is not None else None, hcols, hvals)
         if merged is None:
             return None
         cols, vals = merged
@@ -118,6 +119,13 @@ class ItemKNNModel(Recommender):
 
     def known_user(self, user_id: str) -> bool:
         return user_id in self.user_index
+
+    def seen_items(self, user_id: str) -> list[str]:
+        u = self.user_index.get(user_id)
+        return [] if u is None else self.item_ids[csr_row(self.user_items, u).indices].tolist()
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self.item_index
 
     def params(self) -> dict:
         return dict(self._params)

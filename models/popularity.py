@@ -93,6 +93,12 @@ class PopularityModel(Recommender):
     def known_user(self, user_id: str) -> bool:
         return False  # the same list for everyone
 
+    def seen_items(self, user_id: str) -> tuple[str, ...]:
+        return ()  # keeps no per-user data
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self._index
+
     def score_of(self, item_id: str) -> float:
         j = self._index.get(item_id)
         return 0.0 if j is None else float(self.scores[j])

@@ -50,6 +50,12 @@ class RandomModel(Recommender):
     def known_user(self, user_id: str) -> bool:
         return True
 
+    def seen_items(self, user_id: str) -> tuple[str, ...]:
+        return ()  # keeps no per-user data
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self._index
+
     def params(self) -> dict:
         return {"seed": self.seed}
 

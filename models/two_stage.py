@@ -9,12 +9,13 @@ from typing import ClassVar, Self
 import numpy as np
 
 from models.als import ALSModel
-from models.base import Recommender, excluded_columns, history_vector
+from models.base import Recommender, csr_row, excluded_columns, history_vector
 from models.errors import ArtifactError
 from models.features import (
     FEATURES,
     RECENT_ITEMS,
     ItemStats,
+    LiveItemFeatures,
     UserProfile,
     feature_matrix,
     override_block,
@@ -53,8 +54,12 @@ class CandidateGenerator:
 
     def profile(self, user_id: str, history_cols: np.ndarray) -> UserProfile:
         u = self.als.user_index.get(user_id)
-        own = self.als.user_items[u].indices if u is not None else np.zeros(0, np.int64)
-        items = np.union1d(own, history_cols).astype(np.int64)
+        # The sorted union of training and fresh items, through a mask: np.union1d sorts.
+        mask = np.zeros(len(self.als.item_ids), dtype=bool)
+        if u is not None:
+            mask[csr_row(self.als.user_items, u).indices] = True
+        mask[history_cols] = True
+        items = np.flatnonzero(mask).astype(np.int64)
         mean = float(self.user_rating_mean[u]) if u is not None else float("nan")
         # Fresh history (newest first) before the training-time newest items.
         stored = self.user_recent[u] if u is not None else np.zeros(0, np.int64)
@@ -90,7 +95,11 @@ class CandidateGenerator:
         cand = np.argpartition(-scores, n - 1)[:n] if n < scores.size else np.arange(scores.size)
         cand = cand[np.lexsort((cand, -scores[cand]))]
         hcols, _ = history_vector(history, history_weights, self.als.item_index)
-        overrides = override_block(self.als.item_ids, cand, item_features or {})
+        if isinstance(item_features, LiveItemFeatures):
+            dense = item_features.dense(self.als.item_ids)  # built once per table and model
+            overrides = dense[cand] if dense is not None else None
+        else:
+            overrides = override_block(self.als.item_ids, cand, item_features or {})
         x = feature_matrix(
             self.stats,
             self.profile(user_id, hcols),
@@ -152,6 +161,12 @@ class TwoStageModel(Recommender):
 
     def known_user(self, user_id: str) -> bool:
         return self.als.known_user(user_id)
+
+    def seen_items(self, user_id: str) -> list[str]:
+        return self.als.seen_items(user_id)
+
+    def knows_item(self, item_id: str) -> bool:
+        return self.als.knows_item(item_id)
 
     def params(self) -> dict:
         return {

@@ -49,6 +49,17 @@ key                                            type    contents (TTL)
 ``{p}:oe:wm:{topic}:{partition}``              STRING  highest offset of ``reco_responses`` /
                                                        ``watch`` applied to the online
                                                        evaluation (no TTL)
+``{p}:seen:{topic}:{partition}:{bucket}``      SET     event ids the stream processor applied at
+                                                       offsets ``bucket * DEDUPE_WINDOW / 2`` ..
+                                                       (half-window buckets): a re-sent id within
+                                                       ``DEDUPE_WINDOW`` offsets of the partition
+                                                       is not counted again; buckets past the
+                                                       window are deleted (DEDUPE_TTL)
+``{p}:serving:feedback:{event_id}``            STRING  ``1``: written by serving (not the stream
+                                                       processor) with SET NX when it accepts a
+                                                       ``POST /feedback``, so a re-sent event id
+                                                       is a no-op (TTL
+                                                       ``STREAMREC_SERVE_FEEDBACK_DEDUP_TTL_S``)
 =============================================  ======  ===========================================
 
 Hours and days are **event time** (UTC), so replaying old data builds the same buckets; TTLs
@@ -76,6 +87,10 @@ ONLINE_EVAL_BUCKET_S = 10
 ONLINE_EVAL_BUCKET_TTL_S = 3 * 24 * 3600
 ONLINE_EVAL_MAX_POSITION = 20  # positions past this share the last bucket
 ONLINE_EVAL_METRICS = ("served", "converted")
+# Re-sent event ids are recognised within this many offsets of their partition (configurable:
+# STREAMREC_STREAM_DEDUPE_WINDOW); memory: up to 2x this many ids per partition.
+DEDUPE_WINDOW = 100_000
+DEDUPE_TTL_S = 7 * 24 * 3600  # and within this time
 
 
 def online_eval_field(model: str, version: str | int, variant: str, metric: str) -> str:
@@ -140,3 +155,11 @@ class RedisKeys:
 
     def online_eval_watermark(self, topic: str, partition: int) -> str:
         return f"{self.prefix}:oe:wm:{topic}:{partition}"
+
+    def feedback_dedup(self, event_id: str) -> str:
+        """Serving's idempotency key of a feedback event id."""
+        return f"{self.prefix}:serving:feedback:{event_id}"
+
+    def seen_ids(self, topic: str, partition: int, bucket: int) -> str:
+        """The stream processor's event ids of one bucket of offsets of a partition."""
+        return f"{self.prefix}:seen:{topic}:{partition}:{bucket}"

@@ -20,7 +20,7 @@ from schemas.errors import ConfigError, StreamrecError
 from serving.context import open_context
 from serving.errors import ServingError
 from serving.metrics import ServingMetrics
-from serving.routes import admin, feedback, health, recommend
+from serving.routes import admin, admin_rollouts, feedback, health, recommend
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 class MetricsMiddleware:
     """Latency per request, labelled with the route template (bounded cardinality) and the
-    variant / model version the recommend route leaves in ``request.state``. Plain ASGI:
+    variant / model version the recommend route leaves in ``request.state``; for
+    ``/recommend`` also by the variant the user is assigned to (``state.assigned``) and
+    what answered (``state.answer``), which the rollout controller judges. Plain ASGI:
     BaseHTTPMiddleware would cost more than some of our endpoints."""
 
     def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
@@ -118,12 +120,20 @@ class MetricsMiddleware:
             endpoint = getattr(route, "path", None) or "unmatched"
             state = scope.get("state") or {}
             version = state.get("model_version")
+            elapsed = time.perf_counter() - started
             self.metrics.request_seconds.labels(
                 endpoint,
                 state.get("variant", "none"),
                 "none" if version is None else str(version),
                 str(status),
-            ).observe(time.perf_counter() - started)
+            ).observe(elapsed)
+            assigned = state.get("assigned")
+            if assigned is not None:  # a /recommend request, with the user routed
+                # A 5xx raised before the answer was known still counts for the variant.
+                answered_by, reason = state.get("answer", ("none", "none"))
+                self.metrics.recommend_seconds.labels(
+                    *assigned, answered_by, reason, str(status)
+                ).observe(elapsed)
 
 
 def create_app(
@@ -149,7 +159,7 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (recommend, feedback, health, admin):
+    for module in (recommend, feedback, health, admin, admin_rollouts):
         app.include_router(module.router)
     return app
 

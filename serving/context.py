@@ -22,6 +22,7 @@ from serving.features import ItemFeatureTable
 from serving.logging_sink import EventSink
 from serving.metrics import ServingMetrics
 from serving.model_cache import ModelCache
+from serving.redis_reader import RedisReader
 from serving.result_cache import ResultCache
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 class ServingContext:
     settings: Settings
     metrics: ServingMetrics
-    redis: Redis
+    redis: Redis  # redis-py: feedback, the item-feature sweep, readiness
+    reader: RedisReader  # the request path's reads
     keys: RedisKeys
     store: ObjectStore
     models: ModelCache
@@ -64,6 +66,7 @@ async def open_context(
         health_check_interval=0,
     )
     store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
+    reader = RedisReader(settings.redis_url, connect_timeout=settings.serve_redis_timeout_ms / 1000)
     loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
     compute = ThreadPoolExecutor(
         max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="model-call"
@@ -72,6 +75,7 @@ async def open_context(
         settings=settings,
         metrics=metrics,
         redis=redis,
+        reader=reader,
         keys=RedisKeys(settings.redis_key_prefix),
         store=store,
         models=ModelCache(
@@ -81,7 +85,11 @@ async def open_context(
             executor=loader,
             retry_s=settings.serve_alias_poll_s,
         ),
-        items=ItemFeatureTable(redis, RedisKeys(settings.redis_key_prefix)),
+        items=ItemFeatureTable(
+            reader,
+            RedisKeys(settings.redis_key_prefix),
+            timeout_s=settings.serve_redis_timeout_ms / 1000,
+        ),
         sink=EventSink(settings, metrics),
         compute=compute,
         results=ResultCache(settings.serve_result_cache_size),
@@ -103,6 +111,7 @@ async def open_context(
             task.cancel()
         await asyncio.gather(*ctx.tasks, return_exceptions=True)
         ctx.sink.close()
+        await reader.aclose()
         await redis.aclose()
         compute.shutdown(wait=False, cancel_futures=True)
         loader.shutdown(wait=False, cancel_futures=True)

@@ -60,3 +60,11 @@ class ModelUnavailable(ServingError):
         self.reason = reason
         which = f"{name} v{version}" if version is not None else name
         super().__init__(f"model {which} unavailable: {reason}")
+
+
+class NoRollout(ServingError):
+    status_code = 404
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(f"no rollout of {model!r} has been requested")

@@ -19,6 +19,13 @@ from prometheus_client import (
     generate_latest,
 )
 
+from schemas.rollout import (
+    ANSWERED_FALLBACK,
+    ANSWERED_MODEL,
+    ANSWERED_PRODUCTION,
+    NO_REASON,
+    RECOMMEND_METRIC,
+)
 from serving.registry_metrics import RegistryFacts
 
 # Fine below 50 ms (the budget) where the interesting latencies are.
@@ -38,6 +45,18 @@ class ServingMetrics:
             "streamrec_serving_request_seconds",
             "Request latency by endpoint, variant, model version and status.",
             ["endpoint", "variant", "model_version", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # The rollout controller judges canary vs production on this one: labelled by the
+        # variant the user was assigned, so a canary's timeouts and errors stay the canary's
+        # even when the fallback (or production) answered them.
+        self.recommend_seconds = Histogram(
+            RECOMMEND_METRIC,
+            "Latency of /recommend by the variant and version the user was assigned to "
+            "(production, canary; none without a production model), what answered "
+            "(model, production, fallback), the fallback reason and the status.",
+            ["assigned_variant", "assigned_version", "answered_by", "fallback_reason", "status"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -98,3 +117,20 @@ class ServingMetrics:
             merged.register(self.registry_facts)  # every worker reads the same aliases
             return generate_latest(merged), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def assignment_labels(assigned: tuple[str, int] | None) -> tuple[str, str]:
+    """(assigned_variant, assigned_version) of a routed user; "none" with no production."""
+    return ("none", "none") if assigned is None else (assigned[0], str(assigned[1]))
+
+
+def answer_labels(
+    assigned: tuple[str, int] | None, variant: str, fallback_reason: str | None
+) -> tuple[str, str]:
+    """(answered_by, fallback_reason): the assigned model, production standing in for a
+    canary that could not answer, or the fallback with its reason."""
+    if variant == ANSWERED_FALLBACK:
+        return ANSWERED_FALLBACK, fallback_reason or NO_REASON
+    if assigned is not None and variant != assigned[0]:
+        return ANSWERED_PRODUCTION, NO_REASON
+    return ANSWERED_MODEL, NO_REASON

@@ -214,3 +214,10 @@ def test_end_offsets_and_group_lag_count_what_a_group_has_not_committed(topics, 
         assert group_lag(topics, group, [watch]) == 0
     finally:
         c.close()
+
+
+def test_deleting_the_topics_of_an_unused_prefix_is_a_no_op(settings):
+    from core.kafka import delete_topics, end_offsets
+
+    delete_topics(settings)  # this prefix never created a topic
+    assert end_offsets(settings, [settings.topic("watch")]) == {}

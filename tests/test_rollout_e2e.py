@@ -60,6 +60,7 @@ def rollout_settings(settings, tmp_path):
             # p99 of a few hundred requests on a shared 2-core host is noise: the latency
             # guard is unit-tested; here it only has to catch gross regressions.
             "rollout_p99_slack_ms": 250.0,
+            "serve_admin_token": "e2e-admin-token",
         }
     )
     yield s
@@ -114,7 +115,7 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
             time.sleep(0.5)
 
         ctl = RolloutController(registry, source, s)
-        ctl.start(v_random)
+        ctl.request(v_random, actor="test")
         bad = ctl.run(on_outcome=outcomes.append, should_stop=_timeout(150))
         assert bad.kind == ROLLED_BACK, bad.message
         doc = registry.aliases()
@@ -127,8 +128,15 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
         assert canary["conversion_rate"] < prod["conversion_rate"]
         assert decision.evidence["test"]["p_value"] < 0.05
 
-        ctl = RolloutController(registry, source, s)  # a fresh controller, as after a restart
-        ctl.start(v_strong)
+        # Requested through the admin API; a fresh controller (as after a restart) runs it.
+        requested = httpx.post(
+            f"{api}/admin/rollouts",
+            json={"version": v_strong, "reason": "ALS-32 beats the weak ALS offline"},
+            headers={"Authorization": "Bearer e2e-admin-token"},
+            timeout=30,
+        )
+        assert requested.status_code == 202, requested.text
+        ctl = RolloutController(registry, source, s)
         good = ctl.run(on_outcome=outcomes.append, should_stop=_timeout(200))
         assert good.kind == PROMOTED, good.message
         doc = registry.aliases()
@@ -138,6 +146,19 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
         assert [h.weight for h in steps[:2]] == [10, 50]
         assert steps[1].evidence["decision"]["passed"] is True
         assert steps[2].evidence["canary"]["served"] >= 150
+        current = httpx.get(
+            f"{api}/admin/rollouts/current",
+            headers={"Authorization": "Bearer e2e-admin-token"},
+            timeout=30,
+        ).json()
+        assert current["rollout_id"] == requested.json()["rollout_id"]
+        assert current["status"] == "promoted" and current["requested_by"] == "api-admin"
+        assert [d["action"] for d in current["decisions"]] == [
+            "request",
+            "start",
+            "advance",
+            "promote",
+        ]
     finally:
         stop.set()
         thread.join(60)
@@ -162,7 +183,7 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
     # The same actions from the shell, as an operator runs them.
     env = ApiService(s).environment()
     status = _cli(env, "rollout", "status", "reco")
-    assert status.returncode == 0 and "idle" in status.stdout, status.stderr
+    assert status.returncode == 0 and "promoted" in status.stdout, status.stderr
     missing = _cli(env, "rollout", "start", "reco", "999")
     assert missing.returncode != 0 and "no version 999" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1  # one line, no traceback

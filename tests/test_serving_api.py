@@ -12,6 +12,7 @@ import redis
 
 from core.config import Settings
 from schemas.codec import decode_event
+from schemas.redis_keys import RedisKeys
 from serving import create_app
 from tests.kafka_util import consume_all
 from tests.test_serving_support import (
@@ -215,6 +216,11 @@ def test_feedback_is_validated_idempotent_and_published(served: Settings) -> Non
     msgs = consume_all(served.kafka_bootstrap, served.topic("feedback"), 1)
     assert [decode_event(m.value()).event_id for m in msgs] == [event["event_id"]]
     assert msgs[0].key() == b"1"
+    # The id is remembered under the key schemas.redis_keys documents, with its TTL.
+    r = redis.Redis.from_url(served.redis_url, decode_responses=True)
+    dedup = RedisKeys(served.redis_key_prefix).feedback_dedup(event["event_id"])
+    assert r.get(dedup) == "1"
+    assert 0 < r.ttl(dedup) <= served.serve_feedback_dedup_ttl_s
 
 
 def test_health_ready_metrics_and_openapi(served: Settings) -> None:

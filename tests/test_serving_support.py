@@ -115,10 +115,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def throwaway_redis(tmp: Path) -> Iterator[tuple[subprocess.Popen, int]]:
-    """A redis-server of our own (so a test may kill it) on a free port, no persistence."""
+def throwaway_redis(tmp: Path, port: int | None = None) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A redis-server of our own (so a test may kill it) on ``port`` (default: a free one),
+    no persistence."""
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(tmp)],
         stdout=subprocess.DEVNULL,

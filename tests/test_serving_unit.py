@@ -1,5 +1,5 @@
 """Pure logic of the serving package (no services): canary slices, the fallback's merging,
-content negotiation, admin token checks, error mapping."""
+content negotiation, admin token checks, error mapping, the request-log encoding."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from pydantic import SecretStr
 from core.config import Settings
 from core.errors import StorageUnavailable
 from models.errors import AliasError, VersionNotFound
+from schemas.codec import decode_event, encode_event
+from schemas.events import RecoRequestEvent, RecoResponseEvent
 from schemas.manifest import AliasDocument, CanaryAlias, ProductionAlias
 from serving import deps
 from serving.app import _status_of
 from serving.errors import AdminDisabled, InvalidRequest, Unauthorized
 from serving.fallback import model_popularity, popular_items, take
 from serving.features import _day_sums
+from serving.logging_sink import request_payloads
 from serving.routes.recommend import _wants_text
 from serving.routing import CANARY, PRODUCTION, canary_bucket, choose_version
 
@@ -147,3 +150,27 @@ def test_day_sums_add_up_the_newest_days() -> None:
     days = [[("a", 2.0), ("b", 1.0)], [("a", 1.0)], [("c", 5.0)]]
     assert _day_sums(days, 2) == {"a": 3.0, "b": 1.0}
     assert _day_sums(days, 7) == {"a": 3.0, "b": 1.0, "c": 5.0}
+
+
+@pytest.mark.parametrize("reason", [None, "unknown_user"])
+@pytest.mark.parametrize("ts", [NOW, datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)])
+def test_request_log_payloads_are_byte_identical_to_the_event_encoding(
+    reason: str | None, ts: datetime
+) -> None:
+    fields = {
+        "request_id": "r1",
+        "user_id": "u-é",
+        "items": ["50", "181"],
+        "model_name": "reco",
+        "model_version": "none" if reason else "3",
+        "variant": "fallback" if reason else "production",
+        "fallback_reason": reason,
+        "latency_ms": 1.25,
+        "status": 200,
+    }
+    request, response = request_payloads(k=2, ts=ts, **fields)
+    assert request == encode_event(
+        RecoRequestEvent(event_id="r1.q", request_id="r1", user_id="u-é", k=2, ts=ts)
+    )
+    assert response == encode_event(RecoResponseEvent(event_id="r1.r", ts=ts, **fields))
+    assert decode_event(response).fallback_reason == reason

@@ -34,11 +34,6 @@ class FeedbackOut(BaseModel):
     status: Literal["accepted", "duplicate"]
 
 
-def _dedup_key(prefix: str, event_id: str) -> str:
-    # Serving's own namespace under the deployment prefix (not part of the stream layout).
-    return f"{prefix}:serving:feedback:{event_id}"
-
-
 @router.post(
     "/feedback",
     response_model=FeedbackOut,
@@ -51,7 +46,7 @@ def _dedup_key(prefix: str, event_id: str) -> str:
 )
 async def post_feedback(body: FeedbackIn, ctx: ContextDep) -> FeedbackOut:
     event = FeedbackEvent(**body.model_dump(exclude={"ts"}), ts=body.ts or datetime.now(UTC))
-    key = _dedup_key(ctx.settings.redis_key_prefix, event.event_id)
+    key = ctx.keys.feedback_dedup(event.event_id)
     try:
         first = await ctx.redis.set(key, "1", nx=True, ex=ctx.settings.serve_feedback_dedup_ttl_s)
     except (RedisError, OSError):

@@ -6,13 +6,15 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from schemas.events import MAX_ID_LENGTH
-from serving.deps import ContextDep
+from serving.context import ServingContext
 from serving.errors import InvalidRequest
+from serving.metrics import answer_labels, assignment_labels
 from serving.pipeline import recommend
+from serving.routing import choose_version
 
 router = APIRouter(tags=["recommend"])
 
@@ -59,7 +61,6 @@ def _wants_text(fmt: str | None, accept: str | None) -> bool:
 )
 async def get_recommendations(
     request: Request,
-    ctx: ContextDep,
     user_id: Annotated[
         str,
         Path(
@@ -75,17 +76,24 @@ async def get_recommendations(
     format: Annotated[
         Literal["json", "text"] | None, Query(description="Force the response format.")
     ] = None,
-    accept: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Response:
+    # Read here rather than declared as dependencies/header parameters: each declared one
+    # costs FastAPI a resolution step on every request of the hottest route.
+    ctx: ServingContext = request.app.state.ctx
+    accept = request.headers.get("accept")
     settings = ctx.settings
     if k is None:
         k = settings.serve_default_k
     elif k > settings.serve_max_k:
         raise InvalidRequest("k", f"must be at most {settings.serve_max_k}, got {k}")
+    # Read by the metrics middleware for the latency labels: the variant the user is
+    # assigned to (set first, so a failure still counts for it) and what answered.
+    assigned = choose_version(ctx.models.current_aliases, user_id)
+    request.state.assigned = assignment_labels(assigned)
     reco = await recommend(ctx, user_id, k)
-    # Read by the metrics middleware for the latency labels.
     request.state.variant = reco.variant
     request.state.model_version = reco.model_version
+    request.state.answer = answer_labels(assigned, reco.variant, reco.fallback_reason)
     if _wants_text(format, accept):
         return Response(",".join(reco.items), media_type="text/plain")
     body = {

@@ -1,0 +1,164 @@
+"""Admin endpoints of canary rollouts: request one, see where it stands, abort it.
+
+The API writes the rollout document (:mod:`schemas.rollout`); the rollout controller
+(``streamrec rollout run``) executes it. An abort also clears the canary here and now, so it
+takes effect with no controller running. Bearer auth as the other admin endpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models import aliases
+from models.registry import ModelRegistry
+from schemas.manifest import AliasDocument
+from schemas.rollout import (
+    Rollout,
+    RolloutConflict,
+    RolloutDocument,
+    first_error,
+    not_startable,
+    parse_steps,
+    plan_from_settings,
+    read_rollouts,
+    update_rollouts,
+)
+from serving.deps import AdminDep, ContextDep
+from serving.errors import InvalidRequest, NoRollout
+from serving.routes.admin import _adopt_soon
+
+router = APIRouter(
+    prefix="/admin/rollouts",
+    tags=["admin"],
+    responses={
+        401: {"description": "Missing or wrong bearer token."},
+        403: {"description": "Admin endpoints are disabled (no token configured)."},
+    },
+)
+
+
+class RolloutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(ge=1, description="The version to roll out as canary.")
+    steps: list[float] | None = Field(
+        None, description="Canary weights in percent, e.g. [5, 50, 100]; 100 promotes."
+    )
+    min_samples: int | None = Field(None, ge=1, description="Recommendations per variant.")
+    alpha: float | None = Field(None, gt=0, lt=1, description="Conversion test significance.")
+    settle_s: float | None = Field(None, ge=0, description="Wait for late conversions.")
+    reason: str = Field("", max_length=1000)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float] | None) -> list[float] | None:
+        return None if v is None else parse_steps(v)
+
+
+class AbortIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("aborted by operator", max_length=1000)
+
+
+def _request(registry: ModelRegistry, settings: object, body: RolloutIn, actor: str) -> Rollout:
+    registry.manifest(body.version)  # 404 for an unknown version
+    problem = not_startable(registry.aliases(), body.version)
+    if problem is not None:
+        raise RolloutConflict(problem, model=registry.name)
+    overrides = body.model_dump(exclude={"version", "reason"})
+    try:
+        plan = plan_from_settings(settings, body.version, **overrides)
+    except ValueError as err:
+        raise InvalidRequest("body", first_error(err)) from None
+    r = Rollout(
+        **plan.model_dump(),
+        rollout_id=uuid.uuid4().hex[:12],
+        model=registry.name,
+        requested_at=datetime.now(UTC),
+        requested_by=actor,
+        reason=body.reason,
+    )
+    update_rollouts(registry.store, registry.name, lambda d: d.request(r.model_copy(deep=True)))
+    return r
+
+
+def _abort(registry: ModelRegistry, reason: str, actor: str) -> Rollout:
+    store, name = registry.store, registry.name
+    try:
+        doc = update_rollouts(store, name, lambda d: d.abort(reason=reason, actor=actor))
+    except RolloutConflict:
+        doc = read_rollouts(store, name)[0]
+        pending = doc.current is not None and not doc.current.active and not doc.current.applied
+        if not pending:
+            raise  # nothing to abort: 409
+    r = doc.current
+    assert r is not None
+    last = r.decisions[-1]
+    evidence = {
+        "rollout": {"rollout_id": r.rollout_id, "version": r.version, "step": r.step},
+        "decision": "abort",
+    }
+
+    def clear(d: AliasDocument) -> None:
+        if d.canary is not None and d.canary.rollout_id == r.rollout_id:
+            aliases.clear_canary(d, actor=last.actor, reason=last.reason, evidence=evidence)
+
+    registry.update_aliases(clear)
+
+    def applied(d: RolloutDocument) -> None:
+        if d.current is not None and d.current.rollout_id == r.rollout_id:
+            d.current.applied = True
+
+    return update_rollouts(store, name, applied).current or r
+
+
+@router.post(
+    "",
+    response_model=Rollout,
+    status_code=202,
+    summary="Request a canary rollout (the rollout controller executes it)",
+    responses={
+        404: {"description": "No such model version."},
+        409: {"description": "A rollout is already running, or a canary is live."},
+        422: {"description": "Invalid plan (steps, min_samples, alpha)."},
+    },
+)
+async def request_rollout(body: RolloutIn, ctx: ContextDep, actor: AdminDep) -> Rollout:
+    return await asyncio.to_thread(_request, ctx.models.registry, ctx.settings, body, actor)
+
+
+@router.get("", response_model=RolloutDocument, summary="The rollout document")
+async def rollouts(ctx: ContextDep, _actor: AdminDep) -> RolloutDocument:
+    registry = ctx.models.registry
+    return (await asyncio.to_thread(read_rollouts, registry.store, registry.name))[0]
+
+
+@router.get(
+    "/current",
+    response_model=Rollout,
+    summary="The current (or last) rollout: plan, status, step, decisions",
+    responses={404: {"description": "No rollout was ever requested."}},
+)
+async def current_rollout(ctx: ContextDep, _actor: AdminDep) -> Rollout:
+    registry = ctx.models.registry
+    doc = (await asyncio.to_thread(read_rollouts, registry.store, registry.name))[0]
+    if doc.current is None:
+        raise NoRollout(registry.name)
+    return doc.current
+
+
+@router.post(
+    "/current/abort",
+    response_model=Rollout,
+    summary="Abort the running rollout: canary weight 0 now",
+    responses={409: {"description": "No rollout is running."}},
+)
+async def abort_rollout(ctx: ContextDep, actor: AdminDep, body: AbortIn | None = None) -> Rollout:
+    reason = (body or AbortIn()).reason
+    r = await asyncio.to_thread(_abort, ctx.models.registry, reason, actor)
+    _adopt_soon(ctx)
+    return r
