@@ -74,7 +74,10 @@ class Settings(BaseSettings):
         6066, description="Port of the worker's web server (/metrics); 0 picks a free port."
     )
     stream_redis_batch_events: int = Field(
-        5000, ge=1, description="Max events per Redis micro-batch (one pipelined round trip)."
+        10_000,
+        ge=1,
+        description="Max events per Redis micro-batch (one script call). Bigger batches "
+        "aggregate more per key; a full one blocks Redis ~50-100 ms while catching up.",
     )
     stream_redis_batch_ms: int = Field(
         20, ge=1, description="Max wait (ms) to fill a Redis micro-batch (freshness bound)."
@@ -85,7 +88,11 @@ class Settings(BaseSettings):
     stream_flush_interval_s: float = Field(
         30.0, gt=0, description="...or when the oldest buffered event is this old (seconds)."
     )
-    stream_parquet_compression: str = Field("zstd", description="zstd or snappy.")
+    stream_parquet_compression: str = Field(
+        "snappy",
+        description="snappy or zstd. snappy: a third of the CPU per file (zstd sets up a "
+        "context per column chunk), which dominates the small files of a replay of history.",
+    )
     stream_session_timeout_ms: int = Field(
         10_000,
         ge=1000,
@@ -119,8 +126,21 @@ class Settings(BaseSettings):
         "confluent",
         pattern="^(confluent|faust)$",
         description="Consumer engine of `streamrec stream`: confluent (librdkafka; the "
-        "default: 59k vs 6.8k events/s here) or faust (a faust-streaming agent). Same "
+        "default: ~10x the throughput here, see README) or faust (a faust-streaming agent). Same "
         "processor, sinks and commit-after-durable; workers of one group must use one engine.",
+    )
+    stream_parquet_writers: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Snapshot files a worker writes at once (each costs two fsyncs; "
+        "concurrent ones share the journal commits).",
+    )
+    stream_dedupe_window: int = Field(
+        100_000,
+        ge=0,
+        description="Re-sent event ids within this many offsets of their partition are not "
+        "counted again in Redis (up to 2x this many ids kept per partition); 0: off.",
     )
 
     # --- serving (serving/, `streamrec serve`) -------------------------------------------
@@ -248,6 +268,11 @@ class Settings(BaseSettings):
         ge=1,
         le=65535,
         description="Port of the rollout controller's /metrics, as scraped by Prometheus.",
+    )
+    rollout_metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address the rollout controller's /metrics binds; 0.0.0.0 when Prometheus "
+        "scrapes it from another host or container.",
     )
     redis_exporter_port: int = Field(
         9121,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
@@ -30,33 +29,53 @@ class Catalog:
         self._consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap,
-                # Required by librdkafka; never committed or joined (partitions are assigned).
-                "group.id": f"{settings.topic_prefix}.catalog-reader.{uuid.uuid4().hex[:8]}",
+                # Required by librdkafka, but never joined or committed (the partitions are
+                # assigned): one stable id per app instead of a fresh one per start.
+                "group.id": f"{settings.topic_prefix}.{settings.stream_app_id}.catalog-reader",
                 "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
                 "enable.partition.eof": False,
             }
         )
 
-    def bootstrap(self, timeout: float = 60.0) -> int:
-        """Read the topic from the beginning to its current end. Returns items known."""
+    def _end_offsets(self) -> tuple[list[int], dict[int, int]]:
+        """The partitions, and the end offset of each non-empty one as the broker reports it
+        now. Raises KafkaError (the caller retries) while the topic is not fully available
+        yet: right after its creation a partition may have no leader, and its watermarks
+        then read as missing rather than empty (once taken for an empty catalog: 0 items)."""
         try:
-            meta = self._consumer.list_topics(self.topic, timeout=10)
-            parts = sorted(meta.topics[self.topic].partitions)
+            meta = self._consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+            if meta.error is not None or not meta.partitions:
+                raise KafkaError(f"catalog topic {self.topic} not available: {meta.error}")
             ends = {}
-            for p in parts:
+            for p, pm in sorted(meta.partitions.items()):
+                if pm.error is not None or pm.leader < 0:
+                    raise KafkaError(f"catalog topic {self.topic}[{p}] has no leader yet")
                 low, high = self._consumer.get_watermark_offsets(
                     TopicPartition(self.topic, p), timeout=10
                 )
+                if low < 0 or high < 0:
+                    raise KafkaError(f"catalog topic {self.topic}[{p}]: no offsets yet")
                 if high > low:
                     ends[p] = high
+            return sorted(meta.partitions), ends
         except (KafkaException, KeyError) as err:
             raise KafkaError(f"cannot read catalog topic {self.topic}: {err}") from None
+
+    def bootstrap(self, timeout: float = 60.0) -> int:
+        """Read the topic from the beginning up to the end offsets observed at the start.
+        Returns items known. Raises KafkaError (retried by the worker) if the topic is not
+        available yet or the end is not reached within ``timeout``."""
+        parts, ends = self._end_offsets()
+        # Every partition, the empty ones too: poll() follows the topic afterwards.
         self._consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in parts])
         deadline = time.monotonic() + timeout
         done: dict[int, int] = {}
         while any(done.get(p, -1) + 1 < end for p, end in ends.items()):
             if time.monotonic() > deadline:
-                raise KafkaError(f"timed out reading catalog topic {self.topic}")
+                raise KafkaError(
+                    f"timed out reading catalog topic {self.topic}: at {done}, end {ends}"
+                )
             for p, off in self.poll(timeout=0.5).items():
                 done[p] = max(done.get(p, -1), off)
         log.info("catalog: %d items from %s", len(self.genres), self.topic)

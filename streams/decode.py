@@ -1,7 +1,9 @@
 """Bytes -> typed event, or a dead letter with the precise reason (pure; no I/O).
 
-The fast path validates JSON bytes straight into the event model of the topic's event type
-(pydantic-core parses and validates in one pass). Anything it rejects goes through
+Watch and rate events in the common shape take :func:`streams.fast_decode.fast_decode`
+(light records, no model per event); other events, and any watch or rate it does not
+accept, are validated into the event model of the topic's event type (pydantic-core parses
+and validates in one pass). Anything that rejects goes through
 :func:`schemas.codec.decode_event`, the reference decoder, which raises the precise reason.
 """
 
@@ -17,6 +19,7 @@ from schemas.codec import MAX_EVENT_BYTES, decode_event
 from schemas.dead_letter import DeadLetter
 from schemas.errors import EventValidationError
 from schemas.events import EVENT_TYPES, Event
+from streams.fast_decode import FAST_TYPES, EventRecord, fast_decode
 
 # One Kafka record as the worker sees it: (offset, key, value, timestamp in ms or None).
 RawRecord = tuple[int, bytes | None, bytes | None, float | None]
@@ -27,7 +30,7 @@ class Decoded:
     """A partition's batch after validation: good events (with their offsets and producer
     timestamps, in offset order) and dead letters."""
 
-    events: list[Event] = field(default_factory=list)
+    events: list[Event | EventRecord] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     produced_ms: list[float | None] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
@@ -71,10 +74,16 @@ def decode_batch(
     bytes, the source topic/partition/offset and the reason; the rest keep their order."""
     out = Decoded()
     validate = _validator(event_type)
+    fast = event_type in FAST_TYPES
     add_event, add_offset, add_ts = out.events.append, out.offsets.append, out.produced_ms.append
     for offset, key, value, ts_ms in records:
-        # Inline fast path (the hot loop): one C call per valid event.
         if value is not None and len(value) <= MAX_EVENT_BYTES:
+            rec = fast_decode(value, event_type) if fast else None
+            if rec is not None:
+                add_event(rec)
+                add_offset(offset)
+                add_ts(ts_ms)
+                continue
             try:
                 event = validate(value)
             except ValidationError:

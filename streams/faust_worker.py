@@ -105,6 +105,7 @@ class FaustWorker(StreamWorker):
             self._offsets.close()
             catalog.close()
             producer.flush(10) if len(producer) else None
+            self._close_trending()
             redis.close()
             datadir.cleanup()
 

@@ -48,7 +48,16 @@ class Limits:
 
 
 class UserDelta:
-    __slots__ = ("genres", "last_active", "n_rate", "n_watch", "rating_sum", "ratings", "recent")
+    __slots__ = (
+        "genres",
+        "items",
+        "last_active",
+        "n_rate",
+        "n_watch",
+        "rating_sum",
+        "ratings",
+        "recent",
+    )
 
     def __init__(self) -> None:
         self.n_watch = 0
@@ -58,6 +67,7 @@ class UserDelta:
         self.recent: dict[str, float] = {}  # item -> newest interaction epoch
         self.ratings: dict[str, float] = {}  # item -> latest rating (offset order)
         self.genres: dict[str, int] = {}
+        self.items: dict[str, int] = {}  # item -> interactions (the genres' source)
 
 
 class ItemDelta:
@@ -90,25 +100,32 @@ def compute_deltas(
     """Aggregate a batch of events (in offset order) into per-key deltas."""
     d = Deltas()
     genres_of = genres_of or {}
-    users, items, pop_all = d.users, d.items, d.pop_all
+    users, items, pop_all, pop_hour, pop_day = d.users, d.items, d.pop_all, d.pop_hour, d.pop_day
+    # Events come in time order, so the hour and day of the last event usually match.
+    last_h = last_d = -1
+    hour = day = pop_all
+    n = 0
     for ev in events:
-        d.n_events += 1
+        n += 1
         etype = ev.event_type  # type: ignore[attr-defined]
         if etype not in ACTIVITY:
             continue
-        ts = round(ev.ts.timestamp(), 3)
-        u = users.get(ev.user_id)
+        ts = ev.epoch  # type: ignore[attr-defined]
+        if ts != int(ts):  # round() is slow; most event times are whole seconds
+            ts = round(ts, 3)
+        uid = ev.user_id
+        u = users.get(uid)
         if u is None:
-            u = users[ev.user_id] = UserDelta()
+            u = users[uid] = UserDelta()
         if ts > u.last_active:
             u.last_active = ts
-        if ts > d.max_ts:
-            d.max_ts = ts
         if etype not in INTERACTIONS:
             continue
         item = ev.item_id  # type: ignore[attr-defined]
-        if ts > u.recent.get(item, -1.0):
-            u.recent[item] = ts
+        recent = u.recent
+        if ts > recent.get(item, -1.0):
+            recent[item] = ts
+        u.items[item] = u.items.get(item, 0) + 1
         i = items.get(item)
         if i is None:
             i = items[item] = ItemDelta()
@@ -124,13 +141,22 @@ def compute_deltas(
             u.ratings[item] = rating
         if ts > i.last_seen:
             i.last_seen = ts
-        for genre in genres_of.get(item, ()):
-            u.genres[genre] = u.genres.get(genre, 0) + 1
-        hour = d.pop_hour.setdefault(int(ts // 3600), {})
+        h = int(ts // 3600)
+        if h != last_h:
+            last_h, hour = h, pop_hour.setdefault(h, {})
+            if h // 24 != last_d:
+                last_d, day = h // 24, pop_day.setdefault(h // 24, {})
         hour[item] = hour.get(item, 0) + 1
-        day = d.pop_day.setdefault(int(ts // 86400), {})
         day[item] = day.get(item, 0) + 1
         pop_all[item] = pop_all.get(item, 0) + 1
+    d.n_events = n
+    for u in users.values():
+        if u.last_active > d.max_ts:
+            d.max_ts = u.last_active
+        genres = u.genres
+        for item, c in u.items.items():  # per distinct item, not per event
+            for genre in genres_of.get(item, ()):
+                genres[genre] = genres.get(genre, 0) + c
     return d
 
 
@@ -184,6 +210,8 @@ def to_payload(
     *,
     fresh: Container[str] = (),
     refreshed: list[str] | None = None,
+    dedupe: list | None = None,
+    dedupe_ttl: int = rk.DEDUPE_TTL_S,
 ) -> bytes:
     """The batch as the JSON document the apply script expects::
 
@@ -192,9 +220,11 @@ def to_payload(
             [score, item, ...], [item, rating, ...], [genre, n, ...],
             [expire stats?, expire recent?, expire genres?]], ...],
      "i": [[stats, n_watch, n_rate, rating_sum, last_seen, expire?], ...],
-     "h": [[key, [n, item, ...], expire?], ...], "d": [...], "a": [key, [n, item, ...]]}
+     "h": [[key, [n, item, ...], expire?], ...], "d": [...], "a": [key, [n, item, ...]],
+     "dd": [per partition: streams.dedupe.dedupe_plan(...)], "dd_ttl"}
 
     Keys in ``fresh`` get no EXPIRE (0 flags); those that do are appended to ``refreshed``.
+    ``dedupe`` (one plan per partition of the call, in order; None: no id dedupe).
     """
     out = refreshed if refreshed is not None else []
 
@@ -229,7 +259,7 @@ def to_payload(
         items.append([k, i.n_watch, i.n_rate, i.rating_sum, i.last_seen, expire(k)])
     hours = [(keys.pop_hour(h * 3600), c) for h, c in d.pop_hour.items()]
     days = [(keys.pop_day(x * 86400), c) for x, c in d.pop_day.items()]
-    doc = {
+    doc: dict[str, object] = {
         "now": round(now, 3),
         "cap": limits.recent_cap,
         "ttl": [limits.user_ttl_s, limits.item_ttl_s, limits.pop_hour_ttl_s, limits.pop_day_ttl_s],
@@ -239,6 +269,8 @@ def to_payload(
         "d": [[k, _flat(c, True), expire(k)] for k, c in days],
         "a": [keys.pop_all, _flat(d.pop_all, True)],
     }
+    if dedupe is not None:
+        doc["dd"], doc["dd_ttl"] = dedupe, dedupe_ttl
     return orjson.dumps(doc)
 
 

@@ -5,19 +5,21 @@ stay in offset order; the job's offsets are committed, on the consumer thread, o
 all its files are durable.
 
 Writing Parquet (Arrow encode, compression, fsync) releases the GIL, so it overlaps with
-the loop; done inline it paused the loop for 60-300 ms per flush on this machine.
+the loop; done inline it paused the loop for 60-300 ms per flush on this machine. A job's
+files are written by ``writers`` threads at once: each file costs two fsyncs (file and
+directory) of ~1 ms, and a time-ordered replay spanning months writes a file per event type,
+day and partition (~1,700 files for the MovieLens replay); concurrent fsyncs share the
+journal commits (serial 1.2 ms per file, 4 threads 0.23 ms here).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
-from streams.snapshots import SnapshotWriter
+from streams.snapshots import SnapshotWriter, to_table
 from streams.state import PartitionState
 
 
@@ -25,8 +27,8 @@ from streams.state import PartitionState
 class FlushJob:
     # Each partition with the offset to commit once the files are durable.
     parts: list[tuple[PartitionState, int]]
-    # (event type, day, partition, tables) per file to write.
-    files: list[tuple[str, int, int, list[pa.Table]]] = field(default_factory=list)
+    # (event type, day, partition, (events, offsets)) per file to write.
+    files: list[tuple[str, int, int, tuple[list, list[int]]]] = field(default_factory=list)
     events: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -35,8 +37,8 @@ def cut_job(states: list[PartitionState]) -> FlushJob:
     """Take the buffers of ``states`` into a job and mark their offsets as being flushed."""
     job = FlushJob(parts=[])
     for st in states:
-        for day, tables in sorted(st.buffers.items()):
-            job.files.append((st.event_type, day, st.partition, tables))
+        for day, rows in sorted(st.buffers.items()):
+            job.files.append((st.event_type, day, st.partition, rows))
         job.parts.append((st, st.next_offset))
         job.events += st.buffered
         st.flushed_to = st.next_offset
@@ -47,11 +49,16 @@ def cut_job(states: list[PartitionState]) -> FlushJob:
 
 class BackgroundFlusher:
     def __init__(
-        self, writer: SnapshotWriter, retry: Callable[[Callable[[], object], str], object]
+        self,
+        writer: SnapshotWriter,
+        retry: Callable[[Callable[[], object], str], object],
+        writers: int = 4,
     ) -> None:
         self.writer = writer
         self._retry = retry
+        self.writers = writers
         self._pool: ThreadPoolExecutor | None = None
+        self._files: ThreadPoolExecutor | None = None
         self.job: FlushJob | None = None
         self._future: Future[int] | None = None
 
@@ -66,16 +73,24 @@ class BackgroundFlusher:
         assert self._future is None, "one flush in flight at a time"
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="streams-parquet")
+            self._files = ThreadPoolExecutor(self.writers, thread_name_prefix="streams-file")
         self.job = job
         self._future = self._pool.submit(self._write, job)
 
     def _write(self, job: FlushJob) -> int:
-        for etype, day, partition, tables in job.files:
-            self._retry(
-                lambda e=etype, d=day, p=partition, t=tables: self.writer.write(e, d, p, t),
-                "storage",
-            )
+        assert self._files is not None
+        futures = [self._files.submit(self._write_file, *f) for f in job.files]
+        # Every write finished (failed ones too) before the job counts as done, so no write
+        # of this job is still running when the next one starts.
+        wait(futures)
+        for f in futures:
+            f.result()  # raises the first failure (e.g. Stopped: storage down at stop)
         return len(job.files)
+
+    def _write_file(self, etype: str, day: int, partition: int, rows: tuple[list, list]) -> str:
+        table = to_table(etype, rows[0], rows[1], partition)  # one table per file
+        write = self.writer.write
+        return self._retry(lambda: write(etype, day, partition, [table]), "storage")  # type: ignore[return-value]
 
     def wait(self) -> FlushJob:
         """Block until the job in flight is durable and return it (raises what the write
@@ -92,3 +107,6 @@ class BackgroundFlusher:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        if self._files is not None:
+            self._files.shutdown(wait=True)
+            self._files = None

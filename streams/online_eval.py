@@ -43,7 +43,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas import redis_keys as rk
-from schemas.events import Event, RecoResponseEvent, WatchEvent
+from schemas.events import Event, RecoResponseEvent
 from schemas.redis_keys import RedisKeys
 from streams.errors import SinkUnavailable
 from streams.online_eval_metrics import OnlineEvalMetrics
@@ -103,16 +103,26 @@ for _, e in ipairs(doc.e) do
         call('EXPIRE', pk, ttl_p)
       end
     else
-      local pk, item, ts = e[4], e[5], e[6]
+      -- a user's watches {item, ts, offset, ...} in offset order: each converts the
+      -- pending responses of its window that recommended it and are not converted yet
+      local pk, ws = e[4], e[5]
       local all = call('HGETALL', pk)
-      for j = 1, #all, 2 do
-        local p = cjson.decode(all[j + 1])
-        if ts >= p[1] and ts <= p[1] + window then
-          for n, it in ipairs(p[4]) do
-            if it == item then
-              convert(p[3], p[5], p[2], n)
-              call('HDEL', pk, all[j])
-              break
+      local pend = {}
+      for j = 1, #all, 2 do pend[#pend + 1] = {all[j], cjson.decode(all[j + 1])} end
+      for k = 1, #ws, 3 do
+        local item, ts = ws[k], ws[k + 1]
+        if ws[k + 2] > wms[tp] then
+          for _, q in ipairs(pend) do
+            local p = q[2]
+            if not q[3] and ts >= p[1] and ts <= p[1] + window then
+              for n, it in ipairs(p[4]) do
+                if it == item then
+                  convert(p[3], p[5], p[2], n)
+                  call('HDEL', pk, q[1])
+                  q[3] = true
+                  break
+                end
+              end
             end
           end
         end
@@ -158,30 +168,34 @@ def add_events(
     """Append a partition's responses (with items) and watches to ``batch``; other events
     are ignored. Returns how many were added. Pure."""
     n = 0
+    tp = batch._tp.get((topic, partition))
+    # One entry per user for the partition's watches (the script reads the user's pending
+    # responses once for all of them): [tp, last offset, "w", pending key, [item, ts,
+    # offset, ...]].
+    watches: dict[str, list] = {}
     for event, off in zip(events, offsets, strict=True):
-        if isinstance(event, RecoResponseEvent):
-            if not event.items:
-                continue  # nothing recommended, nothing to convert or count
-            entry = [
-                "r",
-                keys.online_eval_pending(event.user_id),
-                keys.user_recent(event.user_id),
-                event.request_id,
-                event.epoch,
-                response_label(event),
-                keys.online_eval_hour(event.epoch),
-                keys.online_eval_bucket(event.epoch),
-                list(event.items),
-            ]
-        elif isinstance(event, WatchEvent):
-            entry = ["w", keys.online_eval_pending(event.user_id), event.item_id, event.epoch]
-        else:
-            continue
-        tp = batch._tp.get((topic, partition))
+        is_watch = event.event_type == "watch"
+        if is_watch:
+            group = watches.get(event.user_id)
+            if group is not None:
+                group[1] = off
+                group[4].extend((event.item_id, event.epoch, off))
+                n += 1
+                continue
+        elif not isinstance(event, RecoResponseEvent) or not event.items:
+            continue  # not joined, or nothing recommended: nothing to convert or count
         if tp is None:
             batch.watermarks.append(keys.online_eval_watermark(topic, partition))
             tp = batch._tp[(topic, partition)] = len(batch.watermarks)  # 1-based, as in Lua
-        batch.entries.append([tp, off, *entry])
+        if is_watch:
+            pk = keys.online_eval_pending(event.user_id)
+            entry = watches[event.user_id] = [tp, off, "w", pk, [event.item_id, event.epoch, off]]
+        else:
+            user, ts, resp = event.user_id, event.epoch, event
+            entry = [tp, off, "r", keys.online_eval_pending(user), keys.user_recent(user)]
+            entry += [resp.request_id, ts, response_label(resp), keys.online_eval_hour(ts)]  # type: ignore[attr-defined, arg-type]
+            entry += [keys.online_eval_bucket(ts), list(resp.items)]  # type: ignore[attr-defined]
+        batch.entries.append(entry)
         n += 1
     return n
 

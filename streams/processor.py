@@ -3,10 +3,11 @@
 Order of effects for each micro-batch of a partition (the invariant behind exactly-once):
 
 1. dead letters are produced and flushed to Kafka;
-2. features are applied to Redis in one Lua script together with the watermarks of all the
-   micro-batch's partitions (:mod:`streams.redis_apply`, on a thread of its own while the
-   next batch is decoded; waited for before anything is cut for a commit);
-3. rows join the partition's Parquet buffer.
+2. features are applied to Redis in one Lua script together with the watermarks (and the
+   event-id dedupe sets) of all the micro-batch's partitions (:mod:`streams.redis_apply`,
+   on a thread of its own while the next batch is decoded; waited for before anything is
+   cut for a commit); the online-evaluation join of the batch follows once it is applied;
+3. rows join the partition's Parquet buffer (Python rows; the flush job builds the tables).
 
 Every ``flush`` interval (or ``flush_events``) the buffers are cut into a flush job, written
 as Parquet files on a background thread (:mod:`streams.flush`), and only once the job is
@@ -34,7 +35,7 @@ from streams.online_eval import OnlineEval
 from streams.redis_apply import RedisApplier, RedisWork
 from streams.redis_sink import RedisSink
 from streams.retry import retry
-from streams.snapshots import SnapshotWriter, split_by_day, to_table
+from streams.snapshots import SnapshotWriter, split_by_day
 from streams.state import TP, PartitionState, Totals
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,11 @@ class Processor:
         lim = self.limits
         min_ttl = min(lim.user_ttl_s, lim.item_ttl_s, lim.pop_hour_ttl_s, lim.pop_day_ttl_s)
         self.ttls = TtlTracker(min(s.stream_ttl_refresh_s, min_ttl / 10))  # type: ignore[attr-defined]
-        self.flusher = BackgroundFlusher(writer, lambda fn, sink: self._retry(fn, sink))
+        self.flusher = BackgroundFlusher(
+            writer,
+            lambda fn, sink: self._retry(fn, sink),
+            writers=s.stream_parquet_writers,  # type: ignore[attr-defined]
+        )
         self.applier = RedisApplier(
             redis=redis,
             keys=self.keys,
@@ -84,10 +89,12 @@ class Processor:
             ttls=self.ttls,
             metrics=metrics,
             retry=lambda fn, sink: self._retry(fn, sink),
+            dedupe_window=s.stream_dedupe_window,  # type: ignore[attr-defined]
         )
         # Online evaluation (issue 7): each batch's join runs once its features are in
         # Redis and before its offsets can be committed (see streams.online_eval).
         self.online_eval = OnlineEval.from_settings(s, redis, metrics.registry)
+        self._joining: list[RedisWork] = []  # the batch in Redis now, to join once applied
 
     @property
     def max_event_ts(self) -> float:
@@ -170,13 +177,10 @@ class Processor:
         self.applier.wait()
         self._join_online_eval()  # the previous batch's: its features are applied now
         self.applier.submit(work)
-        self.online_eval.add_work(work)
+        self._joining = work
         for w in work:
             st = w.st
-            for day, (evs, offs) in split_by_day(w.events, w.offsets).items():
-                st.buffers.setdefault(day, []).append(
-                    to_table(st.event_type, evs, offs, st.partition)
-                )
+            split_by_day(w.events, w.offsets, into=st.buffers)
             st.buffered += len(w.events)
             self._buffered += len(w.events)
             st.next_offset = w.last + 1
@@ -233,6 +237,15 @@ class Processor:
         return True
 
     def _join_online_eval(self) -> None:
+        # After the features of the batch are applied (the caller waited): the events Redis
+        # did not count (a re-sent id) are left out of the join as well.
+        work, self._joining = self._joining, []
+        self.online_eval.add_work(
+            w.without({j for j, off in enumerate(w.offsets) if off in w.dropped})
+            if w.dropped
+            else w
+            for w in work
+        )
         if self.online_eval.pending:
             self._retry(self.online_eval.apply, "redis")
 

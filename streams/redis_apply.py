@@ -1,6 +1,13 @@
 """The Redis cadence off the consumer thread: each micro-batch's features go to Redis in one
-script call (:mod:`streams.redis_sink`) on a thread of its own, while the consumer thread
-decodes the next batch. One call is in flight at a time, so batches reach Redis in order.
+script call (:mod:`streams.redis_sink`) on a thread of its own. The call is prepared
+(aggregated, encoded) on the consumer thread while the previous call runs in Redis, then
+sent once that one is done: one call is in flight at a time, so batches reach Redis in
+order, and Redis and the worker's Python work overlap. A call prepared before the
+watermarks it depends on were known (the first batch after a crash or a rebalance) is
+prepared again from what is left above them.
+
+Re-sent event ids (:mod:`streams.dedupe`) are dropped before the features are aggregated:
+repeats within the batch here, ids applied at earlier offsets when the script reports them.
 
 Commit-after-durable still holds: the Processor waits for the call in flight before it cuts
 a flush job (whose offsets get committed), before a rebalance hands partitions over and
@@ -14,13 +21,14 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
+from streams.dedupe import dedupe_plan, repeats
 from streams.features import Limits, TtlTracker, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
-from streams.redis_sink import APPLIED, CONFLICT, SKIPPED, PartitionRange, RedisSink
+from streams.redis_sink import APPLIED, CONFLICT, DUPLICATE, SKIPPED, PartitionRange, RedisSink
 from streams.state import PartitionState
 
 log = logging.getLogger(__name__)
@@ -31,7 +39,10 @@ FRESHNESS_SAMPLES = 64
 @dataclass
 class RedisWork:
     """A partition's share of a micro-batch: its good events and their offsets, the
-    batch's offset range (dead letters included) and the events' producer timestamps."""
+    batch's offset range (dead letters included) and the events' producer timestamps.
+    ``dropped`` collects the offsets of events the apply did not count because their id was
+    applied before (or came earlier in the batch); trimmed copies share it with the
+    original."""
 
     st: PartitionState
     first: int
@@ -39,6 +50,30 @@ class RedisWork:
     events: list[Event]
     offsets: list[int]
     produced_ms: list[float | None]
+    dropped: set[int] = field(default_factory=set)
+
+    def without(self, drop: set[int]) -> RedisWork:
+        """A copy without the events at positions ``drop`` (same offset range)."""
+        keep = [j for j in range(len(self.events)) if j not in drop]
+        return RedisWork(
+            self.st,
+            self.first,
+            self.last,
+            [self.events[j] for j in keep],
+            [self.offsets[j] for j in keep],
+            [self.produced_ms[j] for j in keep],
+            self.dropped,
+        )
+
+
+@dataclass
+class _Call:
+    """A prepared script call: its ranges, payload and the keys whose EXPIRE it sends."""
+
+    ranges: list[PartitionRange]
+    payload: bytes
+    refreshed: list[str]
+    max_ts: float
 
 
 class RedisApplier:
@@ -52,19 +87,25 @@ class RedisApplier:
         ttls: TtlTracker,
         metrics: StreamMetrics,
         retry: Callable[[Callable[[], object], str], object],
+        dedupe_window: int = 0,
     ) -> None:
         self.redis, self.keys, self.limits, self.genres = redis, keys, limits, genres
+        self.dedupe_window = dedupe_window  # 0: per-offset idempotence only
         self.ttls, self.metrics, self._retry = ttls, metrics, retry
         self.max_event_ts = 0.0
         self._pool: ThreadPoolExecutor | None = None
         self._future: Future[None] | None = None
 
     def submit(self, work: list[RedisWork]) -> None:
-        """Wait for the call in flight (raising its error), then start this one."""
+        """Prepare the call for ``work`` (aggregating and encoding on the caller's thread,
+        while the previous call runs in Redis), wait for the call in flight (raising its
+        error), then start this one."""
+        parts = self._dedupe(work)
+        call = self._prepare(parts) if parts else None
         self.wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="streams-redis")
-        self._future = self._pool.submit(self.apply, work)
+        self._future = self._pool.submit(self._apply, parts, call)
 
     def wait(self) -> None:
         if self._future is not None:
@@ -81,18 +122,51 @@ class RedisApplier:
 
     def apply(self, work: list[RedisWork]) -> None:
         """Apply the partitions' events above their Redis watermarks (blocking)."""
-        parts = [w for w in (self._above_watermark(w) for w in work) if w is not None]
-        n_events = sum(len(w.events) for w in parts)
+        self._apply(self._dedupe(work), None)
+
+    def _dedupe(self, work: list[RedisWork]) -> list[RedisWork]:
+        return [self._drop_repeats(w) for w in work] if self.dedupe_window else work
+
+    def _prepare(self, parts: list[RedisWork]) -> _Call:
+        deltas = compute_deltas((e for w in parts for e in w.events), self.genres)
+        dedupe = None
+        if self.dedupe_window:
+            dedupe = [
+                dedupe_plan(
+                    self.keys,
+                    w.st.topic,
+                    w.st.partition,
+                    [e.event_id for e in w.events],
+                    w.offsets,
+                    self.dedupe_window,
+                )
+                for w in parts
+            ]
+        refreshed: list[str] = []
+        payload = to_payload(
+            deltas,
+            self.keys,
+            self.limits,
+            time.time(),
+            fresh=self.ttls,
+            refreshed=refreshed,
+            dedupe=dedupe,
+        )
+        ranges = [PartitionRange(w.st.topic, w.st.partition, w.first, w.last) for w in parts]
+        return _Call(ranges, payload, refreshed, deltas.max_ts)
+
+    def _apply(self, parts: list[RedisWork], call: _Call | None) -> None:
+        live = [self._above_watermark(w) for w in parts]
+        if call is None or any(a is not w for a, w in zip(live, parts, strict=True)):
+            # Prepared before the watermarks were known (replay after a crash, a rebalance):
+            # aggregate again what is left.
+            parts, call = [w for w in live if w is not None], None
         while parts:
-            deltas = compute_deltas((e for w in parts for e in w.events), self.genres)
-            self.max_event_ts = max(self.max_event_ts, deltas.max_ts)
-            refreshed: list[str] = []
-            payload = to_payload(
-                deltas, self.keys, self.limits, time.time(), fresh=self.ttls, refreshed=refreshed
-            )
-            ranges = [PartitionRange(w.st.topic, w.st.partition, w.first, w.last) for w in parts]
+            if call is None:
+                call = self._prepare(parts)
+            self.max_event_ts = max(self.max_event_ts, call.max_ts)
             t0 = time.perf_counter()
-            results = self._retry(lambda r=ranges, p=payload: self.redis.apply(r, p), "redis")
+            results = self._retry(lambda c=call: self.redis.apply(c.ranges, c.payload), "redis")
             applied_at = time.time()
             self.metrics.redis_seconds.observe(time.perf_counter() - t0)
             again = []
@@ -110,13 +184,35 @@ class RedisApplier:
                             w.first,
                         )
                     trimmed = self._above_watermark(w)
+                    if trimmed is not None and res.status == DUPLICATE:
+                        trimmed = self._drop_ids(trimmed, res.duplicates)
                     if trimmed is not None:
                         again.append(trimmed)
             if all(res.status == APPLIED for res in results):
-                self.ttls.confirm(refreshed)
-                self.metrics.redis_batch_events.observe(n_events)
+                self.ttls.confirm(call.refreshed)
+                self.metrics.redis_batch_events.observe(sum(len(w.events) for w in parts))
                 return
-            parts = again
+            parts, call = again, None
+
+    def _drop_repeats(self, w: RedisWork) -> RedisWork:
+        """``w`` without events whose id came earlier in the batch."""
+        drop = repeats([e.event_id for e in w.events])
+        return self._dropped(w, drop) if drop else w
+
+    def _drop_ids(self, w: RedisWork, ids: frozenset[str]) -> RedisWork:
+        """``w`` without events whose id Redis has seen at an earlier offset."""
+        return self._dropped(w, {j for j, e in enumerate(w.events) if e.event_id in ids})
+
+    def _dropped(self, w: RedisWork, drop: set[int]) -> RedisWork:
+        w.dropped.update(w.offsets[j] for j in drop)
+        self.metrics.events.labels(w.st.event_type, "duplicate_id").inc(len(drop))
+        log.debug(
+            "%s[%d]: %d re-sent event id(s) not counted again",
+            w.st.topic,
+            w.st.partition,
+            len(drop),
+        )
+        return w.without(drop)
 
     @staticmethod
     def _above_watermark(w: RedisWork) -> RedisWork | None:
@@ -134,6 +230,7 @@ class RedisApplier:
             [w.events[i] for i in keep],
             [w.offsets[i] for i in keep],
             [w.produced_ms[i] for i in keep],
+            w.dropped,
         )
 
     def _observe_freshness(self, applied_at: float, produced_ms: list[float | None]) -> None:

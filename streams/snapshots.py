@@ -42,7 +42,7 @@ def to_table(
     columns = []
     for f in schema:
         if f.name == "ts":
-            values = [int(ev.ts.timestamp() * 1_000_000) for ev in events]
+            values = [int(ev.epoch * 1_000_000) for ev in events]
             columns.append(pa.array(values, type=pa.int64()).cast(f.type))
         elif f.name == "kafka_partition":
             columns.append(pa.array([partition] * len(events), type=f.type))
@@ -54,11 +54,16 @@ def to_table(
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def split_by_day(events: Sequence[Event], offsets: Sequence[int]) -> dict[int, tuple[list, list]]:
-    """Group a partition's events by event-time day, keeping offset order."""
-    out: dict[int, tuple[list, list]] = {}
+def split_by_day(
+    events: Sequence[Event],
+    offsets: Sequence[int],
+    into: dict[int, tuple[list, list]] | None = None,
+) -> dict[int, tuple[list, list]]:
+    """Group a partition's events by event-time day, keeping offset order (appended to the
+    groups of ``into`` if given)."""
+    out: dict[int, tuple[list, list]] = {} if into is None else into
     for ev, off in zip(events, offsets, strict=True):
-        day = day_of(ev.ts.timestamp())
+        day = int(ev.epoch // 86400)
         group = out.get(day)
         if group is None:
             group = out[day] = ([], [])

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 TP = tuple[str, int]
 
 
@@ -19,7 +17,9 @@ class PartitionState:
     redis_wm: int = -1  # Redis watermark: highest offset whose features are applied
     # Offsets below this are in snapshot files written or being written (the next commit).
     flushed_to: int = -1
-    buffers: dict[int, list[pa.Table]] = field(default_factory=dict)
+    # Rows waiting for the next flush job, per event-time day: (events, offsets). Tables are
+    # built once per file by the flush job, off the consumer thread.
+    buffers: dict[int, tuple[list, list[int]]] = field(default_factory=dict)
     buffered: int = 0
 
     @property
