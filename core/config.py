@@ -133,8 +133,8 @@ class Settings(BaseSettings):
         4,
         ge=1,
         le=64,
-        description="Snapshot files a worker writes at once (each costs two fsyncs; "
-        "concurrent ones share the journal commits).",
+        description="Snapshot files a worker writes at once (each file is fsynced; directory "
+        "fsyncs are batched once per flush job, before its commit).",
     )
     stream_dedupe_window: int = Field(
         100_000,

@@ -72,6 +72,45 @@ def test_binary_payloads_round_trip(store: ObjectStore) -> None:
     assert store.get("snapshots/part-0.parquet") == payload
 
 
+def test_put_deferred_objects_are_whole_and_listed_after_sync(store: ObjectStore) -> None:
+    keys = [f"snap/event_type=w/date=2024-01-0{d}/part-{p}.parquet" for d in (1, 2) for p in (0, 1)]
+    for i, key in enumerate(keys):
+        store.put_deferred(key, bytes([i]) * 1000)
+    store.sync(keys)
+    assert store.list("snap/") == sorted(keys)
+    assert [store.get(k) for k in keys] == [bytes([i]) * 1000 for i in range(len(keys))]
+
+
+class DirSyncLog(LocalStore):
+    """A LocalStore that records its directory fsyncs (still doing them)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.synced: list[Path] = []
+
+    def _fsync_dir(self, path: Path) -> None:
+        self.synced.append(path)
+        super()._fsync_dir(path)
+
+
+def test_local_sync_fsyncs_each_directory_once_deepest_first(tmp_path: Path) -> None:
+    store = DirSyncLog(tmp_path / "store")
+    keys = [f"s/t=w/d={d}/p{p}.parquet" for d in (1, 2) for p in (0, 1, 2)] + ["top.txt"]
+    for key in keys:
+        store.put_deferred(key, b"x")
+    assert store.synced == []  # deferred: no directory fsync per file
+    store.sync(keys)
+    root = store.root
+    assert sorted(store.synced) == sorted(
+        [root / "s/t=w/d=1", root / "s/t=w/d=2", root / "s/t=w", root / "s", root]
+    )
+    depth = [len(p.parts) for p in store.synced]
+    assert depth == sorted(depth, reverse=True)  # an entry before the directory holding it
+    store.synced.clear()
+    store.put("s/t=w/d=1/p9.parquet", b"y")  # plain put: durable on return
+    assert store.synced == [root / "s/t=w/d=1"]
+
+
 def test_put_if_absent_creates_once(store: ObjectStore) -> None:
     assert store.put_if_absent("versions/v1", b"first") is True
     assert store.put_if_absent("versions/v1", b"second") is False

@@ -70,6 +70,39 @@ def test_loop_keeps_going_while_a_flush_is_in_flight_and_commits_after(tmp_path)
     assert len(writer.store.list("events/")) == 2 and proc.totals.files_written == 2
 
 
+class SyncLog(LocalStore):
+    """Records the deferred puts and syncs, with the commits made before each sync."""
+
+    def __init__(self, root, commits: list) -> None:
+        super().__init__(root)
+        self.commits = commits
+        self.log: list = []
+
+    def put_deferred(self, key: str, data: bytes) -> None:
+        super().put_deferred(key, data)
+        self.log.append(("put", key))
+
+    def sync(self, keys) -> None:
+        super().sync(keys)
+        self.log.append(("sync", sorted(keys), len(self.commits)))
+
+
+def test_a_job_syncs_all_its_files_once_before_its_commit(tmp_path) -> None:
+    proc, writer, commits = make_processor(tmp_path, stream_flush_events=100)
+    writer.store = store = SyncLog(tmp_path, commits)
+    writer.gate.set()
+    tp = ("p.watch", 0)
+    proc.assign({tp: -1})
+    proc.process({tp: [(i, b"u", watch(i, t=T0 + i * 86400), None) for i in range(3)]})
+    proc.flush()
+    puts = sorted(k for op, k, *_ in store.log if op == "put")
+    assert len(puts) == 3  # a file per event-time day
+    assert [e[0] for e in store.log] == ["put", "put", "put", "sync"]
+    assert store.log[3] == ("sync", puts, 0)  # every file, once, before any commit
+    assert commits == [{tp: 3}]
+    assert store.list("events/") == puts
+
+
 def test_partition_lost_during_a_flush_is_not_committed(tmp_path) -> None:
     proc, writer, commits = make_processor(tmp_path, stream_flush_events=2)
     a, b = ("p.watch", 0), ("p.watch", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 
 
 class ObjectStore(ABC):
@@ -17,6 +18,17 @@ class ObjectStore(ABC):
 
     @abstractmethod
     def put(self, key: str, data: bytes) -> None: ...
+
+    def put_deferred(self, key: str, data: bytes) -> None:
+        """``put`` for a batch made durable at once by :meth:`sync`: the object is whole
+        when visible, but a crash before ``sync(keys)`` returns may lose it. A writer that
+        commits a batch (e.g. Kafka offsets) calls ``sync`` before the commit."""
+        self.put(key, data)
+
+    def sync(self, keys: Iterable[str]) -> None:
+        """Make the objects ``put_deferred`` under ``keys`` durable (no-op where ``put`` is
+        already durable on return)."""
+        return None
 
     @abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:

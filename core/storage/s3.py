@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from core.errors import ObjectNotFound, StorageError, StorageUnavailable
@@ -53,6 +54,12 @@ class S3Store(ObjectStore):
 
     def put(self, key: str, data: bytes) -> None:
         self._call("put_object", key, Key=self._key(key), Body=data)
+
+    def put_deferred(self, key: str, data: bytes) -> None:
+        self.put(key, data)  # an S3 PUT is durable once it returns: nothing to defer
+
+    def sync(self, keys: Iterable[str]) -> None:
+        pass
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         try:
