@@ -38,7 +38,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.streams_load import (  # noqa: E402
+from bench._streams_load import (  # noqa: E402
     bare_consumer_rate,
     cleanup,
     cleanup_keys,
