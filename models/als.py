@@ -13,12 +13,9 @@ from scipy.sparse import csr_matrix
 
 from models.base import (
     Recommender,
+    TrainedInteractions,
     UserItems,
-    csr_row,
     excluded_columns,
-    history_vector,
-    index_of,
-    merge_history,
     top_k,
 )
 from models.errors import ArtifactError
@@ -30,7 +27,7 @@ ARTIFACT = "als.npz"
 _REQUIRED = ("user_ids", "item_ids", "user_factors", "item_factors")
 
 
-class ALSModel(Recommender):
+class ALSModel(TrainedInteractions, Recommender):
     kind: ClassVar[str] = "als"
 
     def __init__(
@@ -49,16 +46,12 @@ class ALSModel(Recommender):
             raise ValueError("factor rows do not match the id maps")
         if user_items.shape != (len(user_ids), len(item_ids)):
             raise ValueError("user_items shape does not match the id maps")
-        self.user_ids = np.asarray(user_ids, dtype=object)
-        self.item_ids = np.asarray(item_ids, dtype=object)
+        self._set_interactions(user_ids, item_ids, user_items)
         self.user_factors = np.ascontiguousarray(user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
-        self.user_items = user_items.tocsr()
         self.regularization = float(regularization)
         self.alpha = float(alpha)
         self.extra_params = dict(extra_params or {})
-        self.user_index = index_of(self.user_ids)
-        self.item_index = index_of(self.item_ids)
         y = self.item_factors.astype(np.float64)
         self._yty = y.T @ y  # the Gram matrix every fold-in solve starts from
         self._yty_reg = self._yty + self.regularization * np.eye(self.factors)
@@ -128,13 +121,9 @@ class ALSModel(Recommender):
     ) -> np.ndarray | None:
         """The user's factor: learned if known and nothing new, else folded in from the
         training row plus the fresh history. None if there is nothing to go on."""
-        u = self.user_index.get(user_id)
-        hcols, hvals = history_vector(history, history_weights, self.item_index)
-        if u is not None and hcols.size == 0:
-            return self.user_factors[u]
-        merged = merge_history(csr_row(self.user_items, u) if u is not None else None, hcols, hvals)
+        u, merged = self.fresh_row(user_id, history, history_weights)
         if merged is None:
-            return None
+            return None if u is None else self.user_factors[u]
         cols, vals = merged
         return self.fold_in(cols, vals)
 
@@ -156,16 +145,6 @@ class ALSModel(Recommender):
             return []
         banned = excluded_columns(self.item_index, exclude, history)
         return top_k(self.scores(vec), k, self.item_ids, banned)
-
-    def known_user(self, user_id: str) -> bool:
-        return user_id in self.user_index
-
-    def seen_items(self, user_id: str) -> list[str]:
-        u = self.user_index.get(user_id)
-        return [] if u is None else self.item_ids[csr_row(self.user_items, u).indices].tolist()
-
-    def knows_item(self, item_id: str) -> bool:
-        return item_id in self.item_index
 
     # -- artifacts ---------------------------------------------------------------------
     def params(self) -> dict:

@@ -163,6 +163,51 @@ def merge_history(
     return cols, vals
 
 
+class TrainedInteractions:
+    """What the models built on a training user-item matrix (ALS, item-kNN) share: the
+    matrix with its id maps, which answers the contract's questions about users and items
+    and merges a user's fresh history into their training row. Put it before
+    :class:`Recommender` in the bases so these methods fill the contract's."""
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    user_items: csr_matrix
+    user_index: dict[str, int]
+    item_index: dict[str, int]
+
+    def _set_interactions(
+        self, user_ids: np.ndarray, item_ids: np.ndarray, user_items: csr_matrix
+    ) -> None:
+        self.user_ids = np.asarray(user_ids, dtype=object)
+        self.item_ids = np.asarray(item_ids, dtype=object)
+        self.user_items = user_items.tocsr()
+        self.user_index = index_of(self.user_ids)
+        self.item_index = index_of(self.item_ids)
+
+    def known_user(self, user_id: str) -> bool:
+        return user_id in self.user_index
+
+    def seen_items(self, user_id: str) -> list[str]:
+        u = self.user_index.get(user_id)
+        return [] if u is None else self.item_ids[csr_row(self.user_items, u).indices].tolist()
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self.item_index
+
+    def fresh_row(
+        self, user_id: str, history: Sequence[str], history_weights: Sequence[float] | None
+    ) -> tuple[int | None, tuple[np.ndarray, np.ndarray] | None]:
+        """(the user's training row index or None, their training row merged with the known
+        items of ``history`` as (columns, weights)). The merge is None when the history adds
+        nothing to a known user (use what training learned) or there is nothing at all."""
+        u = self.user_index.get(user_id)
+        hcols, hvals = history_vector(history, history_weights, self.item_index)
+        if u is not None and hcols.size == 0:
+            return u, None
+        row = csr_row(self.user_items, u) if u is not None else None
+        return u, merge_history(row, hcols, hvals)
+
+
 def excluded_columns(item_index: Mapping[str, int], *groups: Collection[str]) -> np.ndarray:
     cols = {item_index[i] for g in groups for i in g if i in item_index}
     return np.fromiter(cols, dtype=np.int64, count=len(cols))

@@ -12,12 +12,9 @@ from scipy.sparse import csr_matrix
 
 from models.base import (
     Recommender,
+    TrainedInteractions,
     UserItems,
-    csr_row,
     excluded_columns,
-    history_vector,
-    index_of,
-    merge_history,
     top_k,
 )
 from models.errors import ArtifactError
@@ -27,7 +24,7 @@ ARTIFACT = "knn.npz"
 SIMILARITIES = ("cosine", "bm25", "tfidf")
 
 
-class ItemKNNModel(Recommender):
+class ItemKNNModel(TrainedInteractions, Recommender):
     kind: ClassVar[str] = "item-knn"
 
     def __init__(
@@ -42,13 +39,9 @@ class ItemKNNModel(Recommender):
         n = len(item_ids)
         if similarity.shape != (n, n) or user_items.shape != (len(user_ids), n):
             raise ValueError("similarity/user_items shapes do not match the id maps")
-        self.user_ids = np.asarray(user_ids, dtype=object)
-        self.item_ids = np.asarray(item_ids, dtype=object)
+        self._set_interactions(user_ids, item_ids, user_items)
         self.similarity = similarity.tocsr()
-        self.user_items = user_items.tocsr()
         self._params = dict(params or {})
-        self.user_index = index_of(self.user_ids)
-        self.item_index = index_of(self.item_ids)
 
     @classmethod
     def fit(
@@ -86,13 +79,9 @@ class ItemKNNModel(Recommender):
         history: Sequence[str] = (),
         history_weights: Sequence[float] | None = None,
     ) -> csr_matrix | None:
-        u = self.user_index.get(user_id)
-        hcols, hvals = history_vector(history, history_weights, self.item_index)
-        if u is not None and hcols.size == 0:
-            return self.user_items[u]
-        merged = merge_history(csr_row(self.user_items, u) if u is not None else None, hcols, hvals)
+        u, merged = self.fresh_row(user_id, history, history_weights)
         if merged is None:
-            return None
+            return None if u is None else self.user_items[u]
         cols, vals = merged
         return csr_matrix(
             (vals, (np.zeros(len(cols), dtype=np.int64), cols)), shape=(1, len(self.item_ids))
@@ -116,16 +105,6 @@ class ItemKNNModel(Recommender):
         scores[scores <= 0] = np.nan
         banned = excluded_columns(self.item_index, exclude, history)
         return top_k(scores, k, self.item_ids, banned)
-
-    def known_user(self, user_id: str) -> bool:
-        return user_id in self.user_index
-
-    def seen_items(self, user_id: str) -> list[str]:
-        u = self.user_index.get(user_id)
-        return [] if u is None else self.item_ids[csr_row(self.user_items, u).indices].tolist()
-
-    def knows_item(self, item_id: str) -> bool:
-        return item_id in self.item_index
 
     def params(self) -> dict:
         return dict(self._params)
