@@ -31,11 +31,18 @@ from datetime import UTC, datetime
 from models.registry import ModelRegistry
 from rollout.decision import Verdict, enough_samples, evaluate
 from rollout.errors import MetricsUnavailable, RolloutError, RolloutSuperseded
-from rollout.plan import ACTOR, RolloutBook, new_rollout, thresholds
+from rollout.plan import ACTOR, RolloutBook, thresholds
 from rollout.source import CANARY, PRODUCTION, MetricsSource, Snapshot
 from rollout.sync import DocumentSync
 from schemas.manifest import AliasDocument
-from schemas.rollout import Rollout, RolloutConflict, RolloutDocument, first_error, not_startable
+from schemas.rollout import (
+    Rollout,
+    RolloutConflict,
+    RolloutDocument,
+    first_error,
+    new_rollout,
+    not_startable,
+)
 
 log = logging.getLogger(__name__)
 

@@ -72,20 +72,6 @@ class Thresholds:
     max_p99_ratio: float = 1.5
     p99_slack_ms: float = 10.0
 
-    @classmethod
-    def from_settings(cls, s: object, **overrides: object) -> Thresholds:
-        g = s.__getattribute__
-        values = {
-            "min_samples": g("rollout_min_samples"),
-            "alpha": g("rollout_alpha"),
-            "margin": g("rollout_margin"),
-            "max_error_ratio_increase": g("rollout_max_error_ratio_increase"),
-            "max_p99_ratio": g("rollout_max_p99_ratio"),
-            "p99_slack_ms": g("rollout_p99_slack_ms"),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
-
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 

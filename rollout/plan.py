@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from models.registry import ModelRegistry
 from rollout.decision import Thresholds
-from schemas.rollout import Rollout, RolloutDocument, plan_from_settings, update_rollouts
+from schemas.rollout import Rollout, RolloutDocument, update_rollouts
 from schemas.rollout import read_rollouts as _read
 
 ACTOR = "rollout"
@@ -31,22 +29,6 @@ def thresholds(r: Rollout) -> Thresholds:
         max_error_ratio_increase=r.max_error_ratio_increase,
         max_p99_ratio=r.max_p99_ratio,
         p99_slack_ms=r.p99_slack_ms,
-    )
-
-
-def new_rollout(
-    settings: object, model: str, version: int, *, actor: str, reason: str = "", **overrides
-) -> Rollout:
-    """A requested rollout with the settings' defaults under ``overrides``; ValueError for
-    a bad plan."""
-    plan = plan_from_settings(settings, version, **overrides)
-    return Rollout(
-        **plan.model_dump(),
-        rollout_id=uuid.uuid4().hex[:12],
-        model=model,
-        requested_at=datetime.now(UTC),
-        requested_by=actor,
-        reason=reason,
     )
 
 

@@ -15,6 +15,7 @@ the controller finishes on its next poll -- so it resumes after a restart.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -244,6 +245,23 @@ def plan_from_settings(settings: object, version: int, **overrides: Any) -> Roll
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return RolloutPlan(**values)
+
+
+def new_rollout(
+    settings: object, model: str, version: int, *, actor: str, reason: str = "", **overrides: Any
+) -> Rollout:
+    """A requested rollout of ``model`` v``version`` with the settings' defaults under
+    ``overrides`` (None: default), as both the API and the CLI request one. Raises pydantic's
+    ValidationError (a ValueError) for a bad plan."""
+    plan = plan_from_settings(settings, version, **overrides)
+    return Rollout(
+        **plan.model_dump(),
+        rollout_id=uuid.uuid4().hex[:12],
+        model=model,
+        requested_at=datetime.now(UTC),
+        requested_by=actor,
+        reason=reason,
+    )
 
 
 def not_startable(doc: AliasDocument, version: int) -> str | None:

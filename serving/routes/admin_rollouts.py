@@ -8,8 +8,6 @@ takes effect with no controller running. Bearer auth as the other admin endpoint
 from __future__ import annotations
 
 import asyncio
-import uuid
-from datetime import UTC, datetime
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -22,9 +20,9 @@ from schemas.rollout import (
     RolloutConflict,
     RolloutDocument,
     first_error,
+    new_rollout,
     not_startable,
     parse_steps,
-    plan_from_settings,
     read_rollouts,
     update_rollouts,
 )
@@ -71,17 +69,11 @@ def _request(registry: ModelRegistry, settings: object, body: RolloutIn, actor: 
         raise RolloutConflict(problem, model=registry.name)
     overrides = body.model_dump(exclude={"version", "reason"})
     try:
-        plan = plan_from_settings(settings, body.version, **overrides)
+        r = new_rollout(
+            settings, registry.name, body.version, actor=actor, reason=body.reason, **overrides
+        )
     except ValueError as err:
         raise InvalidRequest("body", first_error(err)) from None
-    r = Rollout(
-        **plan.model_dump(),
-        rollout_id=uuid.uuid4().hex[:12],
-        model=registry.name,
-        requested_at=datetime.now(UTC),
-        requested_by=actor,
-        reason=body.reason,
-    )
     update_rollouts(registry.store, registry.name, lambda d: d.request(r.model_copy(deep=True)))
     return r
 
