@@ -21,6 +21,56 @@ def _base_settings() -> Settings:
     return Settings()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-skips",
+        action="store_true",
+        help="fail the run when any test skipped (make test: a skipped integration test is a "
+        "failed one, so every service a test needs must be installed and started)",
+    )
+
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _SKIPPED and session.config.getoption("--no-skips") and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _SKIPPED and config.getoption("--no-skips"):
+        terminalreporter.write_line(
+            f"--no-skips: {len(_SKIPPED)} test(s) skipped, which fails this run: "
+            + ", ".join(_SKIPPED[:10]),
+            red=True,
+        )
+
+
+@pytest.fixture(scope="session")
+def prometheus_bins() -> dict[str, str]:
+    """Paths of prometheus, promtool and prometheus-redis-exporter, installed from the
+    distribution's packages when missing (as ``stack up --service prometheus`` does), so the
+    observability tests run on a fresh machine instead of skipping."""
+    import shutil
+
+    from streamrec.stack.prometheus import PrometheusService
+
+    PrometheusService(_base_settings()).ensure_installed()
+    found = {
+        name: shutil.which(name) or f"/usr/bin/{name}"
+        for name in ("prometheus", "promtool", "prometheus-redis-exporter")
+    }
+    missing = [name for name, path in found.items() if not Path(path).exists()]
+    assert not missing, f"installing prometheus left these missing: {missing}"
+    return found
+
+
 @pytest.fixture(scope="session")
 def stack() -> Settings:
     """Ensure Kafka and Redis are up (starting them if needed) and return base settings."""

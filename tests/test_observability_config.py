@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,14 +33,18 @@ from streamrec.stack.prometheus import JOB_PORTS, PrometheusService, render_conf
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "infra" / "prometheus"
 GRAFANA = ROOT / "infra" / "grafana"
-PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
-needs_promtool = pytest.mark.skipif(
-    not Path(PROMTOOL).exists(), reason="promtool comes with `stack up --service prometheus`"
-)
 
 
-def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([PROMTOOL, *args], capture_output=True, text=True, cwd=ROOT)
+@pytest.fixture
+def promtool(prometheus_bins: dict[str, str]):
+    """promtool, installed with Prometheus' package when missing (never skipped)."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [prometheus_bins["promtool"], *args], capture_output=True, text=True, cwd=ROOT
+        )
+
+    return run
 
 
 def _generator():
@@ -55,22 +58,20 @@ def _generator():
 # --- Prometheus ------------------------------------------------------------------------------
 
 
-@needs_promtool
 @pytest.mark.parametrize(
     "config", ["infra/prometheus/prometheus.yml", "infra/compose/prometheus.yml"]
 )
-def test_promtool_accepts_the_configs(config: str) -> None:
-    result = _promtool("check", "config", config)
+def test_promtool_accepts_the_configs(config: str, promtool) -> None:
+    result = promtool("check", "config", config)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
-def test_promtool_accepts_the_rules_and_their_unit_tests_pass() -> None:
+def test_promtool_accepts_the_rules_and_their_unit_tests_pass(promtool) -> None:
     rules = sorted(str(p) for p in (PROM / "rules").glob("*.yml"))
-    checked = _promtool("check", "rules", *rules)
+    checked = promtool("check", "rules", *rules)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tests = sorted(str(p) for p in (PROM / "tests").glob("*.test.yml"))
-    result = _promtool("test", "rules", *tests)
+    result = promtool("test", "rules", *tests)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -103,7 +104,7 @@ def test_every_required_alert_exists_and_has_a_unit_test() -> None:
     assert quiet >= set(alerts), f"no quiet case: {set(alerts) - quiet}"
 
 
-def test_stack_renders_the_repo_config_onto_the_configured_ports(tmp_path: Path) -> None:
+def test_stack_renders_the_repo_config_onto_the_configured_ports(tmp_path: Path, promtool) -> None:
     s = Settings(
         home=ROOT,
         data_dir=tmp_path,
@@ -132,9 +133,9 @@ def test_stack_renders_the_repo_config_onto_the_configured_ports(tmp_path: Path)
     (rules,) = config["rule_files"]
     assert Path(rules).is_absolute() and list(Path(rules).parent.glob(Path(rules).name))
     assert f"--config.file={svc.config_path}" in svc.command()
-    if Path(PROMTOOL).exists():  # the rendered copy is as valid as the source
-        result = _promtool("check", "config", str(svc.config_path))
-        assert result.returncode == 0, result.stdout + result.stderr
+    # the rendered copy is as valid as the source
+    result = promtool("check", "config", str(svc.config_path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_job_port_has_a_setting_and_the_repo_config_uses_the_defaults() -> None:

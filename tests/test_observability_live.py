@@ -144,9 +144,8 @@ def _bad_requests(url: str, n: int = 5) -> list[int]:
         return [client.get("/recommend/someone?k=0").status_code for _ in range(n)]
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary")
 def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
-    topics: Settings, tmp_path: Path
+    topics: Settings, tmp_path: Path, prometheus_bins: dict[str, str]
 ) -> None:
     from streams import run_worker
 
@@ -219,12 +218,12 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
         simulate = [*py, "simulate", "--api", api_url, "--rate", "20/s", "--duration", "900"]
         simulate += ["--concurrency", "4"]
         exporter = [
-            shutil.which("prometheus-redis-exporter") or "/usr/bin/prometheus-redis-exporter",
+            prometheus_bins["prometheus-redis-exporter"],
             f"-redis.addr=redis://127.0.0.1:{redis_port}",
             f"-web.listen-address=127.0.0.1:{exporter_port}",
         ]
         prometheus = [
-            shutil.which("prometheus") or "/usr/bin/prometheus",
+            prometheus_bins["prometheus"],
             f"--config.file={prom_config}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",

@@ -3,7 +3,6 @@ rules and the Redis exporter beside it come up, scrape, and ``down`` stops both.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 from pathlib import Path
@@ -14,10 +13,7 @@ import pytest
 from core.config import Settings
 from streamrec.stack.base import port_open
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs the prometheus binary"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prometheus_bins")]
 
 
 def _free_ports(n: int) -> list[int]:
