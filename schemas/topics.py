@@ -52,3 +52,46 @@ def topic_for(event_type: str) -> str:
         return TOPIC_OF_EVENT[event_type]
     except KeyError:
         raise KeyError(f"unknown event type {event_type!r}") from None
+
+
+# Partitioning is part of the contract: the stream processor keeps each Kafka partition's Redis
+# state in one hash slot (schemas.redis_keys), so serving must find the partition of a user
+# from the user id alone. Producers key by user id and use Kafka's standard partitioner,
+# murmur2 (Java's default, aiokafka's, librdkafka's ``murmur2_random``), so events from JVM
+# services and from streamrec land alike.
+PARTITIONER = "murmur2_random"
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 hash of ``data`` (``org.apache.kafka.common.utils.Utils.murmur2``),
+    as a signed 32-bit value."""
+    m, r = 0x5BD1E995, 24
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    n4 = length // 4
+    for i in range(n4):
+        k = int.from_bytes(data[4 * i : 4 * i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> r
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = length & 3
+    tail = 4 * n4
+    if rest == 3:
+        h ^= data[tail + 2] << 16
+    if rest >= 2:
+        h ^= data[tail + 1] << 8
+    if rest >= 1:
+        h ^= data[tail]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's murmur2 partitioner gives ``key`` among ``partitions``."""
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
