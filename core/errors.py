@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas.errors import StreamrecError
+from schemas.errors import ConfigError, StreamrecError
 
 
 class StorageError(StreamrecError):
@@ -40,3 +40,12 @@ class DeliveryFailed(KafkaError):
         self.first_reasons = first_reasons
         reasons = "; ".join(first_reasons[:3])
         super().__init__(f"{failed} message(s) not delivered: {reasons}", bootstrap=bootstrap)
+
+
+class RedisConfigError(ConfigError):
+    """Redis is not what the settings say (a standalone server given the cluster flag, a
+    cluster without it, slots not covered, no node reachable at start)."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        self.url = url
+        super().__init__(message)
