@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
         description="Replicas per topic `topics` creates; 1 suits the single local broker, "
         "3 a production cluster.",
     )
+    topic_min_insync_replicas: int = Field(
+        1, ge=1, description="min.insync.replicas of the topics `topics` creates (set if > 1)."
+    )
     kafka_controller_port: int = Field(9093, description="KRaft controller port (local stack).")
     kafka_heap: str = Field(
         "-Xms512m -Xmx1g", description="JVM heap flags for the local broker (`stack up`)."
@@ -65,6 +69,21 @@ class Settings(BaseSettings):
         60.0, gt=0, description="How long `stack up` waits for each service to be ready."
     )
     log_level: str = Field("INFO", description="Log level for our loggers.")
+
+    # --- clustered local stack (`stack up --topology cluster`, in <data_dir>/cluster/) ----
+    stack_topology: Literal["single", "cluster"] = Field(
+        "single", description="What `stack up/down/status` manage when `--topology` is not given."
+    )
+    cluster_kafka_base_port: int = Field(
+        19092, ge=1, description="Broker n=1..3: base+2n-2, controller +1, JMX exporter base+5+n."
+    )
+    cluster_kafka_heap: str = Field("-Xms256m -Xmx512m", description="Heap of each cluster broker.")
+    cluster_redis_base_port: int = Field(
+        7001, ge=1, description="Redis Cluster node n=1..6 on base+n-1, its cluster bus on +10000."
+    )
+    cluster_redis_node_timeout_ms: int = Field(
+        3000, ge=100, description="cluster-node-timeout: a master down this long fails over."
+    )
 
     # --- stream processor (streams/, `streamrec stream`) ---------------------------------
     stream_app_id: str = Field(

@@ -176,6 +176,8 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         if name in existing:
             continue
         config = {"retention.ms": str(settings.topic_retention_ms), **spec.config}
+        if settings.topic_min_insync_replicas > 1:  # 1 leaves the broker default in force
+            config["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
         if spec.compacted:
             config.pop("retention.ms")
         new.append(

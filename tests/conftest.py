@@ -81,6 +81,25 @@ def stack() -> Settings:
     return base
 
 
+@pytest.fixture(scope="session")
+def cluster_stack() -> Settings:
+    """Ensure the clustered stack (3 KRaft brokers, a 6-node Redis Cluster; `stack up
+    --topology cluster`) is up and whole, and return base settings pointed at it (replication
+    factor 3, min ISR 2, the cluster flag), for tests to copy with their own prefixes.
+
+    Started once per session and left running at its end, like the single-node stack: a cold
+    start takes about a minute on 2 cores, a re-`up` of a running cluster a few seconds, and
+    another engineer's session may be using it at the same moment. Tests that kill or stop
+    nodes bring them back (`up` again) before they finish. Stop it with
+    `streamrec stack down --topology cluster`."""
+    from streamrec.stack import up
+    from streamrec.stack.cluster import client_settings
+
+    base = _base_settings()
+    up(base, topology="cluster")
+    return client_settings(base)
+
+
 @pytest.fixture
 def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Per-test settings on the real stack with unique topic/key prefixes and storage."""

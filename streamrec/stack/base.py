@@ -48,6 +48,8 @@ class ServiceState:
     pid: int | None = None
     log_path: Path | None = None
     detail: str = ""
+    #: A cluster node's part in its cluster (e.g. "master 0-5460"); empty for single nodes.
+    role: str = ""
 
 
 def host_port_from_url(value: str, *, default_port: int, setting: str) -> tuple[str, int]:
@@ -83,7 +85,11 @@ def process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:  # a zombie someone else has not reaped yet still accepts signal 0
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            return True
+        # The main thread of a dying JVM turns "Z" while its other threads still tear down,
+        # holding its ports open for a moment: the process is gone when they are.
+        return len(list(Path(f"/proc/{pid}/task").iterdir())) > 1
     except (OSError, IndexError):
         return True
 

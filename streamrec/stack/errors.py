@@ -83,3 +83,8 @@ class NotReadyError(StackError):
             service=service,
             log_path=log_path,
         )
+
+
+class ClusterError(StackError):
+    """The nodes run, but together they are not a usable cluster (not formed, slots not
+    covered, a node that is not in cluster mode)."""

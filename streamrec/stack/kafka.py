@@ -40,11 +40,20 @@ class KafkaService(Service):
             self.settings.kafka_bootstrap, default_port=9092, setting="kafka_bootstrap"
         )[1]
 
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port
+
+    @property
+    def jmx_exporter_port(self) -> int:
+        return self.settings.kafka_jmx_exporter_port
+
+    @property
+    def heap(self) -> str:
+        return self.settings.kafka_heap
+
     def other_ports(self) -> dict[str, int]:
-        return {
-            "controller": self.settings.kafka_controller_port,
-            "JMX exporter": self.settings.kafka_jmx_exporter_port,
-        }
+        return {"controller": self.controller_port, "JMX exporter": self.jmx_exporter_port}
 
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
@@ -69,6 +78,10 @@ class KafkaService(Service):
     @property
     def config_path(self) -> Path:
         return self.run_dir / "kafka.properties"
+
+    @property
+    def cluster_id_path(self) -> Path:
+        return self.kafka_dir / "cluster.id"
 
     @property
     def console_path(self) -> Path:
@@ -141,7 +154,7 @@ class KafkaService(Service):
 
     def cluster_id(self) -> str:
         """The KRaft cluster id, generated once and kept next to the data it formatted."""
-        path = self.kafka_dir / "cluster.id"
+        path = self.cluster_id_path
         if path.exists():
             return path.read_text().strip()
         cid = ""
@@ -174,10 +187,10 @@ class KafkaService(Service):
 
     def command(self) -> list[str]:
         infra, logs = self.infra_dir, self.log_path.parent
-        exporter = self.settings.kafka_jmx_exporter_port
+        exporter = self.jmx_exporter_port
         return [
             "java",
-            *shlex.split(self.settings.kafka_heap),
+            *shlex.split(self.heap),
             # The GC flags of Kafka's own kafka-run-class.sh.
             "-XX:+UseG1GC",
             "-XX:MaxGCPauseMillis=20",
@@ -209,4 +222,4 @@ class KafkaService(Service):
             return False
 
     def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.kafka_jmx_exporter_port}/metrics"
+        return f"http://127.0.0.1:{self.jmx_exporter_port}/metrics"

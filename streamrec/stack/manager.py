@@ -1,14 +1,17 @@
-"""``up``, ``down`` and ``status`` over the services of the local stack."""
+"""``up``, ``down`` and ``status`` over the services of the local stack, in either topology:
+``single`` (one broker, one Redis; the default) or ``cluster`` (see :mod:`.cluster`)."""
 
 from __future__ import annotations
 
 import fcntl
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 from core.config import Settings
 from schemas.errors import ConfigError
+from streamrec.stack import cluster
 from streamrec.stack.apps import ApiService, StreamWorkerService
 from streamrec.stack.base import Service, ServiceState, port_open
 from streamrec.stack.errors import PortInUseError, StackError
@@ -44,6 +47,38 @@ def services(settings: Settings, names: Sequence[str] | None = None) -> list[Ser
     return [cls(settings) for name, cls in SERVICES.items() if name in wanted]
 
 
+def _chosen(
+    settings: Settings, names: Sequence[str] | None, topology: str | None, default: Sequence[str]
+) -> list[Service]:
+    """The services of ``topology`` (``settings.stack_topology`` if None), in start order.
+
+    The topology only decides what ``kafka`` and ``redis`` are: one process each, or every
+    node of the cluster (both by default). The other services (minio, prometheus, our own
+    stream/api) are the same in both; on the cluster they are chosen by name only, so that
+    ``down --topology cluster`` never stops what the single stack's users started."""
+    topology = topology or settings.stack_topology
+    if topology == "single":
+        return services(settings, default if names is None else names)
+    if topology != "cluster":
+        raise ConfigError(f"unknown topology {topology!r}; known: single, cluster")
+    wanted = list(cluster.GROUPS) if names is None else list(names)
+    shared = [name for name in wanted if name not in cluster.GROUPS]
+    return cluster.nodes(settings, [n for n in wanted if n in cluster.GROUPS]) + services(
+        settings, shared
+    )
+
+
+def cluster_report(settings: Settings, names: Sequence[str] | None = None) -> cluster.ClusterReport:
+    """``status`` of the cluster topology: each node with its role, the services named
+    besides, one summary line per engine and every problem found."""
+    wanted = list(cluster.GROUPS) if names is None else list(names)
+    out = cluster.report(settings, [n for n in wanted if n in cluster.GROUPS])
+    out.states += [
+        svc.observe() for svc in services(settings, [n for n in wanted if n not in cluster.GROUPS])
+    ]
+    return out
+
+
 @contextmanager
 def _locked(settings: Settings) -> Iterator[None]:
     """Serialize up/down on one data dir: two concurrent `up`s must not start two brokers."""
@@ -58,7 +93,11 @@ def _locked(settings: Settings) -> Iterator[None]:
 
 
 def up(
-    settings: Settings, names: Sequence[str] | None = None, *, timeout: float | None = None
+    settings: Settings,
+    names: Sequence[str] | None = None,
+    *,
+    timeout: float | None = None,
+    topology: str | None = None,
 ) -> list[ServiceState]:
     """Start the services that are not running; idempotent.
 
@@ -66,11 +105,15 @@ def up(
     already answers as the service (e.g. a broker whose pid file was lost) is reused
     ("external"). Anything else on a port is a :class:`PortInUseError`, raised before
     anything is started. If a started service fails, everything this call started is
-    stopped again, so a failed ``up`` leaves no half-started processes.
+    stopped again, so a failed ``up`` leaves no half-started processes. On the cluster
+    topology ``up`` returns once the Redis Cluster is formed and whole.
     """
     timeout = settings.stack_timeout_s if timeout is None else timeout
-    chosen = services(settings, DEFAULT_SERVICES if names is None else names)
+    chosen = _chosen(settings, names, topology, DEFAULT_SERVICES)
+    is_cluster = (topology or settings.stack_topology) == "cluster"
     with _locked(settings):
+        if is_cluster:
+            cluster.preflight(chosen)
         states: dict[str, ServiceState] = {}
         to_start: list[Service] = []
         for svc in chosen:
@@ -106,20 +149,35 @@ def up(
                 states[svc.name] = ServiceState(
                     svc.name, "started", svc.port, svc.pid(), svc.log_path
                 )
+            if is_cluster:
+                cluster.settle(settings, chosen, timeout)
         except (StackError, KeyboardInterrupt):
-            for svc in reversed(started):
-                svc.stop()
+            _stop(started, parallel=is_cluster)
             raise
     return [states[svc.name] for svc in chosen]
 
 
-def down(settings: Settings, names: Sequence[str] | None = None) -> list[ServiceState]:
+def _stop(chosen: Sequence[Service], *, parallel: bool) -> dict[Service, int | None]:
+    """Stop in reverse start order; the pid each stopped (None: nothing of ours ran).
+
+    A cluster's nodes stop all at once: a broker's controlled shutdown needs a quorum of
+    controllers, which stopping the brokers one by one takes away from the last ones."""
+    if not parallel:
+        return {svc: svc.stop() for svc in reversed(chosen)}
+    with ThreadPoolExecutor(max(1, len(chosen))) as pool:
+        return dict(zip(reversed(chosen), pool.map(Service.stop, reversed(chosen)), strict=True))
+
+
+def down(
+    settings: Settings, names: Sequence[str] | None = None, *, topology: str | None = None
+) -> list[ServiceState]:
     """Stop the services whose pid files we wrote (all by default); leave anything else."""
-    chosen = services(settings, names)
+    chosen = _chosen(settings, names, topology, list(SERVICES))
     results: dict[str, ServiceState] = {}
     with _locked(settings):
+        pids = _stop(chosen, parallel=(topology or settings.stack_topology) == "cluster")
         for svc in reversed(chosen):
-            pid = svc.stop()
+            pid = pids[svc]
             if pid is not None:
                 results[svc.name] = ServiceState(svc.name, "stopped", svc.port, pid, svc.log_path)
             elif port_open(svc.port):
@@ -133,6 +191,11 @@ def down(settings: Settings, names: Sequence[str] | None = None) -> list[Service
     return [results[svc.name] for svc in chosen]
 
 
-def status(settings: Settings, names: Sequence[str] | None = None) -> list[ServiceState]:
-    """The state of each service (all by default); read-only."""
-    return [svc.observe() for svc in services(settings, names)]
+def status(
+    settings: Settings, names: Sequence[str] | None = None, *, topology: str | None = None
+) -> list[ServiceState]:
+    """The state of each service (all by default); read-only. On the cluster topology each
+    node carries its role; :func:`cluster_report` adds the whole-cluster view."""
+    if (topology or settings.stack_topology) == "cluster":
+        return cluster_report(settings, names).states
+    return [svc.observe() for svc in _chosen(settings, names, topology, list(SERVICES))]
