@@ -17,11 +17,12 @@ key                                            type    contents (TTL)
 ``{p}:item:{item}:stats``                      HASH    n_watch, n_rate, rating_sum, last_seen
                                                        (ITEM_TTL)
 ``{p}:pop:h:{YYYYMMDDHH}``                     ZSET    item -> interactions in that event-time
-                                                       hour (POP_HOUR_TTL)
-``{p}:pop:d:{YYYYMMDD}``                       ZSET    item -> interactions that event-time day
-                                                       (POP_DAY_TTL)
-``{p}:pop:all``                                ZSET    item -> all-time interactions (no TTL;
-                                                       bounded by the catalog size)
+                                                       hour, top POP_CAP kept (POP_HOUR_TTL)
+``{p}:pop:d:{YYYYMMDD}``                       ZSET    item -> interactions that event-time day,
+                                                       top POP_CAP kept (POP_DAY_TTL)
+``{p}:pop:all``                                ZSET    item -> all-time interactions, top
+                                                       POP_CAP kept (no TTL): an item trimmed
+                                                       off starts again from its next event
 ``{p}:trending``                               ZSET    item -> decayed popularity: the last
                                                        TRENDING_HOURS hourly buckets weighted
                                                        0.5 ** (age_hours / TRENDING_HALF_LIFE_H),
@@ -77,6 +78,9 @@ USER_TTL_S = 7 * 24 * 3600  # a user's history outlives a working day by a wide 
 ITEM_TTL_S = 90 * 24 * 3600
 POP_HOUR_TTL_S = 48 * 3600
 POP_DAY_TTL_S = 35 * 24 * 3600
+# Items kept per popularity set (STREAMREC_STREAM_POP_CAP): item ids are not checked against
+# the catalog (events may name an item before the catalog does), so a cap bounds them.
+POP_CAP = 100_000
 TRENDING_HOURS = 24
 TRENDING_HALF_LIFE_H = 6.0
 TRENDING_CAP = 1000

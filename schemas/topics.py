@@ -1,4 +1,11 @@
-"""Topic names and their settings. Full names are ``<prefix>.<name>``."""
+"""Topic names and their settings. Full names are ``<prefix>.<name>``.
+
+Every event record is keyed by its ``user_id`` (UTF-8; :attr:`schemas.events.Event.key`), so
+a user's events stay in one partition, in order. The stream worker relies on it -- its offset
+watermarks and event-id dedupe are per partition -- and dead-letters a record whose key is
+not its event's ``user_id`` (or that has no key) with the reason ``key mismatch``. The
+dead-letter topic's records follow :mod:`schemas.dead_letter`.
+"""
 
 from __future__ import annotations
 

@@ -44,11 +44,13 @@ def create_app(
     return StreamWorker(settings, StreamMetrics(), until_caught_up=until_caught_up)
 
 
-def serve_metrics(metrics: StreamMetrics, port: int) -> int:
-    """Serve ``/metrics`` on ``port`` (0: a free port) in a daemon thread; returns the port."""
+def serve_metrics(metrics: StreamMetrics, port: int, host: str = "127.0.0.1") -> int:
+    """Serve ``/metrics`` on ``host``:``port`` (0: a free port) in a daemon thread; returns
+    the port. Loopback by default: the metrics are no one else's business unless the
+    deployment says so (``STREAMREC_STREAM_METRICS_HOST``)."""
     from prometheus_client import start_http_server
 
-    server, _thread = start_http_server(port, addr="0.0.0.0", registry=metrics.registry)
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
     return server.server_port
 
 
@@ -66,9 +68,10 @@ def run_worker(
     graceful stop (flush, commit, leave the group)."""
     worker = create_app(settings, until_caught_up=until_caught_up, engine=engine)
     port = metrics_port if metrics_port is not None else settings.stream_metrics_port
-    bound = serve_metrics(worker.metrics, port) if port >= 0 else None
+    host = settings.stream_metrics_host
+    bound = serve_metrics(worker.metrics, port, host) if port >= 0 else None
     if bound is not None:
-        log.info("metrics on http://0.0.0.0:%d/metrics", bound)
+        log.info("metrics on http://%s:%d/metrics", host, bound)
     errors: list[BaseException] = []
 
     def target() -> None:

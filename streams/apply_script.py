@@ -137,6 +137,12 @@ for _, it in ipairs(doc.i) do
   if #a > 0 then call('HSET', k, unpack(a)) end
   if it[6] == 1 then call('EXPIRE', k, ttl[2]) end
 end
+-- Popularity sets keep their top doc.pc items (ZCARD is O(1); a trim removes only what
+-- this batch pushed over the cap), so no input can grow them without bound.
+local pcap = doc.pc
+local function trim(key)
+  if pcap and call('ZCARD', key) > pcap then call('ZREMRANGEBYRANK', key, 0, -pcap - 1) end
+end
 -- list = {n, item, n, item, ...}: add n to each item's score
 local function zincr(key, list, t)
   if #list == 2 then
@@ -151,6 +157,7 @@ local function zincr(key, list, t)
       call('ZADD', key, unpack(list, s, e))
     end
   end
+  trim(key)
   if t then call('EXPIRE', key, t) end
 end
 for _, h in ipairs(doc.h) do zincr(h[1], h[2], h[3] == 1 and ttl[3] or nil) end

@@ -36,3 +36,17 @@ class CommitFailed(StreamError):
         self.offsets = offsets
         self.cause = cause
         super().__init__(f"committing {len(offsets)} partition offset(s) failed: {cause}")
+
+
+class KafkaRejected(StreamError):
+    """Kafka refused something for good (a record over a size limit, an invalid record, a
+    denied authorization): no retry can succeed, so the worker stops with this error rather
+    than hold and retry forever. Nothing of the batch at hand is committed; a restart
+    replays it once the cause (a topic's limit, an ACL) is fixed."""
+
+    def __init__(self, what: str, error: str, hint: str = "") -> None:
+        self.what = what
+        self.error = error
+        super().__init__(
+            f"kafka refused {what} permanently: {error}" + (f"; {hint}" if hint else "")
+        )

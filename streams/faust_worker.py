@@ -73,7 +73,7 @@ class FaustWorker(StreamWorker):
     async def _main(self) -> None:
         s = self.settings
         self._loop = asyncio.get_running_loop()
-        redis, producer, catalog, proc = await self._call(self._build, self._commit_sync)
+        redis, dead_letters, catalog, proc = await self._call(self._build, self._commit_sync)
         # Committed offsets are read with a group-less client of the same group id (an
         # OffsetFetch, no membership), as the confluent engine does on assignment.
         self._offsets = Consumer(
@@ -104,7 +104,7 @@ class FaustWorker(StreamWorker):
             await self._call(proc.close)
             self._offsets.close()
             catalog.close()
-            producer.flush(10) if len(producer) else None
+            dead_letters.close()
             self._close_trending()
             redis.close()
             datadir.cleanup()

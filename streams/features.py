@@ -34,6 +34,7 @@ class Limits:
     item_ttl_s: int = rk.ITEM_TTL_S
     pop_hour_ttl_s: int = rk.POP_HOUR_TTL_S
     pop_day_ttl_s: int = rk.POP_DAY_TTL_S
+    pop_cap: int = rk.POP_CAP
 
     @classmethod
     def from_settings(cls, s: object) -> Limits:
@@ -44,6 +45,7 @@ class Limits:
             item_ttl_s=g("stream_item_ttl_s"),
             pop_hour_ttl_s=g("stream_pop_hour_ttl_s"),
             pop_day_ttl_s=g("stream_pop_day_ttl_s"),
+            pop_cap=g("stream_pop_cap"),
         )
 
 
@@ -215,7 +217,7 @@ def to_payload(
 ) -> bytes:
     """The batch as the JSON document the apply script expects::
 
-    {"now", "cap", "ttl": [user, item, hour, day],
+    {"now", "cap", "pc", "ttl": [user, item, hour, day],
      "u": [[stats, recent, ratings, genres, n_watch, n_rate, rating_sum, last_active,
             [score, item, ...], [item, rating, ...], [genre, n, ...],
             [expire stats?, expire recent?, expire genres?]], ...],
@@ -262,6 +264,7 @@ def to_payload(
     doc: dict[str, object] = {
         "now": round(now, 3),
         "cap": limits.recent_cap,
+        "pc": limits.pop_cap,
         "ttl": [limits.user_ttl_s, limits.item_ttl_s, limits.pop_hour_ttl_s, limits.pop_day_ttl_s],
         "u": users,
         "i": items,

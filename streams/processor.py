@@ -24,12 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from core.kafka import DeliveryStats, EventProducer
 from schemas.redis_keys import RedisKeys
-from schemas.topics import DEAD_LETTER
+from streams.dead_letters import DeadLetterSender
 from streams.decode import RawRecord, decode_batch
 from streams.features import Limits, TtlTracker
 from streams.flush import BackgroundFlusher, FlushJob, cut_job
+from streams.keys import check_keys
 from streams.metrics import StreamMetrics
 from streams.online_eval import OnlineEval
 from streams.redis_apply import RedisApplier, RedisWork
@@ -49,7 +49,7 @@ class Processor:
         event_types: Mapping[str, str],  # full topic name -> event type
         redis: RedisSink,
         writer: SnapshotWriter,
-        producer: EventProducer,
+        dead_letters: DeadLetterSender | None,
         genres: Mapping[str, Sequence[str]],
         commit: Callable[[dict[TP, int]], None],
         metrics: StreamMetrics,
@@ -57,14 +57,13 @@ class Processor:
     ) -> None:
         s = settings
         self.event_types = event_types
-        self.redis, self.writer, self.producer = redis, writer, producer
+        self.redis, self.writer, self.dead_letters = redis, writer, dead_letters
         self.genres = genres
         self._commit = commit
         self.metrics = metrics
         self.stop = stop
         self.keys = RedisKeys(s.redis_key_prefix)  # type: ignore[attr-defined]
         self.limits = Limits.from_settings(s)
-        self.dlq_topic = s.topic(DEAD_LETTER)  # type: ignore[attr-defined]
         self.flush_events = s.stream_flush_events  # type: ignore[attr-defined]
         self.flush_interval = s.stream_flush_interval_s  # type: ignore[attr-defined]
         self.retry_max = s.stream_retry_max_s  # type: ignore[attr-defined]
@@ -156,6 +155,7 @@ class Processor:
             dec = decode_batch(
                 recs, event_type=st.event_type, topic=st.topic, partition=st.partition, now=now
             )
+            check_keys(recs, dec, topic=st.topic, partition=st.partition, now=now)
             work.append(
                 RedisWork(st, recs[0][0], recs[-1][0], dec.events, dec.offsets, dec.produced_ms)
             )
@@ -173,7 +173,8 @@ class Processor:
             return
         if dead:  # before the features: a committed offset means its dead letters are sent
             self.applier.wait()
-            self._retry(lambda: self._send_dead(dead), "kafka")
+            assert self.dead_letters is not None
+            self._retry(self.dead_letters.sender(dead), "kafka")
         self.applier.wait()
         self._join_online_eval()  # the previous batch's: its features are applied now
         self.applier.submit(work)
@@ -186,12 +187,6 @@ class Processor:
             st.next_offset = w.last + 1
         if self._pending_since is None:
             self._pending_since = time.monotonic()
-
-    def _send_dead(self, dead: list) -> None:  # type: ignore[type-arg]
-        self.producer.stats = DeliveryStats()
-        for d in dead:
-            self.producer.produce(self.dlq_topic, d.value or b"", d.key, headers=d.headers())
-        self.producer.flush(30)
 
     # --- the Parquet cadence --------------------------------------------------------
     def flush_due(self) -> bool:

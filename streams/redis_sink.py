@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.catalog import ItemRecord
@@ -44,7 +45,10 @@ from streams.errors import SinkUnavailable
 
 log = logging.getLogger(__name__)
 
-_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# Out of memory counts as down: with maxmemory reached and nothing left to evict, writes
+# fail until memory is freed or raised; the worker holds its commits and retries meanwhile
+# (the script's first write is refused before it changed anything: still atomic).
+_DOWN = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, OSError)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Retry with capped exponential backoff while a sink (Redis, storage, Kafka) is down."""
+"""Retry with capped exponential backoff while a sink (Redis, storage, Kafka) is down.
+
+Only what can pass is retried: a Kafka error that no retry can fix (a record over a size
+limit, a denied authorization; :mod:`streams.kafka_errors`) raises :class:`KafkaRejected`
+at once instead of holding the worker forever."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from core.errors import KafkaError, StorageError
-from streams.errors import SinkUnavailable
+from streams.errors import KafkaRejected, SinkUnavailable
+from streams.kafka_errors import permanent_cause
 from streams.metrics import StreamMetrics
 
 log = logging.getLogger(__name__)
@@ -32,7 +37,8 @@ def retry(
     first_backoff_s: float = 0.1,
 ) -> T:
     """Call ``fn`` until it succeeds. While it fails the worker holds (commits nothing),
-    logs the outage once and then every minute, and backs off up to ``max_backoff_s``."""
+    logs the outage once and then every minute, and backs off up to ``max_backoff_s``.
+    Raises KafkaRejected for a permanent Kafka error."""
     backoff = first_backoff_s
     down_since: float | None = None
     last_log = 0.0
@@ -40,6 +46,9 @@ def retry(
         try:
             result = fn()
         except RETRYABLE as err:
+            cause = permanent_cause(err)
+            if cause is not None:
+                raise KafkaRejected(f"a {sink} call", f"{cause.name()}: {err}") from err
             now = time.monotonic()
             metrics.sink_up.labels(sink).set(0)
             metrics.retries.labels(sink).inc()

@@ -8,11 +8,18 @@ Exactly-once in the union of snapshots rests on two rules:
 - on partition assignment the writer removes the partition's files whose rows lie at or
   after the committed offset: they were written but never committed (the worker died
   between the put and the commit), and their events are about to be read again.
+
+On assignment it also removes the partition's temporary files (a local store's
+``.part-p<P>-...tmp``, left by a writer killed mid-write) that were last written before this
+writer started or more than :data:`STALE_TEMP_S` ago. A partition has one owner, and a
+previous owner that handed it over cleanly finished its writes first; other workers'
+partitions are never touched.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from datetime import date, timedelta
 
@@ -27,6 +34,8 @@ log = logging.getLogger(__name__)
 
 _EPOCH = date(1970, 1, 1)
 _SPECIAL = {"ts", "kafka_partition", "kafka_offset"}
+# Older than this, a temporary file is no live write's (one file takes well under a second).
+STALE_TEMP_S = 60.0
 
 
 def day_of(epoch: float) -> int:
@@ -106,6 +115,7 @@ class SnapshotWriter:
             raise ValueError(f"unsupported parquet compression {compression!r}")
         self.store = store
         self.compression = compression
+        self.started_at = time.time()
 
     def write(
         self,
@@ -138,6 +148,19 @@ class SnapshotWriter:
         return out
 
     def remove_uncommitted(self, event_type: str, partition: int, committed: int) -> list[str]:
+        """Remove the partition's uncommitted files (returned) and its stale temp files."""
+        stale = self.store.remove_stale_temp(
+            prefix_for(event_type),
+            f"part-p{partition}-",
+            max(self.started_at, time.time() - STALE_TEMP_S),
+        )
+        if stale:
+            log.info(
+                "removed %d temp file(s) of %s[%d] left by a killed writer",
+                len(stale),
+                event_type,
+                partition,
+            )
         keys = self.uncommitted(event_type, partition, committed)
         for key in keys:
             self.store.delete(key)

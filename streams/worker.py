@@ -21,11 +21,12 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from core.config import Settings
 from core.errors import KafkaError
-from core.kafka import EventProducer, ensure_topics
+from core.kafka import ensure_topics
 from core.storage import open_store
 from schemas.events import EVENT_TYPES
 from schemas.redis_keys import TRENDING_HALF_LIFE_H, TRENDING_HOURS, RedisKeys
 from streams.catalog import Catalog
+from streams.dead_letters import DeadLetterSender
 from streams.features import trending_plan
 from streams.metrics import StreamMetrics
 from streams.processor import Processor
@@ -151,7 +152,7 @@ class StreamWorker:
     # --- the loop ---------------------------------------------------------------------
     def _build(
         self, commit: Callable[[dict[TP, int]], None]
-    ) -> tuple[RedisSink, EventProducer, Catalog, Processor]:
+    ) -> tuple[RedisSink, DeadLetterSender, Catalog, Processor]:
         """The sinks, the catalog reader and the Processor (shared by both engines)."""
         s = self.settings
         ensure_topics(s)
@@ -159,20 +160,20 @@ class StreamWorker:
         writer = SnapshotWriter(
             open_store(s.storage, endpoint_url=s.s3_endpoint_url), s.stream_parquet_compression
         )
-        producer = EventProducer(s, **{"linger.ms": 5})
+        dead_letters = DeadLetterSender(s)
         catalog = Catalog(s, on_items=lambda items: self._write_catalog(redis, items))
         self.processor = proc = Processor(
             settings=s,
             event_types=self.event_types,
             redis=redis,
             writer=writer,
-            producer=producer,
+            dead_letters=dead_letters,
             genres=catalog.genres,
             commit=commit,
             metrics=self.metrics,
             stop=self.stop_event,
         )
-        return redis, producer, catalog, proc
+        return redis, dead_letters, catalog, proc
 
     def _bootstrap_catalog(self, catalog: Catalog) -> None:
         # Fresh topics may not have a leader for a moment: retry, as for any sink.
@@ -186,7 +187,7 @@ class StreamWorker:
 
     def run(self) -> Progress:
         s = self.settings
-        redis, producer, catalog, proc = self._build(self._commit)
+        redis, dead_letters, catalog, proc = self._build(self._commit)
         self._consumer = consumer = Consumer(consumer_config(s), logger=log)
         try:
             self._bootstrap_catalog(catalog)
@@ -205,7 +206,7 @@ class StreamWorker:
             proc.close()
             consumer.close()
             catalog.close()
-            producer.flush(10) if len(producer) else None
+            dead_letters.close()
             self._close_trending()
             redis.close()
         return self.progress

@@ -183,6 +183,7 @@ def test_prometheus_scrapes_the_compose_services():
     assert targets["streamrec-rollout"] == f"rollout:{env['STREAMREC_ROLLOUT_METRICS_PORT']}"
     # 127.0.0.1 would be unreachable from the Prometheus container.
     assert env["STREAMREC_ROLLOUT_METRICS_HOST"] == "0.0.0.0"
+    assert _built()["stream"]["environment"]["STREAMREC_STREAM_METRICS_HOST"] == "0.0.0.0"
     assert _built()["rollout"]["command"][:2] == ["rollout", "run"]
     for job, target in targets.items():
         host = target.split(":")[0]

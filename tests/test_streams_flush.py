@@ -41,7 +41,7 @@ def make_processor(tmp_path, **overrides):
         event_types={"p.watch": "watch"},
         redis=FakeRedis(),
         writer=writer,
-        producer=None,
+        dead_letters=None,
         genres={},
         commit=lambda offsets: commits.append(dict(offsets)),
         metrics=StreamMetrics(),
@@ -51,7 +51,7 @@ def make_processor(tmp_path, **overrides):
 
 
 def batch(first: int, n: int) -> list:
-    return [(i, b"u", watch(i), None) for i in range(first, first + n)]
+    return [(i, b"u1", watch(i), None) for i in range(first, first + n)]
 
 
 def test_loop_keeps_going_while_a_flush_is_in_flight_and_commits_after(tmp_path) -> None:
@@ -93,7 +93,7 @@ def test_a_job_syncs_all_its_files_once_before_its_commit(tmp_path) -> None:
     writer.gate.set()
     tp = ("p.watch", 0)
     proc.assign({tp: -1})
-    proc.process({tp: [(i, b"u", watch(i, t=T0 + i * 86400), None) for i in range(3)]})
+    proc.process({tp: [(i, b"u1", watch(i, t=T0 + i * 86400), None) for i in range(3)]})
     proc.flush()
     puts = sorted(k for op, k, *_ in store.log if op == "put")
     assert len(puts) == 3  # a file per event-time day

@@ -188,19 +188,19 @@ def test_commit_only_after_the_snapshot_is_durable(tmp_path) -> None:
         event_types={"p.watch": "watch"},
         redis=FakeRedis(),
         writer=writer,
-        producer=None,  # no dead letters in this batch
+        dead_letters=None,  # no dead letters in this batch
         genres={},
         commit=commit,
         metrics=StreamMetrics(),
         stop=threading.Event(),
     )
     proc.assign({("p.watch", 0): -1})
-    proc.process({("p.watch", 0): [(i, b"u", watch(i), None) for i in range(5)]})
+    proc.process({("p.watch", 0): [(i, b"u1", watch(i), None) for i in range(5)]})
     assert not commits and proc.flush_due()
     assert proc.flush() == 1
     assert commits == [{("p.watch", 0): 5}]
     # Re-delivered offsets are dropped, not processed twice.
-    proc.process({("p.watch", 0): [(i, b"u", watch(i), None) for i in range(3, 7)]})
+    proc.process({("p.watch", 0): [(i, b"u1", watch(i), None) for i in range(3, 7)]})
     assert proc.totals.duplicates == 2 and proc.totals.processed == 7
     assert proc.parts[("p.watch", 0)].next_offset == 7
 

@@ -30,6 +30,12 @@ class ObjectStore(ABC):
         already durable on return)."""
         return None
 
+    def remove_stale_temp(self, prefix: str, name_prefix: str, older_than: float) -> list[str]:
+        """Delete the temporary files a killed writer left under ``prefix`` (names starting
+        with ``name_prefix``, last written before epoch ``older_than``); returns their paths.
+        A no-op where writes leave no temporary files."""
+        return []
+
     @abstractmethod
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """True if created; False if the key already existed (nothing written)."""

@@ -29,6 +29,8 @@ class LocalStore(ObjectStore):
             raise StorageError(f"key {key!r} escapes the store root", url=self.url, key=key)
         return path
 
+    # A write goes to ``.<name>.<random>.tmp`` beside its object and is renamed into place;
+    # a writer killed in between (kill -9) leaves the temp file behind.
     def _write_tmp(self, path: Path, data: bytes) -> str:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +47,25 @@ class LocalStore(ObjectStore):
                 os.unlink(tmp)
             raise
         return tmp
+
+    def remove_stale_temp(self, prefix: str, name_prefix: str, older_than: float) -> list[str]:
+        # Only temp files (".<name_prefix>...tmp") last written before ``older_than``: a live
+        # writer's temp file is younger, and if one is removed anyway its rename fails and
+        # the writer writes it again.
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        removed = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                if not (name.startswith(f".{name_prefix}") and name.endswith(".tmp")):
+                    continue
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_mtime < older_than:
+                        os.unlink(path)
+                        removed.append(path)
+        return removed
 
     def _fsync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
