@@ -92,9 +92,7 @@ class Settings(BaseSettings):
     stream_metrics_port: int = Field(
         6066, description="Port of the worker's web server (/metrics); 0 picks a free port."
     )
-    stream_metrics_host: str = Field(
-        "127.0.0.1", description="Address the worker's /metrics binds (0.0.0.0: every interface)."
-    )
+    stream_metrics_host: str = Field("127.0.0.1", description="Address of the worker's /metrics.")
     stream_redis_batch_events: int = Field(
         10_000,
         ge=1,
@@ -159,11 +157,9 @@ class Settings(BaseSettings):
         "fsyncs are batched once per flush job, before its commit).",
     )
     stream_dead_letter_max_bytes: int = Field(
-        256 * 1024, ge=8192, description="Largest dead-letter record; longer originals are cut."
+        262_144, ge=8192, description="Dead-letter records are cut to this size (sr-truncated)."
     )
-    stream_pop_cap: int = Field(
-        100_000, ge=100, description="Items kept in each popularity set (all-time, hour, day)."
-    )
+    stream_pop_cap: int = Field(100_000, ge=100, description="Items kept per popularity set.")
     stream_dedupe_window: int = Field(
         100_000,
         ge=0,
