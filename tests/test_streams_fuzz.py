@@ -19,7 +19,7 @@ import orjson
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
-from hypothesis import HealthCheck, Phase, given
+from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -155,6 +155,30 @@ hostile = st.one_of(
     ),
     bad_field(),
 )
+# The issue's reproductions, run first every time (hypothesis draws them only by chance).
+_DOC = {
+    "event_type": "watch",
+    "event_id": "x-1",
+    "user_id": "u2",
+    "item_id": "m2",
+    "ts": "2024-06-01T12:00:00+00:00",
+}
+ISSUE_CASES = [
+    good(("watch", _DOC)),
+    good(("watch", _DOC)),  # re-sent: counted once
+    Rec("watch", b"k1", orjson.dumps(_DOC), mismatch=True),
+    Rec("watch", None, orjson.dumps(_DOC), mismatch=True),
+    *(
+        Rec("watch", b"u", orjson.dumps({**_DOC, "user_id": "u", "ts": ts}))
+        for ts in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00")
+    ),
+    _duplicate_key(("rate", {**_DOC, "event_type": "rate", "rating": 4.0})),
+    Rec("watch", b"u1", None),
+    Rec("rate", b"u1", b"[" * 5000 + b"]" * 5000),
+    Rec("watch", b"u1", b'{"user_id":"' + BLOB[:1_200_000].hex().encode()[:1_200_000] + b'"}'),
+    Rec("watch", b"u1", b"\xff\xfe\x00garbage"),
+]
+
 # Half the records are good, a tenth wrongly keyed, the rest hostile.
 KINDS = {"good": events().map(good), "key": wrong_key(), "hostile": hostile}
 records = st.sampled_from(["good"] * 5 + ["key"] + ["hostile"] * 4).flatmap(KINDS.__getitem__)
@@ -209,12 +233,14 @@ class DeadLetters:
         return self.letters
 
 
-def wait_applied(s: Settings, r: redis.Redis, last: dict, thread: threading.Thread) -> None:
+def wait_applied(
+    s: Settings, r: redis.Redis, last: dict, thread: threading.Thread, errors: list
+) -> None:
     """Until Redis's watermark of every partition written to reaches its last offset."""
     keys = RedisKeys(s.redis_key_prefix)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        assert thread.is_alive(), "the worker stopped"
+        assert thread.is_alive(), f"the worker stopped: {errors!r}"
         wms = r.mget([keys.watermark(t, p) for t, p in last])
         if all(w is not None and int(w) >= o for w, o in zip(wms, last.values(), strict=True)):
             return
@@ -285,13 +311,14 @@ def test_the_worker_survives_hostile_batches_and_applies_good_events_exactly_onc
         suppress_health_check=list(HealthCheck),
     )
     @given(st.lists(records, min_size=1, max_size=12))
+    @example(ISSUE_CASES)
     def feed(batch: list[Rec]) -> None:
         where = produce(s, [(rec.topic, rec.key, rec.value) for rec in batch])
         last: dict = {}
         for rec, (p, off) in zip(batch, where, strict=True):
             truth.add(s, rec, p, off)
             last[(s.topic(rec.topic), p)] = max(off, last.get((s.topic(rec.topic), p), -1))
-        wait_applied(s, r, last, thread)
+        wait_applied(s, r, last, thread, errors)
         check_dead(dlq.read(len(truth.bad)), truth)
         check_redis(s, r, truth)
 
