@@ -194,6 +194,7 @@ class Settings(BaseSettings):
         description="Socket timeout of the API's Redis client (requests are "
         "bounded by the budget anyway; this bounds feedback and readiness calls).",
     )
+    serve_max_body_bytes: int = Field(65536, ge=1024, description="Larger bodies get 413, unread.")
     serve_admin_token: SecretStr | None = Field(
         None, description="Bearer token of the admin endpoints; unset disables them (403)."
     )

@@ -8,18 +8,15 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings, get_settings
-from core.errors import StorageError
-from schemas.errors import ConfigError, StreamrecError
+from serving import openapi
+from serving.body_limit import BodyLimitMiddleware
 from serving.context import open_context
-from serving.errors import ServingError
 from serving.metrics import ServingMetrics
+from serving.problems import install_error_handlers
 from serving.routes import admin, admin_rollouts, feedback, health, recommend
 
 log = logging.getLogger(__name__)
@@ -27,66 +24,8 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Real-time recommendations. `GET /recommend/{user_id}` always answers 200 for a
 valid request: when the model, Redis or the registry is unavailable, or the time budget is
 exceeded, it answers from popularity (`variant: fallback`, with `fallback_reason`).
-Admin endpoints need `Authorization: Bearer <token>` and are disabled without a token."""
-
-_FRIENDLY = {
-    "string_pattern_mismatch": "contains characters that are not allowed "
-    "(whitespace, commas or control characters)",
-    "json_invalid": "is not valid JSON",
-    "missing": "is required",
-}
-
-
-def _json(status: int, detail: str, **extra: object) -> Response:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return Response(
-        orjson.dumps({"detail": detail, **extra}),
-        status_code=status,
-        media_type="application/json",
-        headers=headers,
-    )
-
-
-def _validation_errors(err: RequestValidationError) -> list[dict[str, str]]:
-    out = []
-    for e in err.errors():
-        loc = [str(x) for x in e.get("loc", ()) if x not in ("path", "query", "header")]
-        field = ".".join(loc) or "request"
-        message = _FRIENDLY.get(e.get("type", ""), e.get("msg", "is invalid"))
-        if e.get("type") == "json_invalid" and e.get("ctx", {}).get("error"):
-            message = f"is not valid JSON ({e['ctx']['error']})"
-        out.append({"field": field, "message": message})
-    return out
-
-
-def _status_of(err: StreamrecError) -> int:
-    if isinstance(err, ServingError):
-        return err.status_code
-    if type(err).__name__ == "VersionNotFound":
-        return 404
-    if isinstance(err, ConfigError):
-        return 400
-    if isinstance(err, StorageError):
-        return 503  # the registry's store is down: not the client's fault, retryable
-    return 409  # the registry refused a state change (e.g. nothing to roll back to)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(_request: Request, err: RequestValidationError) -> Response:
-        errors = _validation_errors(err)
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return _json(422, detail, errors=errors)
-
-    @app.exception_handler(StreamrecError)
-    async def on_streamrec(_request: Request, err: StreamrecError) -> Response:
-        return _json(_status_of(err), str(err))
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, err: Exception) -> Response:
-        # A bug, not the client's doing: logged with the traceback, answered without it.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _json(500, f"internal error ({type(err).__name__})")
+Admin endpoints need `Authorization: Bearer <token>` and are disabled without a token.
+Request bodies larger than `STREAMREC_SERVE_MAX_BODY_BYTES` are refused with 413 unread."""
 
 
 class MetricsMiddleware:
@@ -158,9 +97,12 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    # Added first, so it runs inside the metrics middleware: 413s are counted too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (recommend, feedback, health, admin, admin_rollouts):
         app.include_router(module.router)
+    openapi.install(app, settings)
     return app
 
 

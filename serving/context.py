@@ -12,6 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from threadpoolctl import threadpool_limits
 
 from core.config import Settings
@@ -64,6 +67,9 @@ async def open_context(
         socket_timeout=settings.serve_redis_timeout_ms / 1000,
         socket_connect_timeout=settings.serve_redis_timeout_ms / 1000,
         health_check_interval=0,
+        # A pooled connection from before a Redis restart fails its first command: one
+        # retry on a fresh connection, or the first /readyz after the restart is a 503.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     )
     store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
     reader = RedisReader(settings.redis_url, connect_timeout=settings.serve_redis_timeout_ms / 1000)

@@ -93,6 +93,14 @@ def _expire(future: asyncio.Future[Any]) -> None:
         future.set_exception(TimeoutError("redis read timed out"))
 
 
+def retrieve_exception(task: asyncio.Task[Any]) -> None:
+    # When every caller gave up before the connect failed (their budget ran out first), no
+    # one awaits the task: read its exception here, or asyncio logs "Task exception was
+    # never retrieved" for each failed attempt during an outage.
+    if not task.cancelled():
+        task.exception()
+
+
 class RedisReader:
     """``await reader.execute(("ZREVRANGE", key, "0", "-1"), ...)`` -> the replies, in order.
     Connects lazily (one connect at a time) and reconnects after a failure."""
@@ -139,11 +147,13 @@ class RedisReader:
     async def _connection(self, timeout: float | None) -> _Protocol:
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._connecting.add_done_callback(retrieve_exception)
         # shield: one caller giving up must not cancel the connect the others wait for.
         return await asyncio.wait_for(asyncio.shield(self._connecting), timeout)
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        protocol: _Protocol | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
                 if self._path:
@@ -158,11 +168,15 @@ class RedisReader:
                     protocol.send(self._setup, future)
                     for reply in await future:
                         if isinstance(reply, hiredis.ReplyError):
-                            protocol.transport.close()
                             raise RedisConnectionError(f"redis refused the connection: {reply}")
-        except (OSError, TimeoutError) as err:
-            where = self._path or f"{self._host}:{self._port}"
-            raise RedisConnectionError(f"cannot connect to redis at {where}: {err}") from err
+        except BaseException as err:
+            # Connected but not set up (a hung server, a refused AUTH): not ours to keep.
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.close()
+            if isinstance(err, OSError | TimeoutError):
+                where = self._path or f"{self._host}:{self._port}"
+                raise RedisConnectionError(f"cannot connect to redis at {where}: {err}") from err
+            raise
         self._protocol = protocol
         return protocol
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -157,6 +160,83 @@ def serving_settings(settings: Settings, **overrides: object) -> Settings:
         "serve_preload": False,  # tests decide when models load
     }
     return settings.model_copy(update={**base, **overrides})
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LiveServer:
+    """A ``streamrec serve`` process; its output goes to ``log`` (a pipe could fill up)."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def status(self, field: str) -> int:
+        """A /proc/<pid>/status figure in bytes (VmRSS, VmHWM: peak RSS)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+
+def serve_env(s: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes ``streamrec serve`` use the test's settings."""
+    return {
+        **os.environ,
+        "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
+        "STREAMREC_STORAGE_URL": s.storage,
+        "STREAMREC_REDIS_URL": s.redis_url,
+        "STREAMREC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+        "STREAMREC_SERVE_BUDGET_MS": str(s.serve_budget_ms),
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def live_server(
+    s: Settings, log_dir: Path, *, ready: bool = True, **env: str
+) -> Iterator[LiveServer]:
+    """``streamrec serve`` (one worker) on a free port, waited for until /readyz answers 200
+    (``ready``) or /healthz does; stopped with SIGINT as a user would."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"serve-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrec", "serve", "--port", str(port), "--workers", "1"],
+            cwd=REPO,
+            env=serve_env(s, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", proc, log)
+    try:
+        probe = "/readyz" if ready else "/healthz"
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited early: {server.output()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.url + probe, timeout=5).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"serve never answered {probe}: {server.output()[-2000:]}")
+            time.sleep(0.2)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 def app_context(app):

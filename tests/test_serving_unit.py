@@ -17,11 +17,11 @@ from schemas.codec import decode_event, encode_event
 from schemas.events import RecoRequestEvent, RecoResponseEvent
 from schemas.manifest import AliasDocument, CanaryAlias, ProductionAlias
 from serving import deps
-from serving.app import _status_of
 from serving.errors import AdminDisabled, InvalidRequest, Unauthorized
 from serving.fallback import model_popularity, popular_items, take
 from serving.features import _day_sums
 from serving.logging_sink import request_payloads
+from serving.problems import status_of as _status_of
 from serving.routes.recommend import _wants_text
 from serving.routing import CANARY, PRODUCTION, canary_bucket, choose_version
 

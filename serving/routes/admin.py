@@ -8,24 +8,30 @@ import logging
 import uuid
 from datetime import datetime
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from schemas.manifest import AliasDocument
+from serving.bodies import RequestBody, strict_json
 from serving.context import ServingContext
 from serving.deps import AdminDep, ContextDep
+from serving.problems import BODY_ERRORS, INVALID, problem
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(
-    prefix="/admin",
-    tags=["admin"],
-    responses={
-        401: {"description": "Missing or wrong bearer token."},
-        403: {"description": "Admin endpoints are disabled (no token configured)."},
-        404: {"description": "No such model version."},
-    },
-)
+# What every admin endpoint may answer (admin_rollouts shares it).
+ADMIN_ERRORS: dict[int | str, dict] = {
+    401: problem("Missing or wrong bearer token."),
+    403: problem("Admin endpoints are disabled (no token configured)."),
+    409: problem(
+        "The registry refused the change (nothing to roll back to, a conflicting "
+        "write, a corrupt version)."
+    ),
+    503: problem("The registry's store is unavailable, or the version cannot be loaded."),
+}
+NOT_FOUND = {404: problem("No such model version.")}
+
+router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 
 _background: set[asyncio.Task] = set()
 
@@ -46,16 +52,16 @@ class ModelsOut(BaseModel):
     versions: list[VersionInfo]
 
 
-class PromoteIn(BaseModel):
+class PromoteIn(RequestBody):
     version: int = Field(ge=1)
     reason: str = Field("", max_length=1000)
 
 
-class RollbackIn(BaseModel):
+class RollbackIn(RequestBody):
     reason: str = Field("", max_length=1000)
 
 
-class CanaryIn(BaseModel):
+class CanaryIn(RequestBody):
     version: int = Field(ge=1)
     weight: float = Field(ge=0, le=100, description="Percent of users routed to the canary.")
     rollout_id: str | None = Field(
@@ -101,7 +107,13 @@ async def list_models(ctx: ContextDep, _actor: AdminDep) -> ModelsOut:
     )
 
 
-@router.post("/promote", response_model=AliasDocument, summary="Make a version production")
+@router.post(
+    "/promote",
+    response_model=AliasDocument,
+    summary="Make a version production",
+    responses={**BODY_ERRORS, **NOT_FOUND},
+    dependencies=[Depends(strict_json)],
+)
 async def promote(body: PromoteIn, ctx: ContextDep, actor: AdminDep) -> AliasDocument:
     registry = ctx.models.registry
     await asyncio.to_thread(registry.manifest, body.version)  # 404 for an unknown version
@@ -112,14 +124,26 @@ async def promote(body: PromoteIn, ctx: ContextDep, actor: AdminDep) -> AliasDoc
     return doc
 
 
-@router.post("/rollback", response_model=AliasDocument, summary="Back to the previous version")
+@router.post(
+    "/rollback",
+    response_model=AliasDocument,
+    summary="Back to the previous version",
+    responses=BODY_ERRORS,
+    dependencies=[Depends(strict_json)],
+)
 async def rollback(body: RollbackIn, ctx: ContextDep, actor: AdminDep) -> AliasDocument:
     doc = await asyncio.to_thread(ctx.models.registry.rollback, reason=body.reason, actor=actor)
     _adopt_soon(ctx)
     return doc
 
 
-@router.put("/canary", response_model=AliasDocument, summary="Set the canary and its weight")
+@router.put(
+    "/canary",
+    response_model=AliasDocument,
+    summary="Set the canary and its weight",
+    responses={**BODY_ERRORS, **NOT_FOUND},
+    dependencies=[Depends(strict_json)],
+)
 async def set_canary(body: CanaryIn, ctx: ContextDep, actor: AdminDep) -> AliasDocument:
     registry = ctx.models.registry
     await asyncio.to_thread(registry.manifest, body.version)
@@ -143,7 +167,9 @@ async def set_canary(body: CanaryIn, ctx: ContextDep, actor: AdminDep) -> AliasD
     return doc
 
 
-@router.delete("/canary", response_model=AliasDocument, summary="Stop the canary")
+@router.delete(
+    "/canary", response_model=AliasDocument, summary="Stop the canary", responses={422: INVALID}
+)
 async def clear_canary(
     ctx: ContextDep, actor: AdminDep, reason: str = Query("", max_length=1000)
 ) -> AliasDocument:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Depends
+from pydantic import Field, field_validator
 
 from models import aliases
 from models.registry import ModelRegistry
@@ -26,22 +26,16 @@ from schemas.rollout import (
     read_rollouts,
     update_rollouts,
 )
+from serving.bodies import RequestBody, strict_json
 from serving.deps import AdminDep, ContextDep
 from serving.errors import InvalidRequest, NoRollout
-from serving.routes.admin import _adopt_soon
+from serving.problems import BODY_ERRORS, problem
+from serving.routes.admin import ADMIN_ERRORS, NOT_FOUND, _adopt_soon
 
-router = APIRouter(
-    prefix="/admin/rollouts",
-    tags=["admin"],
-    responses={
-        401: {"description": "Missing or wrong bearer token."},
-        403: {"description": "Admin endpoints are disabled (no token configured)."},
-    },
-)
+router = APIRouter(prefix="/admin/rollouts", tags=["admin"], responses=ADMIN_ERRORS)
 
 
-class RolloutIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RolloutIn(RequestBody):
     version: int = Field(ge=1, description="The version to roll out as canary.")
     steps: list[float] | None = Field(
         None, description="Canary weights in percent, e.g. [5, 50, 100]; 100 promotes."
@@ -57,8 +51,7 @@ class RolloutIn(BaseModel):
         return None if v is None else parse_steps(v)
 
 
-class AbortIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AbortIn(RequestBody):
     reason: str = Field("aborted by operator", max_length=1000)
 
 
@@ -114,10 +107,15 @@ def _abort(registry: ModelRegistry, reason: str, actor: str) -> Rollout:
     status_code=202,
     summary="Request a canary rollout (the rollout controller executes it)",
     responses={
-        404: {"description": "No such model version."},
-        409: {"description": "A rollout is already running, or a canary is live."},
-        422: {"description": "Invalid plan (steps, min_samples, alpha)."},
+        **BODY_ERRORS,
+        **NOT_FOUND,
+        409: problem("A rollout is already running, or a canary is live."),
+        422: {
+            **BODY_ERRORS[422],
+            "description": "Invalid JSON or plan (steps, min_samples, alpha).",
+        },
     },
+    dependencies=[Depends(strict_json)],
 )
 async def request_rollout(body: RolloutIn, ctx: ContextDep, actor: AdminDep) -> Rollout:
     return await asyncio.to_thread(_request, ctx.models.registry, ctx.settings, body, actor)
@@ -133,7 +131,7 @@ async def rollouts(ctx: ContextDep, _actor: AdminDep) -> RolloutDocument:
     "/current",
     response_model=Rollout,
     summary="The current (or last) rollout: plan, status, step, decisions",
-    responses={404: {"description": "No rollout was ever requested."}},
+    responses={404: problem("No rollout was ever requested.")},
 )
 async def current_rollout(ctx: ContextDep, _actor: AdminDep) -> Rollout:
     registry = ctx.models.registry
@@ -147,7 +145,8 @@ async def current_rollout(ctx: ContextDep, _actor: AdminDep) -> Rollout:
     "/current/abort",
     response_model=Rollout,
     summary="Abort the running rollout: canary weight 0 now",
-    responses={409: {"description": "No rollout is running."}},
+    responses={**BODY_ERRORS, 409: problem("No rollout is running.")},
+    dependencies=[Depends(strict_json)],
 )
 async def abort_rollout(ctx: ContextDep, actor: AdminDep, body: AbortIn | None = None) -> Rollout:
     reason = (body or AbortIn()).reason

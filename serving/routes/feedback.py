@@ -6,27 +6,29 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
-from schemas.events import EventId, FeedbackEvent, ItemId, Timestamp, UserId
+from schemas.events import EventId, FeedbackEvent, ItemId, UserId
+from serving.bodies import IsoTimestamp, RequestBody, strict_json
 from serving.deps import ContextDep
 from serving.errors import FeedbackRejected
+from serving.problems import BODY_ERRORS, problem
 
 router = APIRouter(tags=["feedback"])
 
 
-class FeedbackIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class FeedbackIn(RequestBody):
     event_id: EventId = Field(description="Client-chosen unique id; re-sending it is a no-op.")
     user_id: UserId
     item_id: ItemId
     kind: Literal["click", "watch", "like", "dislike", "dismiss"]
     request_id: EventId | None = Field(None, description="The recommendation it responds to.")
-    value: float | None = Field(None, ge=-1e9, le=1e9)
-    ts: Timestamp | None = Field(None, description="Event time (default: when received).")
+    value: float | None = Field(None, ge=-1e9, le=1e9, allow_inf_nan=False)
+    ts: IsoTimestamp | None = Field(
+        None, description="Event time, ISO 8601 (default: when received; UTC without a zone)."
+    )
 
 
 class FeedbackOut(BaseModel):
@@ -39,10 +41,8 @@ class FeedbackOut(BaseModel):
     response_model=FeedbackOut,
     status_code=202,
     summary="Record user feedback on a recommendation",
-    responses={
-        422: {"description": "Invalid JSON or fields."},
-        503: {"description": "The event queue is full; retry later."},
-    },
+    responses={**BODY_ERRORS, 503: problem("The event queue is full; retry later.")},
+    dependencies=[Depends(strict_json)],
 )
 async def post_feedback(body: FeedbackIn, ctx: ContextDep) -> FeedbackOut:
     event = FeedbackEvent(**body.model_dump(exclude={"ts"}), ts=body.ts or datetime.now(UTC))

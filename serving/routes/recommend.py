@@ -14,6 +14,7 @@ from serving.context import ServingContext
 from serving.errors import InvalidRequest
 from serving.metrics import answer_labels, assignment_labels
 from serving.pipeline import recommend
+from serving.problems import ValidationProblem
 from serving.routing import choose_version
 
 router = APIRouter(tags=["recommend"])
@@ -56,7 +57,7 @@ def _wants_text(fmt: str | None, accept: str | None) -> bool:
             "or `?format=text`. Always 200 for a valid request: outages answer with "
             "popularity (`variant: fallback`).",
         },
-        422: {"description": "Invalid user id or k."},
+        422: {"model": ValidationProblem, "description": "Invalid user id, k or format."},
     },
 )
 async def get_recommendations(
