@@ -24,7 +24,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from serving.redis_reader import Command, RedisReader
+from serving.redis_reader import Command, RedisReader, retrieve_exception
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ class ClusterReader:
     async def _refresh(self, timeout: float | None) -> None:
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.get_running_loop().create_task(self._read_slots())
+            self._refreshing.add_done_callback(retrieve_exception)
         # shield: one caller timing out must not cancel the refresh the others wait for.
         await asyncio.wait_for(asyncio.shield(self._refreshing), timeout)
 
