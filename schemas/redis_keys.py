@@ -2,25 +2,52 @@
 (reader). Every key starts with a configurable prefix (``STREAMREC_REDIS_KEY_PREFIX``,
 default ``sr``) so several deployments can share a Redis.
 
+Slots: one Kafka partition's state is one hash slot
+---------------------------------------------------
+The layout runs unchanged on a standalone Redis and on a Redis Cluster, where one script or
+MULTI may only touch keys of one hash slot. What the stream processor must change atomically
+is a partition's watermark together with every feature its events touch (that is what makes
+a re-delivered offset a no-op: exactly-once). So every key written by the processor's scripts
+carries the **hash tag of its Kafka partition**: ``{p}:{pN}:...`` (written ``{P}`` below), and
+one script call applies the events of one partition number (of every event topic: a user's
+watch, rate and response events share the partition number, because producers key by user
+and partition with Kafka's murmur2, :func:`schemas.topics.partition_of`). Exactly-once is the
+same argument as before, made per partition: each call moves the watermarks of its own
+partitions with their features in one atomic step, and a replay after a crash skips what a
+partition's own watermark says is applied.
+
+What follows from it:
+
+* **Serving finds a user** without asking anyone: ``partition_of(user_id, partitions)``
+  (``STREAMREC_TOPIC_PARTITIONS``) names the slot of all of the user's keys, so a request is
+  one round trip to one node.
+* **Item and popularity counters are per partition** (an item is watched by users of every
+  partition); readers sum the ``partitions`` copies. The trending set is derived from them
+  by the worker (read, weighted, written whole) and is the one global key serving reads.
+* **Hot slots**: a slot carries 1/partitions of the event stream; with 3 masters, use at
+  least 4x as many partitions as masters so the slots spread (``STREAMREC_TOPIC_PARTITIONS``).
+* Keys written outside the scripts (the catalog, the trending set, serving's feedback
+  dedupe) are single-key writes and carry no partition tag.
+
 =============================================  ======  ===========================================
 key                                            type    contents (TTL)
 =============================================  ======  ===========================================
-``{p}:user:{user}:recent``                     ZSET    item -> last watch/rate epoch seconds,
+``{P}:user:{user}:recent``                     ZSET    item -> last watch/rate epoch seconds,
                                                        newest ``USER_RECENT_CAP`` kept (USER_TTL)
-``{p}:user:{user}:ratings``                    HASH    item -> latest rating (USER_TTL; capped
+``{P}:user:{user}:ratings``                    HASH    item -> latest rating (USER_TTL; capped
                                                        with ``recent``)
-``{p}:user:{user}:stats``                      HASH    n_watch, n_rate, rating_sum, last_active
+``{P}:user:{user}:stats``                      HASH    n_watch, n_rate, rating_sum, last_active
                                                        (event epoch), updated_at (wall epoch)
                                                        (USER_TTL)
-``{p}:user:{user}:genres``                     HASH    genre -> affinity (count of interactions
+``{P}:user:{user}:genres``                     HASH    genre -> affinity (count of interactions
                                                        with items of that genre) (USER_TTL)
-``{p}:item:{item}:stats``                      HASH    n_watch, n_rate, rating_sum, last_seen
+``{P}:item:{item}:stats``                      HASH    n_watch, n_rate, rating_sum, last_seen
                                                        (ITEM_TTL)
-``{p}:pop:h:{YYYYMMDDHH}``                     ZSET    item -> interactions in that event-time
+``{P}:pop:h:{YYYYMMDDHH}``                     ZSET    item -> interactions in that event-time
                                                        hour, top POP_CAP kept (POP_HOUR_TTL)
-``{p}:pop:d:{YYYYMMDD}``                       ZSET    item -> interactions that event-time day,
+``{P}:pop:d:{YYYYMMDD}``                       ZSET    item -> interactions that event-time day,
                                                        top POP_CAP kept (POP_DAY_TTL)
-``{p}:pop:all``                                ZSET    item -> all-time interactions, top
+``{P}:pop:all``                                ZSET    item -> all-time interactions, top
                                                        POP_CAP kept (no TTL): an item trimmed
                                                        off starts again from its next event
 ``{p}:trending``                               ZSET    item -> decayed popularity: the last
@@ -29,28 +56,28 @@ key                                            type    contents (TTL)
                                                        top TRENDING_CAP kept (no TTL)
 ``{p}:catalog:{item}``                         HASH    title, year, genres (``|``-joined) from the
                                                        compacted catalog topic (no TTL)
-``{p}:wm:{topic}:{partition}``                 STRING  highest Kafka offset whose effects are
+``{P}:wm:{topic}:{partition}``                 STRING  highest Kafka offset whose effects are
                                                        applied (no TTL): the idempotency watermark
-``{p}:oe:h:{YYYYMMDDHH}``                      HASH    online evaluation counters of the
+``{P}:oe:h:{YYYYMMDDHH}``                      HASH    online evaluation counters of the
                                                        responses served in that event-time hour:
                                                        ``{model}|{version}|{variant}|{metric}``
                                                        -> count, metric ``served``,
                                                        ``converted`` or ``pos:{n}`` (1-based
                                                        position of the watched item, n capped at
                                                        ONLINE_EVAL_MAX_POSITION) (ONLINE_EVAL_TTL)
-``{p}:oe:b:{epoch}``                           HASH    the same counters per ONLINE_EVAL_BUCKET_S
+``{P}:oe:b:{epoch}``                           HASH    the same counters per ONLINE_EVAL_BUCKET_S
                                                        bucket of serve time starting at
                                                        ``epoch``: the rollout controller's
                                                        per-step cohorts (ONLINE_EVAL_BUCKET_TTL)
-``{p}:oe:pending:{user}``                      HASH    join state: request id -> JSON ``[ts,
+``{P}:oe:pending:{user}``                      HASH    join state: request id -> JSON ``[ts,
                                                        label, hour key, [items], bucket key]``
                                                        of the user's unconverted responses
                                                        inside the window (capped; TTL window +
                                                        1 h)
-``{p}:oe:wm:{topic}:{partition}``              STRING  highest offset of ``reco_responses`` /
+``{P}:oe:wm:{topic}:{partition}``              STRING  highest offset of ``reco_responses`` /
                                                        ``watch`` applied to the online
                                                        evaluation (no TTL)
-``{p}:seen:{topic}:{partition}:{bucket}``      SET     event ids the stream processor applied at
+``{P}:seen:{topic}:{partition}:{bucket}``      SET     event ids the stream processor applied at
                                                        offsets ``bucket * DEDUPE_WINDOW / 2`` ..
                                                        (half-window buckets): a re-sent id within
                                                        ``DEDUPE_WINDOW`` offsets of the partition
@@ -63,8 +90,9 @@ key                                            type    contents (TTL)
                                                        ``STREAMREC_SERVE_FEEDBACK_DEDUP_TTL_S``)
 =============================================  ======  ===========================================
 
-Hours and days are **event time** (UTC), so replaying old data builds the same buckets; TTLs
-count from the write. Writers update a batch in one MULTI/EXEC or Lua script together with the
+``{P}`` is ``{p}:{pN}`` for Kafka partition number N (:meth:`RedisKeys.slot`). Hours and
+days are **event time** (UTC), so replaying old data builds the same buckets; TTLs count from
+the write. Writers update a partition's batch in one Lua script together with its
 watermark, so a re-delivered offset is never applied twice.
 """
 
@@ -72,6 +100,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from schemas.topics import partition_of
 
 USER_RECENT_CAP = 200
 USER_TTL_S = 7 * 24 * 3600  # a user's history outlives a working day by a wide margin
@@ -110,7 +140,45 @@ def parse_online_eval_field(field: str) -> tuple[str, str, str, str] | None:
 
 @dataclass(frozen=True)
 class RedisKeys:
+    """Key names under ``prefix``. ``partitions`` is the event topics' partition count
+    (``STREAMREC_TOPIC_PARTITIONS``): readers need it to find a user's slot and to sum the
+    per-partition counters. Per-partition keys come from :meth:`slot` (writers, who know the
+    partition) or :meth:`user_slot` (readers, who know the user)."""
+
     prefix: str = "sr"
+    partitions: int = 4
+
+    def __post_init__(self) -> None:
+        # A brace in the prefix would become (or break) the hash tag of every key.
+        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
+            raise ValueError(f"redis key prefix {self.prefix!r} must be non-empty, without braces")
+        if self.partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {self.partitions}")
+
+    def slot(self, partition: int) -> RedisKeys:
+        """The keys of Kafka partition number ``partition``: one hash slot."""
+        base = self.prefix.split(":{", 1)[0]
+        return RedisKeys.__new__(RedisKeys)._init(f"{base}:{{p{partition}}}", self.partitions)
+
+    def _init(self, prefix: str, partitions: int) -> RedisKeys:
+        object.__setattr__(self, "prefix", prefix)
+        object.__setattr__(self, "partitions", partitions)
+        return self
+
+    def user_slot(self, user: str) -> RedisKeys:
+        """The keys of the partition that holds ``user``'s state."""
+        return self.slot(partition_of(user, self.partitions))
+
+    def all_slots(self) -> list[RedisKeys]:
+        """Every partition's keys: readers sum per-partition counters over these."""
+        return [self.slot(p) for p in range(self.partitions)]
+
+    @property
+    def base(self) -> RedisKeys:
+        """The untagged keys (trending, catalog, serving's dedupe) of this layout."""
+        if ":{" not in self.prefix:
+            return self
+        return RedisKeys(self.prefix.split(":{", 1)[0], self.partitions)
 
     def user_recent(self, user: str) -> str:
         return f"{self.prefix}:user:{user}:recent"

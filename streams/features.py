@@ -287,5 +287,7 @@ def trending_plan(
     decay weights: ``0.5 ** (age_hours / half_life)`` for the last ``hours`` buckets."""
     ref_hour = int(ref_epoch // 3600)
     return [
-        (keys.pop_hour((ref_hour - age) * 3600), 0.5 ** (age / half_life_h)) for age in range(hours)
+        (slot.pop_hour((ref_hour - age) * 3600), 0.5 ** (age / half_life_h))
+        for slot in keys.all_slots()  # every partition's buckets (schemas.redis_keys)
+        for age in range(hours)
     ]

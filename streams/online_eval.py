@@ -39,20 +39,18 @@ from dataclasses import dataclass, field
 
 import orjson
 from prometheus_client import CollectorRegistry
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas import redis_keys as rk
 from schemas.events import Event, RecoResponseEvent
 from schemas.redis_keys import RedisKeys
-from streams.errors import SinkUnavailable
 from streams.online_eval_metrics import OnlineEvalMetrics
+from streams.redis_slots import SlotRunner
 
 log = logging.getLogger(__name__)
 
 JOIN_LUA = """
 local call = redis.call
-local doc = cjson.decode(ARGV[1])
+local doc = cjson.decode(ARGV[1])  -- KEYS[1]: the first watermark (names the slot)
 local window, cap, ttl_p, maxpos = doc.window, doc.cap, doc.ttl_p, doc.maxpos
 local ttl_c, ttl_b = doc.ttl_c, doc.ttl_b
 local wms, tops, out = {}, {}, {}
@@ -230,31 +228,32 @@ def count_applied(reply: Sequence) -> dict[tuple[str, str], int]:
 
 class OnlineEval:
     """Collects each micro-batch's responses and watches (:meth:`add`) and applies them
-    (:meth:`apply`) once the batch's features are in Redis."""
+    (:meth:`apply`) once the batch's features are in Redis: one script call per partition
+    number, on that partition's slot (:mod:`schemas.redis_keys`)."""
 
     def __init__(
         self,
-        client: object | None,  # a redis.Redis; None disables (sinks without one, in tests)
+        slots: SlotRunner | None,  # None disables (sinks without Redis, in tests)
         keys: RedisKeys,
         *,
         window_s: float,
         cap: int,
         metrics: OnlineEvalMetrics | None = None,
     ) -> None:
-        self.keys, self.window_s, self.cap, self.metrics = keys, window_s, cap, metrics
-        self.enabled = client is not None
-        self._script = client.register_script(JOIN_LUA) if client is not None else None  # type: ignore[attr-defined]
-        self._batch = JoinBatch()
+        self.keys, self.window_s, self.cap, self.metrics = keys.base, window_s, cap, metrics
+        self.slots = slots
+        self.enabled = slots is not None
+        self._batches: dict[int, JoinBatch] = {}
 
     @classmethod
     def from_settings(
         cls, settings: object, sink: object, registry: CollectorRegistry | None = None
     ) -> OnlineEval:
-        """For the processor's Redis sink (its ``client``) and the worker's registry."""
+        """For the processor's Redis sink (its ``slots``) and the worker's registry."""
         g = settings.__getattribute__
         return cls(
-            getattr(sink, "client", None),
-            RedisKeys(g("redis_key_prefix")),
+            getattr(sink, "slots", None),
+            RedisKeys(g("redis_key_prefix"), g("topic_partitions")),
             window_s=g("online_eval_window_s"),
             cap=g("online_eval_pending_cap"),
             metrics=OnlineEvalMetrics.of(registry) if registry is not None else None,
@@ -262,14 +261,15 @@ class OnlineEval:
 
     @property
     def pending(self) -> int:
-        return len(self._batch)
+        return sum(len(b) for b in self._batches.values())
 
     def add(
         self, topic: str, partition: int, events: Sequence[Event], offsets: Sequence[int]
     ) -> int:
         if not self.enabled:
             return 0
-        return add_events(self._batch, self.keys, topic, partition, events, offsets)
+        batch = self._batches.setdefault(partition, JoinBatch())
+        return add_events(batch, self.keys.slot(partition), topic, partition, events, offsets)
 
     def add_work(self, work: Iterable) -> int:  # type: ignore[type-arg]
         """Add the joined topics' share of a micro-batch (the processor's per-partition
@@ -281,17 +281,18 @@ class OnlineEval:
         )
 
     def apply(self) -> dict[tuple[str, str], int]:
-        """Run the join for what was added (idempotent: safe to retry after an error; the
-        batch is kept until a call succeeds)."""
-        if not self._batch.entries or self._script is None:
-            return {}
-        body = payload(self._batch, window_s=self.window_s, cap=self.cap)
-        try:
-            reply = self._script(args=[body])
-        except (RedisConnectionError, RedisTimeoutError, OSError) as err:
-            raise SinkUnavailable("redis", "online evaluation", err) from err
-        counts = count_applied(reply)
-        self._batch = JoinBatch()
+        """Run the join for what was added (idempotent: safe to retry after an error; a
+        partition's batch is kept until its call succeeds)."""
+        counts: dict[tuple[str, str], int] = {}
+        if self.slots is None:
+            return counts
+        for partition, batch in list(self._batches.items()):
+            if batch.entries:
+                body = payload(batch, window_s=self.window_s, cap=self.cap)
+                reply = self.slots.run(JOIN_LUA, batch.watermarks[0], [body])
+                for key, n in count_applied(reply).items():  # type: ignore[arg-type]
+                    counts[key] = counts.get(key, 0) + n
+            del self._batches[partition]
         if self.metrics is not None:
             self.metrics.record(counts)
         return counts

@@ -62,7 +62,7 @@ class Processor:
         self._commit = commit
         self.metrics = metrics
         self.stop = stop
-        self.keys = RedisKeys(s.redis_key_prefix)  # type: ignore[attr-defined]
+        self.keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)  # type: ignore[attr-defined]
         self.limits = Limits.from_settings(s)
         self.flush_events = s.stream_flush_events  # type: ignore[attr-defined]
         self.flush_interval = s.stream_flush_interval_s  # type: ignore[attr-defined]

@@ -6,6 +6,11 @@ order, and Redis and the worker's Python work overlap. A call prepared before th
 watermarks it depends on were known (the first batch after a crash or a rebalance) is
 prepared again from what is left above them.
 
+A micro-batch is applied as one call per partition number (the events of partition N of
+every topic): each call's keys share one hash slot (:mod:`schemas.redis_keys`), which a
+Redis Cluster requires, and each moves only its own partitions' watermarks, so exactly-once
+holds call by call.
+
 Re-sent event ids (:mod:`streams.dedupe`) are dropped before the features are aggregated:
 repeats within the batch here, ids applied at earlier offsets when the script reports them.
 
@@ -66,6 +71,14 @@ class RedisWork:
         )
 
 
+def by_partition(work: list[RedisWork]) -> dict[int, list[RedisWork]]:
+    """``work`` grouped by partition number, in order: one group, one script call."""
+    groups: dict[int, list[RedisWork]] = {}
+    for w in work:
+        groups.setdefault(w.st.partition, []).append(w)
+    return groups
+
+
 @dataclass
 class _Call:
     """A prepared script call: its ranges, payload and the keys whose EXPIRE it sends."""
@@ -100,12 +113,12 @@ class RedisApplier:
         """Prepare the call for ``work`` (aggregating and encoding on the caller's thread,
         while the previous call runs in Redis), wait for the call in flight (raising its
         error), then start this one."""
-        parts = self._dedupe(work)
-        call = self._prepare(parts) if parts else None
+        groups = by_partition(self._dedupe(work))
+        calls = {p: self._prepare(g) for p, g in groups.items()}
         self.wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="streams-redis")
-        self._future = self._pool.submit(self._apply, parts, call)
+        self._future = self._pool.submit(self._apply_all, groups, calls)
 
     def wait(self) -> None:
         if self._future is not None:
@@ -122,18 +135,24 @@ class RedisApplier:
 
     def apply(self, work: list[RedisWork]) -> None:
         """Apply the partitions' events above their Redis watermarks (blocking)."""
-        self._apply(self._dedupe(work), None)
+        self._apply_all(by_partition(self._dedupe(work)), {})
+
+    def _apply_all(self, groups: dict[int, list[RedisWork]], calls: dict[int, _Call]) -> None:
+        for partition, parts in groups.items():
+            self._apply(parts, calls.get(partition))
 
     def _dedupe(self, work: list[RedisWork]) -> list[RedisWork]:
         return [self._drop_repeats(w) for w in work] if self.dedupe_window else work
 
     def _prepare(self, parts: list[RedisWork]) -> _Call:
+        """The call of ``parts``, all of one partition number (one slot)."""
+        keys = self.keys.slot(parts[0].st.partition)
         deltas = compute_deltas((e for w in parts for e in w.events), self.genres)
         dedupe = None
         if self.dedupe_window:
             dedupe = [
                 dedupe_plan(
-                    self.keys,
+                    keys,
                     w.st.topic,
                     w.st.partition,
                     [e.event_id for e in w.events],
@@ -145,7 +164,7 @@ class RedisApplier:
         refreshed: list[str] = []
         payload = to_payload(
             deltas,
-            self.keys,
+            keys,
             self.limits,
             time.time(),
             fresh=self.ttls,

@@ -15,8 +15,11 @@ The script (:mod:`streams.apply_script`) also refuses a call whose event ids wer
 earlier offsets of the same partition (a producer re-sending an event), and says which, so
 the caller sends the rest again without them.
 
-Keys are passed as ARGV (the batch touches keys it only learns while aggregating), which is
-fine on a standalone Redis but not on Redis Cluster.
+One call carries the partitions of one partition number (:mod:`schemas.redis_keys`: their
+keys share one hash slot), so the same calls run on a standalone Redis and on a Redis
+Cluster (``STREAMREC_REDIS_CLUSTER``); :mod:`streams.redis_slots` routes them and waits for
+replicas. The keys of a call are passed as ARGV (the batch touches keys it only learns while
+aggregating); KEYS[1], the first watermark, names the slot.
 """
 
 from __future__ import annotations
@@ -26,11 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
+from core.redis import connect
 from schemas.catalog import ItemRecord
 from schemas.redis_keys import GENRE_SEPARATOR, RedisKeys
 from streams.apply_script import (  # noqa: F401  (re-exported: the statuses)
@@ -42,13 +41,19 @@ from streams.apply_script import (  # noqa: F401  (re-exported: the statuses)
     SKIPPED,
 )
 from streams.errors import SinkUnavailable
+from streams.redis_slots import DOWN as _DOWN
+from streams.redis_slots import SlotRunner
 
 log = logging.getLogger(__name__)
 
-# Out of memory counts as down: with maxmemory reached and nothing left to evict, writes
-# fail until memory is freed or raised; the worker holds its commits and retries meanwhile
-# (the script's first write is refused before it changed anything: still atomic).
-_DOWN = (RedisConnectionError, RedisTimeoutError, OutOfMemoryError, OSError)
+# Replace the trending set in one atomic step: DEL, then ZADD in chunks (score, member...).
+_REPLACE_ZSET_LUA = """
+redis.call('DEL', KEYS[1])
+for s = 1, #ARGV, 1000 do
+  redis.call('ZADD', KEYS[1], unpack(ARGV, s, math.min(s + 999, #ARGV)))
+end
+return #ARGV / 2
+"""
 
 
 @dataclass(frozen=True)
@@ -69,13 +74,42 @@ class ApplyResult:
 
 
 class RedisSink:
-    def __init__(self, url: str, keys: RedisKeys) -> None:
+    def __init__(
+        self,
+        url: str,
+        keys: RedisKeys,
+        *,
+        cluster: bool = False,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> None:
         self.url = url
-        self.keys = keys
-        self.client = redis.Redis.from_url(
-            url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=15
+        self.keys = keys.base
+        self.client = connect(
+            url,
+            cluster=cluster,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=15,
         )
-        self._apply = self.client.register_script(APPLY_LUA)
+        self.slots = SlotRunner(
+            self.client, url=url, min_replicas=min_replicas, wait_timeout_ms=wait_timeout_ms
+        )
+
+    @classmethod
+    def from_settings(cls, s: object) -> RedisSink:
+        g = s.__getattribute__
+        return cls(
+            g("redis_url"),
+            RedisKeys(g("redis_key_prefix"), g("topic_partitions")),
+            cluster=g("redis_cluster"),
+            min_replicas=g("redis_min_replicas_ack"),
+            wait_timeout_ms=g("redis_wait_timeout_ms"),
+        )
+
+    def run_script(self, lua: str, key: str, args: list) -> object:
+        """Run one of the worker's scripts on ``key``'s slot, durably (see redis_slots)."""
+        return self.slots.run(lua, key, args)
 
     def apply(self, ranges: Sequence[PartitionRange], payload: bytes) -> list[ApplyResult]:
         """Apply ``payload`` (:func:`streams.features.to_payload` of the events of all
@@ -84,14 +118,15 @@ class RedisSink:
         Redis cannot be reached."""
         if not ranges:
             return []
+        part = ranges[0].partition
+        if any(r.partition != part for r in ranges):
+            raise ValueError("one apply call takes the ranges of one partition number")
+        keys = self.keys.slot(part)
         args: list = [len(ranges)]
         for r in ranges:
-            args += (self.keys.watermark(r.topic, r.partition), r.first, r.last)
+            args += (keys.watermark(r.topic, r.partition), r.first, r.last)
         args.append(payload)
-        try:
-            reply = self._apply(args=args)
-        except _DOWN as err:
-            raise SinkUnavailable("redis", self.url, err) from err
+        reply = self.slots.run(APPLY_LUA, str(args[1]), args)
         n = len(ranges)
         dups: dict[int, set[str]] = {}
         for k in range(2 * n, len(reply) - 1, 2):  # (1-based range number, id) pairs
@@ -105,14 +140,18 @@ class RedisSink:
     def watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
         parts = list(partitions)
         try:
-            values = self.client.mget([self.keys.watermark(topic, p) for p in parts])
+            # One GET each: the partitions' watermarks live in different slots.
+            with self.client.pipeline(transaction=False) as pipe:
+                for p in parts:
+                    pipe.get(self.keys.slot(p).watermark(topic, p))
+                values = pipe.execute()
         except _DOWN as err:
             raise SinkUnavailable("redis", self.url, err) from err
         return {p: int(v) for p, v in zip(parts, values, strict=True) if v is not None}
 
     def write_catalog(self, items: Iterable[ItemRecord]) -> int:
         n = 0
-        try:
+        try:  # one HSET per item: no transaction, so a cluster spreads them by slot
             with self.client.pipeline(transaction=False) as pipe:
                 for item in items:
                     mapping = {"title": item.title, "genres": GENRE_SEPARATOR.join(item.genres)}
@@ -127,15 +166,26 @@ class RedisSink:
         return n
 
     def recompute_trending(self, plan: Sequence[tuple[str, float]], cap: int) -> None:
-        """Replace ``{p}:trending`` by the decayed union of the planned hourly buckets, keeping
-        the top ``cap`` (MULTI/EXEC, so readers never see a half-built set)."""
+        """Replace ``{p}:trending`` by the decayed sum of the planned hourly buckets (every
+        partition's), keeping the top ``cap``. The buckets live in as many slots as there
+        are partitions, so they are summed here rather than by ZUNIONSTORE; the result is
+        written in one script, so readers never see a half-built set."""
         try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.zunionstore(self.keys.trending, dict(plan), aggregate="SUM")
-                pipe.zremrangebyrank(self.keys.trending, 0, -(cap + 1))
-                pipe.execute()
+            with self.client.pipeline(transaction=False) as pipe:
+                for key, _ in plan:
+                    pipe.zrange(key, 0, -1, withscores=True)
+                buckets = pipe.execute()
         except _DOWN as err:
             raise SinkUnavailable("redis", self.url, err) from err
+        total: dict[bytes, float] = {}
+        for (_, weight), bucket in zip(plan, buckets, strict=True):
+            for item, score in bucket:
+                total[item] = total.get(item, 0.0) + weight * score
+        top = sorted(total.items(), key=lambda kv: -kv[1])[:cap]
+        args: list = []
+        for item, score in top:
+            args += (repr(score), item)
+        self.slots.run(_REPLACE_ZSET_LUA, self.keys.trending, args, durable=False)
 
     def ping(self) -> float:
         t0 = time.perf_counter()

@@ -24,7 +24,7 @@ from core.errors import KafkaError
 from core.kafka import ensure_topics
 from core.storage import open_store
 from schemas.events import EVENT_TYPES
-from schemas.redis_keys import TRENDING_HALF_LIFE_H, TRENDING_HOURS, RedisKeys
+from schemas.redis_keys import TRENDING_HALF_LIFE_H, TRENDING_HOURS
 from streams.catalog import Catalog
 from streams.dead_letters import DeadLetterSender
 from streams.features import trending_plan
@@ -156,7 +156,7 @@ class StreamWorker:
         """The sinks, the catalog reader and the Processor (shared by both engines)."""
         s = self.settings
         ensure_topics(s)
-        redis = RedisSink(s.redis_url, RedisKeys(s.redis_key_prefix))
+        redis = RedisSink.from_settings(s)
         writer = SnapshotWriter(
             open_store(s.storage, endpoint_url=s.s3_endpoint_url), s.stream_parquet_compression
         )

@@ -12,6 +12,7 @@ import redis
 from schemas.events import RecoResponseEvent, WatchEvent
 from schemas.redis_keys import RedisKeys, online_eval_field
 from streams.online_eval import JoinBatch, OnlineEval, add_events, count_applied, payload
+from streams.redis_slots import SlotRunner
 
 T0 = datetime(2024, 5, 1, 12, 10, tzinfo=UTC)
 RESP, WATCH = "p.reco_responses", "p.watch"
@@ -59,8 +60,9 @@ class Harness:
 
     def __init__(self, settings, window_s=60.0, cap=50):
         self.r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        self.keys = RedisKeys(settings.redis_key_prefix)
-        self.oe = OnlineEval(self.r, self.keys, window_s=window_s, cap=cap)
+        # Partition 0's keys: every event here is sent on partition 0.
+        self.keys = RedisKeys(settings.redis_key_prefix).slot(0)
+        self.oe = OnlineEval(SlotRunner(self.r, url="test"), self.keys, window_s=window_s, cap=cap)
         self.offsets = {RESP: 0, WATCH: 0}
 
     def send(self, *events, features=True, partition=0, offsets=None):

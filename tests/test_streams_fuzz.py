@@ -28,6 +28,7 @@ from schemas.dead_letter import DeadLetter
 from schemas.redis_keys import RedisKeys
 from schemas.topics import DEAD_LETTER
 from streams.app import create_app
+from tests.redis_view import item_stats, pop_all
 from tests.test_streams_hostile import BIG_LIMIT, create_topics, produce
 
 pytestmark = pytest.mark.integration
@@ -241,7 +242,7 @@ def wait_applied(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert thread.is_alive(), f"the worker stopped: {errors!r}"
-        wms = r.mget([keys.watermark(t, p) for t, p in last])
+        wms = [r.get(keys.slot(p).watermark(t, p)) for t, p in last]
         if all(w is not None and int(w) >= o for w, o in zip(wms, last.values(), strict=True)):
             return
         time.sleep(0.02)
@@ -251,15 +252,15 @@ def wait_applied(
 def check_redis(s: Settings, r: redis.Redis, truth: Truth) -> None:
     keys = RedisKeys(s.redis_key_prefix)
     for user in USERS:
-        h = r.hgetall(keys.user_stats(user))
+        h = r.hgetall(keys.user_slot(user).user_stats(user))
         want = truth.user.get(user, [0, 0, 0.0])
         got = [int(h.get("n_watch", 0)), int(h.get("n_rate", 0)), float(h.get("rating_sum", 0))]
         assert got[:2] == want[:2] and got[2] == pytest.approx(want[2]), user
     for item in ITEMS:
-        h = r.hgetall(keys.item_stats(item))
+        h = item_stats(r, keys, item)
         want = truth.item.get(item, [0, 0, 0.0])
         assert [int(h.get("n_watch", 0)), int(h.get("n_rate", 0))] == want[:2], item
-    pop = {k: int(v) for k, v in r.zrange(keys.pop_all, 0, -1, withscores=True)}
+    pop = {k: int(v) for k, v in pop_all(r, keys).items()}
     assert pop == {k: v for k, v in truth.pop_all.items() if v}
 
 

@@ -25,6 +25,7 @@ from schemas.redis_keys import RedisKeys
 from schemas.topics import DEAD_LETTER
 from streams.app import create_app
 from streams.worker import group_id
+from tests.redis_view import user_hash
 from tests.test_streams_integration import read_dead_letters, worker_env
 
 pytestmark = pytest.mark.integration
@@ -108,7 +109,7 @@ def committed(s: Settings, topic: str) -> dict[int, int]:
 
 def n_watch(s: Settings, user: str) -> int:
     r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    return int(r.hget(RedisKeys(s.redis_key_prefix).user_stats(user), "n_watch") or 0)
+    return int(user_hash(r, RedisKeys(s.redis_key_prefix), user).get("n_watch", 0))
 
 
 def big_value() -> bytes:
@@ -228,7 +229,7 @@ def test_events_are_counted_once_whatever_their_key_the_rest_is_dead_lettered(
     run_caught_up(s)
     assert n_watch(s, "dupe-user") == 1
     r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    assert r.hget(RedisKeys(s.redis_key_prefix).user_stats("u7"), "n_rate") is None
+    assert "n_rate" not in user_hash(r, RedisKeys(s.redis_key_prefix), "u7")
     dead = sorted(read_dead_letters(s), key=lambda d: (d.source_topic, d.source_offset))
     assert len(dead) == 7
     assert all(d.reason.startswith("key mismatch") for d in dead), [d.reason for d in dead]

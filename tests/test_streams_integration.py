@@ -28,6 +28,7 @@ from schemas.redis_keys import RedisKeys
 from schemas.topics import DEAD_LETTER, EVENT_TOPICS
 from streams.snapshots import read_snapshots
 from streams.worker import group_id
+from tests.redis_view import item_stats, pop_all
 
 pytestmark = pytest.mark.integration
 
@@ -223,25 +224,24 @@ def verify(s: Settings, truth: Truth, genres_checked: bool = True) -> None:
     keys = RedisKeys(s.redis_key_prefix)
     pipe = r.pipeline()
     users = sorted(truth.user)
+    # Where serving looks: the slot of the user's murmur2 partition (schemas.redis_keys).
     for u in users:
-        pipe.hgetall(keys.user_stats(u))
+        pipe.hgetall(keys.user_slot(u).user_stats(u))
     for u, stats in zip(users, pipe.execute(), strict=True):
         want = truth.user[u]
         assert int(stats.get("n_watch", 0)) == want["n_watch"], u
         assert int(stats.get("n_rate", 0)) == want["n_rate"], u
         assert float(stats.get("rating_sum", 0)) == pytest.approx(want["rating_sum"]), u
     for item, want in truth.item.items():
-        stats = r.hgetall(keys.item_stats(item))
+        stats = item_stats(r, keys, item)
         assert int(stats.get("n_watch", 0)) == want["n_watch"], item
         assert int(stats.get("n_rate", 0)) == want["n_rate"], item
-    assert {k: int(v) for k, v in r.zrange(keys.pop_all, 0, -1, withscores=True)} == dict(
-        truth.pop_all
-    )
+    assert {k: int(v) for k, v in pop_all(r, keys).items()} == dict(truth.pop_all)
     if genres_checked:
         for u in users[:200]:
-            got = {k: int(v) for k, v in r.hgetall(keys.user_genres(u)).items()}
+            got = {k: int(v) for k, v in r.hgetall(keys.user_slot(u).user_genres(u)).items()}
             assert got == dict(truth.genres[u]), u
-    assert r.ttl(keys.user_stats(users[0])) > 24 * 3600  # outlives a working day
+    assert r.ttl(keys.user_slot(users[0]).user_stats(users[0])) > 24 * 3600  # outlives a day
 
 
 def read_dead_letters(s: Settings) -> list[DeadLetter]:

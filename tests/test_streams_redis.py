@@ -1,6 +1,6 @@
-"""The merged Redis apply on the real Redis: one script call for all partitions of a
-micro-batch, all-or-nothing with every partition's watermark, and the caller's resend of
-what is left after a replay or a race with another writer."""
+"""The Redis apply on the real Redis: one script call per partition number of a micro-batch
+(one hash slot), all-or-nothing with the watermarks of its partitions, and the caller's
+resend of what is left after a replay or a race with another writer."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from streams.redis_apply import RedisApplier, RedisWork
 from streams.redis_sink import CONFLICT, NOT_APPLIED, SKIPPED, PartitionRange, RedisSink
 from streams.retry import retry
 from streams.state import PartitionState
+from tests.redis_view import item_stats, pop_all, user_hash
 
 pytestmark = pytest.mark.integration
 
@@ -52,9 +53,9 @@ def applier(s: Settings) -> tuple[RedisApplier, RedisSink]:
 def counts(s: Settings) -> tuple[int, int, float]:
     r = redis.Redis.from_url(s.redis_url, decode_responses=True)
     keys = RedisKeys(s.redis_key_prefix)
-    n0 = int(r.hget(keys.user_stats("u0"), "n_watch") or 0)
-    n1 = int(r.hget(keys.user_stats("u1"), "n_watch") or 0)
-    return n0, n1, float(r.zscore(keys.pop_all, "m1") or 0)
+    n0 = int(user_hash(r, keys, "u0").get("n_watch", 0))
+    n1 = int(user_hash(r, keys, "u1").get("n_watch", 0))
+    return n0, n1, pop_all(r, keys).get("m1", 0.0)
 
 
 def test_partitions_are_applied_together_and_never_twice(stack: Settings, settings: Settings):
@@ -64,17 +65,27 @@ def test_partitions_are_applied_together_and_never_twice(stack: Settings, settin
         app.submit([a, b])
         app.wait()
         assert (a.st.redis_wm, b.st.redis_wm) == (9, 4)
-        assert counts(settings) == (10, 5, 15.0)  # pop:all aggregated over both partitions
+        assert counts(settings) == (10, 5, 15.0)  # pop:all summed over both partitions
         assert sink.watermarks("t.watch", [0, 1]) == {0: 9, 1: 4}
+        # Each partition's state is in its own slot.
+        r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        keys = RedisKeys(settings.redis_key_prefix)
+        assert r.hget(keys.slot(1).user_stats("u1"), "n_watch") == "5"
+        assert r.zscore(keys.slot(0).pop_all, "m1") == 10.0
 
         # A replay by a worker that does not know the watermarks: refused as a whole.
         again = sink.apply([PartitionRange("t.watch", 0, 0, 9)], b"{}")
         assert [(r.status, r.watermark) for r in again] == [(SKIPPED, 9)]
+        # Partition 0 of two topics is one call: all or nothing.
         both = sink.apply(
-            [PartitionRange("t.watch", 0, 5, 14), PartitionRange("t.watch", 1, 5, 9)], b"{}"
+            [PartitionRange("t.watch", 0, 5, 14), PartitionRange("t.rate", 0, 0, 4)], b"{}"
         )
-        assert [(r.status, r.watermark) for r in both] == [(CONFLICT, 9), (NOT_APPLIED, 4)]
+        assert [(r.status, r.watermark) for r in both] == [(CONFLICT, 9), (NOT_APPLIED, -1)]
         assert counts(settings) == (10, 5, 15.0)
+        with pytest.raises(ValueError, match="one partition number"):
+            sink.apply(
+                [PartitionRange("t.watch", 0, 5, 9), PartitionRange("t.watch", 1, 5, 9)], b"{}"
+            )
 
         # The applier resends only what is new: offsets 10..14 of partition 0, all of 2.
         stale_a = events(0, range(5, 15))  # its state still says redis_wm = -1
@@ -113,28 +124,29 @@ def test_a_resent_event_id_at_a_new_offset_is_counted_once(stack: Settings, sett
         again.st = first.st
         app.apply([again])
         assert counts(settings) == (7, 0, 7.0)  # x7 and x9 only, in every counter
-        assert int(r.hget(keys.item_stats("m1"), "n_watch")) == 7
-        assert sum(int(v) for v in r.hgetall(keys.user_genres("u0")).values()) == 7
+        assert item_stats(r, keys, "m1")["n_watch"] == 7
+        assert sum(int(v) for v in user_hash(r, keys, "u0", "genres").values()) == 7
         assert again.dropped == {5, 6, 8}  # the offsets not counted (also left out of the join)
         assert sink.watermarks("t.watch", [0]) == {0: 9}  # the range is done all the same
         # Another partition has its own ids: the same id there is a different event.
         other = resent(1, range(0, 1), ["e1"])
         app.apply([other])
-        assert counts(settings)[:2] == (8, 0) and not other.dropped
+        assert r.hget(keys.slot(1).user_stats("u0"), "n_watch") == "1" and not other.dropped
+        # (counts() reads u0 where partition 0 keeps it: 7 from here on, plus what follows)
         # The partition moves on: buckets three behind the current one are deleted.
         for start in range(10, 40, 5):
             more = resent(0, range(start, start + 5), [f"y{o}" for o in range(start, start + 5)])
             more.st = first.st
             app.apply([more])
-        assert counts(settings)[0] == 8 + 30
-        seen = sorted(r.scan_iter(f"{settings.redis_key_prefix}:seen:t.watch:0:*"))
-        assert seen == [keys.seen_ids("t.watch", 0, b) for b in (5, 6, 7)]
+        assert counts(settings)[0] == 7 + 30
+        seen = sorted(r.scan_iter(f"{settings.redis_key_prefix}:{{p0}}:seen:t.watch:0:*"))
+        assert seen == [keys.slot(0).seen_ids("t.watch", 0, b) for b in (5, 6, 7)]
         assert 24 * 3600 < r.ttl(seen[-1]) <= 7 * 24 * 3600
         # Past the window an id is forgotten (the documented bound): counted again.
         late = resent(0, range(40, 41), ["e0"])
         late.st = first.st
         app.apply([late])
-        assert counts(settings)[0] == 8 + 30 + 1 and not late.dropped
+        assert counts(settings)[0] == 7 + 30 + 1 and not late.dropped
     finally:
         app.close()
         sink.close()
@@ -146,7 +158,7 @@ def test_dedupe_off_counts_every_offset(stack: Settings, settings: Settings):
         app.apply([resent(0, range(0, 3), ["e0", "e0", "e0"])])
         assert counts(settings)[0] == 3
         r = redis.Redis.from_url(settings.redis_url)
-        assert not list(r.scan_iter(f"{settings.redis_key_prefix}:seen:*"))
+        assert not list(r.scan_iter(f"{settings.redis_key_prefix}:*seen:*"))
     finally:
         app.close()
         sink.close()
@@ -175,8 +187,9 @@ def test_a_producer_resending_an_event_is_counted_once_end_to_end(topics: Settin
     assert summary.processed == 3
     r = redis.Redis.from_url(s.redis_url, decode_responses=True)
     keys = RedisKeys(s.redis_key_prefix)
-    assert r.hget(keys.user_stats("u9"), "n_watch") == "2"
-    assert r.zscore(keys.pop_all, "m1") == 2.0
+    # Keyed by user with murmur2: the state is in the slot serving looks in.
+    assert r.hget(keys.user_slot("u9").user_stats("u9"), "n_watch") == "2"
+    assert pop_all(r, keys) == {"m1": 2.0}
     store = open_store(s.storage)
     rows = read_snapshots(store, "watch").column("event_id").to_pylist()
     assert sorted(rows) == ["other-2", "same-1", "same-1"]

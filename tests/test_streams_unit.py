@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -104,9 +105,11 @@ def test_compute_deltas_aggregates_per_key() -> None:
 
 
 def test_trending_plan_decays_by_half_life() -> None:
-    plan = trending_plan(RedisKeys("x"), T0, hours=3, half_life_h=1.0)
-    assert [w for _k, w in plan] == [1.0, 0.5, 0.25]
-    assert plan[0][0] == RedisKeys("x").pop_hour(T0)
+    keys = RedisKeys("x", partitions=2)
+    plan = trending_plan(keys, T0, hours=3, half_life_h=1.0)
+    assert [w for _k, w in plan] == [1.0, 0.5, 0.25] * 2  # every partition's buckets
+    assert [k for k, _w in plan[::3]] == [keys.slot(0).pop_hour(T0), keys.slot(1).pop_hour(T0)]
+    assert plan[1][0] == "x:{p0}:pop:h:" + time.strftime("%Y%m%d%H", time.gmtime(T0 - 3600))
 
 
 def test_snapshot_table_is_typed_and_named_by_offsets(tmp_path) -> None:
