@@ -1,7 +1,6 @@
 """The one settings class. Every knob is an environment variable prefixed ``STREAMREC_``.
 
-Built on demand by :func:`get_settings` (never at import time) so tests and
-commands can change the environment first.
+Built on demand by :func:`get_settings` (never at import time), so tests can set the env first.
 """
 
 from __future__ import annotations
@@ -14,12 +13,14 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.config_rollout import RolloutFields
+
 # The repository root when running from a checkout; installed copies fall back to the cwd.
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 _DEFAULT_HOME = _REPO_ROOT if (_REPO_ROOT / "pyproject.toml").exists() else Path.cwd()
 
 
-class Settings(BaseSettings):
+class Settings(RolloutFields, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore")
 
     # --- where things live -------------------------------------------------------------
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
 
     # --- Kafka -------------------------------------------------------------------------
     kafka_bootstrap: str = Field("localhost:9092", description="Kafka bootstrap servers.")
+    kafka_delivery_timeout_ms: int = Field(
+        300_000, ge=1000, description="How long a producer retries a message: above a restart."
+    )
     topic_prefix: str = Field("streamrec", description="The {team} in {team}.watch.")
     topic_partitions: int = Field(4, ge=1, description="Partitions per event topic.")
     topic_retention_ms: int = Field(7 * 24 * 3600 * 1000, description="Event topic retention.")
@@ -55,6 +59,20 @@ class Settings(BaseSettings):
 
     # --- Redis -------------------------------------------------------------------------
     redis_url: str = Field("redis://localhost:6379/0", description="Redis for features.")
+    redis_cluster: bool = Field(
+        False,
+        description="Speak the Redis Cluster protocol to `redis_url` (any node of the "
+        "cluster): the stream worker, serving, the rollout controller and the simulator.",
+    )
+    redis_min_replicas_ack: int = Field(
+        0,
+        ge=0,
+        description="Replicas that must hold a stream batch before its offsets are committed "
+        "(WAIT): 1 on a cluster, so losing a master loses nothing committed.",
+    )
+    redis_wait_timeout_ms: int = Field(
+        1000, ge=1, description="How long the worker waits for replicas before it retries."
+    )
     redis_key_prefix: str = Field("sr", description="Prefix for every Redis key we write.")
 
     # --- Object storage ----------------------------------------------------------------
@@ -218,8 +236,7 @@ class Settings(BaseSettings):
 
     # --- training + model registry (training/, models/, `streamrec train|models`) ---------
     model_name: str = Field("reco", description="Registry name: models/<name>/ in storage.")
-    # Defaults chosen on a validation split carved from the MovieLens-100K training part
-    # (`streamrec train --tune`), never on the test holdout.
+    # Defaults tuned on a validation split of ML-100K's training part (`train --tune`), not test.
     train_als_factors: int = Field(32, ge=1, le=1024, description="ALS latent factors.")
     train_als_regularization: float = Field(0.1, ge=0, description="ALS L2 regularization.")
     train_als_alpha: float = Field(1.0, gt=0, description="ALS confidence scale (C = alpha*w).")
@@ -307,79 +324,13 @@ class Settings(BaseSettings):
         "Prometheus (Redis memory, clients, commands).",
     )
 
-    # --- rollout: online evaluation, canary controller, simulator (issue 7) ---------------
-    # Online evaluation runs inside the stream processor (streams/online_eval.py); the
-    # controller (`streamrec rollout`) reads its counters from Redis and the API's /metrics.
-    online_eval_window_s: float = Field(
-        1800.0,
-        gt=0,
-        description="Event-time window in which a watch of a recommended item converts the "
-        "recommendation.",
-    )
-    online_eval_pending_cap: int = Field(
-        50, ge=1, le=1000, description="Responses per user kept waiting for a conversion."
-    )
-    rollout_steps: str = Field(
-        "5,50,100",
-        pattern=r"^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$",
-        description="Canary weights (percent of users), comma-separated; reaching 100 "
-        "promotes the canary.",
-    )
-    rollout_min_samples: int = Field(
-        5000,
-        ge=1,
-        description="Recommendations each variant must serve in a step before it is judged "
-        "(5000 detects a 2-point drop from 20% conversion with ~80% power at alpha 0.05).",
-    )
-    rollout_alpha: float = Field(
-        0.05, gt=0, lt=1, description="Significance level of the one-sided conversion test."
-    )
-    rollout_margin: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Conversion drop (absolute) tolerated before the test calls it harm.",
-    )
-    rollout_max_error_ratio_increase: float = Field(
-        0.01, ge=0, le=1, description="Canary 5xx ratio allowed above production's."
-    )
-    rollout_max_p99_ratio: float = Field(
-        1.5, ge=1, description="Canary p99 latency allowed: production p99 times this..."
-    )
-    rollout_p99_slack_ms: float = Field(
-        10.0, ge=0, description="...plus this (histogram buckets are coarse)."
-    )
-    rollout_settle_s: float = Field(
-        60.0,
-        ge=0,
-        description="Wait after the sample threshold is met before judging (late conversions).",
-    )
-    rollout_poll_s: float = Field(5.0, gt=0, description="How often the controller re-checks.")
-    rollout_api_url: str | None = Field(
-        None, description="API whose /metrics the controller reads (default: serve_port)."
-    )
-    simulate_watch_prob: float = Field(
-        0.9,
-        ge=0,
-        le=1,
-        description="Simulated user: chance to watch a recommended item that is among their "
-        "held-out future interactions.",
-    )
-    simulate_noise_prob: float = Field(
-        0.05,
-        ge=0,
-        le=1,
-        description="Simulated user: chance to watch a random recommended item otherwise.",
-    )
-
     @property
     def data_path(self) -> Path:
         return (self.data_dir or self.home / "data").resolve()
 
     @property
     def cache_path(self) -> Path:
-        # Per user, not per checkout: a fresh clone (as in CI) reuses the jars and the tool
-        # builds (MinIO, terraform: minutes each) instead of redoing them.
+        # Per user, not per checkout: a fresh clone (CI) reuses jars and tool builds (minutes).
         if self.cache_dir:
             return self.cache_dir.resolve()
         xdg = os.environ.get("XDG_CACHE_HOME")

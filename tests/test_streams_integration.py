@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from core.config import Settings
 from core.kafka import EventProducer
+from core.redis import connect
 from core.storage import open_store
 from schemas.catalog import ItemRecord
 from schemas.dead_letter import DeadLetter
@@ -220,8 +221,8 @@ def verify(s: Settings, truth: Truth, genres_checked: bool = True) -> None:
         ids = table.column("event_id").to_pylist() if table is not None else []
         assert len(ids) == len(set(ids)), f"{etype}: {len(ids) - len(set(ids))} duplicates"
         assert set(ids) == truth.ids[etype], f"{etype}: missing {len(truth.ids[etype] - set(ids))}"
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    keys = RedisKeys(s.redis_key_prefix)
+    r = connect(s.redis_url, cluster=s.redis_cluster, decode_responses=True)
+    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
     pipe = r.pipeline()
     users = sorted(truth.user)
     # Where serving looks: the slot of the user's murmur2 partition (schemas.redis_keys).

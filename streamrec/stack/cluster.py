@@ -123,6 +123,9 @@ def client_settings(settings: Settings) -> Settings:
             "topic_min_insync_replicas": 2,
             "redis_url": f"redis://127.0.0.1:{redis_ports(settings)[0]}/0",
             "redis_cluster": True,
+            # A batch counts as applied only once a replica holds it (streams.redis_slots):
+            # losing a master then loses nothing the worker committed offsets for.
+            "redis_min_replicas_ack": 1,
         }
     )
 
@@ -136,4 +139,5 @@ def client_env(settings: Settings) -> dict[str, str]:
         "STREAMREC_TOPIC_MIN_INSYNC_REPLICAS": str(clients.topic_min_insync_replicas),
         "STREAMREC_REDIS_URL": clients.redis_url,
         "STREAMREC_REDIS_CLUSTER": "true",
+        "STREAMREC_REDIS_MIN_REPLICAS_ACK": str(clients.redis_min_replicas_ack),
     }
