@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
@@ -16,7 +18,7 @@ from core.errors import DeliveryFailed, KafkaError
 from schemas.catalog import ItemRecord
 from schemas.codec import encode_event
 from schemas.events import Event
-from schemas.topics import CATALOG, TOPICS
+from schemas.topics import CATALOG, PARTITIONER, TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,12 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # Only failures call back into Python: successes are counted as produced - failed,
         # which keeps the per-message cost in C.
         "delivery.report.only.error": True,
-        "message.timeout.ms": 30_000,
+        # Kafka's murmur2 (Java's default): the partition of a user is part of the contract,
+        # serving finds the user's Redis slot by it (schemas.topics.partition_of).
+        "partitioner": PARTITIONER,
+        # How long librdkafka retries a message before reporting it failed: long enough to
+        # ride out a broker restart (the queue fills meanwhile and send() waits).
+        "message.timeout.ms": settings.kafka_delivery_timeout_ms,
     }
     conf.update(overrides)
     return conf
@@ -77,6 +84,11 @@ class EventProducer:
             if len(self.stats.reasons) < MAX_REASONS:
                 self.stats.reasons.append(str(err))
 
+    def _on_delivery_then(self, on_failure: Callable[[str], None], err: Any, msg: Any) -> None:
+        self._on_delivery(err, msg)
+        if err is not None:
+            on_failure(str(err))
+
     def produce(
         self,
         topic: str,
@@ -85,14 +97,17 @@ class EventProducer:
         headers: list[tuple[str, bytes]] | None = None,
         *,
         block: bool = True,
+        on_failure: Callable[[str], None] | None = None,
     ) -> bool:
         """Low-level send to a full topic name. False only when ``block=False`` and the
-        queue is full."""
+        queue is full. ``on_failure(reason)`` is called (from poll/flush) if this very
+        message is not delivered, so a caller can tell which of its inputs to send again."""
+        callback = (
+            self._on_delivery if on_failure is None else partial(self._on_delivery_then, on_failure)
+        )
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, on_delivery=self._on_delivery
-                )
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
                 self.stats.produced += 1
                 return True
             except BufferError:
@@ -105,9 +120,19 @@ class EventProducer:
                     f"cannot produce to {topic}: {err}", bootstrap=self.settings.kafka_bootstrap
                 ) from err
 
-    def send(self, event: Event, *, block: bool = True) -> bool:
+    def send(
+        self,
+        event: Event,
+        *,
+        block: bool = True,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> bool:
         return self.produce(
-            self.settings.topic(event.TOPIC), encode_event(event), event.key, block=block
+            self.settings.topic(event.TOPIC),
+            encode_event(event),
+            event.key,
+            block=block,
+            on_failure=on_failure,
         )
 
     def try_send(self, event: Event) -> bool:
@@ -120,6 +145,18 @@ class EventProducer:
 
     def poll(self, timeout: float = 0) -> None:
         self._producer.poll(timeout)
+
+    def drain(self, grace_s: float = 30.0) -> int:
+        """Wait until every message has its delivery report: each one is delivered or
+        reported failed within the delivery timeout, so this waits that long (plus
+        ``grace_s``) at most. Whatever is still queued then is purged, which reports it
+        failed too. Returns how many were purged."""
+        timeout = self.settings.kafka_delivery_timeout_ms / 1000 + grace_s
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            self._producer.purge(in_queue=True, in_flight=True)
+            self._producer.flush(grace_s)  # serves the purged messages' reports
+        return remaining
 
     def flush(self, timeout: float = 60.0) -> DeliveryStats:
         """Wait for every delivery report. Raises DeliveryFailed if any message failed or

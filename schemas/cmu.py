@@ -27,10 +27,14 @@ _TS = re.compile(
 )
 _WATCH = re.compile(r"^GET /data/m/(?P<item>[^/\s]+)/(?P<minute>\d+)\.mpg$")
 _RATE = re.compile(r"^GET /rate/(?P<item>[^=\s]+)=(?P<rating>-?\d+(?:\.\d+)?)$")
+# The lazy result tries every position of the line; the bounded tail after it keeps each try
+# short, so a long line costs linear time (unbounded \s*/\d+ there made it quadratic).
 _RECO = re.compile(
     r"^recommendation request (?P<server>[^,]*),\s*status (?P<status>\d+),\s*"
-    r"result: (?P<result>.*?),?\s*(?P<latency>\d+(?:\.\d+)?)\s*ms$"
+    r"result: (?P<result>.*?),?\s{0,16}(?P<latency>\d{1,20}(?:\.\d{1,20})?)\s{0,16}ms$"
 )
+# Far above any real line (a 1000-item result is ~40 KB); the JSON lines' limit too.
+MAX_LINE_CHARS = 64 * 1024
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -42,12 +46,29 @@ def parse_timestamp(text: str) -> datetime:
     iso = f"{date}T{time}.{micro}" + ("+00:00" if zone in (None, "Z") else zone)
     try:
         return datetime.fromisoformat(iso).astimezone(UTC)
-    except ValueError as err:
+    except (ValueError, OverflowError) as err:  # OverflowError: before year 1 or after 9999 in UTC
         raise ValueError(f"timestamp {text!r}: {err}") from None
+
+
+# More digits than any minute index, status or latency has; Python refuses int() of over
+# 4300 digits with a ValueError, and a long number is junk anyway.
+_MAX_DIGITS = 20
+
+
+def _number(text: str, name: str, kind: type[int] | type[float]) -> int | float:
+    if len(text) > _MAX_DIGITS:
+        raise ValueError(f"{name}: {len(text)} digits is out of range")
+    return kind(text)
 
 
 def parse_line(line: str, *, line_no: int | None = None) -> Event:
     """One log line -> one event. Raises LogLineError naming what is wrong."""
+    if len(line) > MAX_LINE_CHARS:
+        raise LogLineError(
+            line[:200],
+            f"{len(line)} characters is over the {MAX_LINE_CHARS} limit",
+            line_no=line_no,
+        )
     text = line.strip()
     parts = text.split(",", 2)
     if len(parts) != 3:
@@ -64,16 +85,20 @@ def parse_line(line: str, *, line_no: int | None = None) -> Event:
                 event_id=event_id,
                 user_id=user,
                 item_id=m["item"],
-                minute=int(m["minute"]),
+                minute=_number(m["minute"], "minute", int),
                 seconds=CHUNK_SECONDS,
                 ts=ts,
             )
         if m := _RATE.match(request):
             return RateEvent(
-                event_id=event_id, user_id=user, item_id=m["item"], rating=float(m["rating"]), ts=ts
+                event_id=event_id,
+                user_id=user,
+                item_id=m["item"],
+                rating=_number(m["rating"], "rating", float),
+                ts=ts,
             )
         if m := _RECO.match(request):
-            status = int(m["status"])
+            status = _number(m["status"], "status", int)
             items = (
                 [i.strip() for i in m["result"].split(",") if i.strip()] if status == 200 else []
             )
@@ -85,15 +110,18 @@ def parse_line(line: str, *, line_no: int | None = None) -> Event:
                 model_name="external",
                 model_version="unknown",
                 variant="external",
-                latency_ms=float(m["latency"]),
+                latency_ms=_number(m["latency"], "latency_ms", float),
                 status=status,
                 ts=ts,
             )
     except ValidationError as err:
         fields = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in err.errors()
+            f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
         )
         raise LogLineError(text, fields, line_no=line_no) from None
+    except ValueError as err:  # a number too long to read (_number)
+        raise LogLineError(text, str(err), line_no=line_no) from None
     raise LogLineError(
         text,
         f"unknown request {request[:80]!r} (expected GET /data/m/..., GET /rate/... "

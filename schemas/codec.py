@@ -6,6 +6,7 @@ Validation errors name the field and the reason, e.g.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from typing import Any
 
@@ -32,8 +33,58 @@ def _errors(err: ValidationError) -> list[tuple[str, str]]:
         parts = loc.split(".")
         if parts and parts[0] in EVENT_TYPES:
             loc = ".".join(parts[1:]) or "event"
-        out.append((loc, e["msg"]))
+        out.append((loc, e["msg"].removeprefix("Value error, ")))
     return out
+
+
+_UNPARSED = object()
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+def unique_keys(raw: bytes, data: Any = _UNPARSED) -> bool:
+    """True when the JSON text ``raw`` parses (to ``data``, if given) and certainly repeats no
+    key in any object; False when it may (then :func:`duplicate_key` tells).
+
+    orjson and pydantic silently keep the last of repeated keys. The cheap proof: without a
+    backslash every ``"`` in the text delimits a string, so the text holds as many as the
+    compact re-encoding of what it parses to, and each repeated key would add two more."""
+    if 92 in raw:  # a backslash
+        return False
+    try:
+        if data is _UNPARSED:
+            data = orjson.loads(raw)
+        return raw.count(b'"') == orjson.dumps(data).count(b'"')
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # nested past orjson's dumps
+        return False
+
+
+def duplicate_key(raw: bytes | str) -> str | None:
+    """A key that occurs twice in one object of the JSON text ``raw``, or None."""
+    data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    if unique_keys(data):
+        return None
+    try:
+        json.loads(data, object_pairs_hook=_unique_pairs)
+    except _DuplicateKey as dup:
+        return dup.key
+    except (ValueError, RecursionError):
+        # orjson parsed it but the stdlib would not (it nests less deep): no event nests
+        # deeper than a list of ids, so such a document fails the model anyway.
+        pass
+    return None
 
 
 def _event_type_hint(data: Any) -> str | None:
@@ -59,6 +110,11 @@ def decode_event(raw: bytes | str | dict, *, expected_type: str | None = None) -
         data = raw
     if not isinstance(data, dict):
         raise EventValidationError([("event", "must be a JSON object")])
+    if raw is not data and (dup := duplicate_key(raw)) is not None:  # type: ignore[arg-type]
+        raise EventValidationError(
+            [(dup[:64], "duplicate key: a JSON object must not repeat a key")],
+            event_type=_event_type_hint(data) or expected_type,
+        )
     if expected_type is not None and "event_type" not in data:
         data = {**data, "event_type": expected_type}
     hint = _event_type_hint(data)

@@ -100,3 +100,35 @@ def test_event_ids_are_deterministic_per_line():
     line = "2024-02-07T05:30:53,1,GET /rate/a=4"
     assert parse_line(line).event_id == parse_line(line).event_id
     assert parse_line(line).event_id != parse_line(line.replace("=4", "=5")).event_id
+
+
+@pytest.mark.parametrize(
+    ("line", "why"),
+    [
+        # astimezone raised OverflowError here (issue #18): now a reason like any other
+        (
+            "0001-01-01T00:00:00+01:00,1,GET /data/m/x/1.mpg",
+            "timestamp '0001-01-01T00:00:00+01:00'",
+        ),
+        (
+            "9999-12-31T23:59:59-01:00,1,GET /data/m/x/1.mpg",
+            "timestamp '9999-12-31T23:59:59-01:00'",
+        ),
+        ("1969-12-31T23:59:59,1,GET /rate/x=4", "ts: 1969-12-31T23:59:59+00:00 is out of range"),
+        ("2100-01-01T00:00:00,1,GET /rate/x=4", "ts: 2100-01-01T00:00:00+00:00 is out of range"),
+        # int() refused the 5,000 digits with a ValueError (Python's digit limit)
+        ("2024-02-07T05:30:53,1,GET /data/m/x/" + "9" * 5000 + ".mpg", "minute: 5000 digits"),
+        (
+            "2024-02-07T05:30:53,1,recommendation request x, status "
+            + "2" * 5000
+            + ", result: a, 1 ms",
+            "status: 5000 digits",
+        ),
+        ("2024-02-07T05:30:53,1,GET /data/m/" + "x" * 70_000 + "/1.mpg", "over the 65536 limit"),
+    ],
+)
+def test_hostile_lines_are_rejected_with_a_reason(line, why):
+    with pytest.raises(LogLineError) as info:
+        parse_line(line, line_no=3)
+    assert why in info.value.reason and "line 3" in info.value.reason
+    assert len(info.value.reason) < 1000

@@ -9,12 +9,14 @@ from datetime import UTC, datetime
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
 
 from schemas import EventValidationError, WatchEvent, decode_event, encode_event
 from schemas.catalog import ItemRecord
 from schemas.codec import decode_item
 from schemas.events import EVENT_TYPES, RecoResponseEvent
 from schemas.export import MODELS, file_for, incompatibilities, render, schema_of
+from streams.decode import decode_one
 
 GOOD = {
     "event_type": "watch",
@@ -94,9 +96,92 @@ def test_expected_type_is_enforced_and_filled_in():
     assert decode_event(untyped, expected_type="watch").event_type == "watch"
 
 
-def test_epoch_timestamps_accepted():
-    event = decode_event({**GOOD, "ts": 881250949})
-    assert event.ts == datetime.fromtimestamp(881250949, UTC)
+RATE = {k: v for k, v in GOOD.items() if k != "minute"} | {"event_type": "rate", "rating": 4}
+RESPONSE = {
+    "event_type": "reco_response",
+    "event_id": "q",
+    "request_id": "q",
+    "user_id": "1",
+    "items": ["1"],
+    "model_name": "reco",
+    "model_version": "1",
+    "variant": "production",
+    "latency_ms": 1,
+    "ts": "2024-01-01T00:00:00Z",
+}
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "why"),
+    [
+        ({**GOOD, "ts": 881250949}, "ts", "valid datetime string"),  # unix time: not ISO 8601
+        ({**GOOD, "ts": "881250949"}, "ts", "valid datetime string"),
+        ({**GOOD, "ts": 881250949.5}, "ts", "valid datetime string"),
+        ({**GOOD, "ts": True}, "ts", "valid datetime string"),
+        ({**GOOD, "minute": 3.0}, "minute", "valid integer"),
+        ({**GOOD, "minute": "3"}, "minute", "valid integer"),
+        ({**GOOD, "minute": True}, "minute", "valid integer"),
+        ({**GOOD, "seconds": "30"}, "seconds", "valid number"),
+        ({**GOOD, "schema_version": True}, "schema_version", "valid integer"),
+        ({**RATE, "rating": True}, "rating", "valid number"),
+        ({**RATE, "rating": "5"}, "rating", "valid number"),
+        ({**RESPONSE, "status": "200"}, "status", "valid integer"),
+    ],
+)
+def test_types_on_the_wire_are_strict(doc, field, why):
+    for raw in (doc, json.dumps(doc, allow_nan=True).encode()):
+        with pytest.raises(EventValidationError) as info:
+            decode_event(raw)
+        assert any(f == field and why in r for f, r in info.value.errors), info.value.errors
+
+
+def test_numbers_are_finite():
+    with pytest.raises(EventValidationError, match="latency_ms: Input should be a finite number"):
+        decode_event({**RESPONSE, "latency_ms": float("inf")})
+    # JSON has no infinity, but pydantic's parser reads 1e400 as one; orjson refuses it.
+    raw = json.dumps(RESPONSE).replace('"latency_ms": 1', '"latency_ms": 1e400').encode()
+    with pytest.raises(EventValidationError, match="not valid JSON"):
+        decode_one(raw, "reco_response")
+
+
+def test_python_callers_still_pass_datetimes_and_iso_strings():
+    at = datetime(2024, 2, 7, 5, 30, 53, tzinfo=UTC)
+    assert WatchEvent(event_id="e", user_id="u", item_id="i", ts=at).ts == at
+    assert WatchEvent(event_id="e", user_id="u", item_id="i", ts="2024-02-07T05:30:53Z").ts == at
+    assert decode_event({**RATE, "rating": 5}).rating == 5.0  # an integer is a number
+
+
+@pytest.mark.parametrize("name", sorted(EVENT_TYPES))
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "0001-01-01T00:00:00+01:00",  # astimezone raised OverflowError (issue #18)
+        "9999-12-31T23:59:59-01:00",
+        "1969-12-31T23:59:59Z",
+        "2100-01-01T00:00:00Z",
+        "2100-01-01T00:30:00+01:00",  # 2099-12-31T23:30 in UTC
+    ],
+)
+def test_timestamps_out_of_range_are_validation_errors(name, ts):
+    doc = {**WIRE_SAMPLES[name], "ts": ts}
+    if ts.startswith("2100-01-01T00:30"):
+        assert decode_event(doc).ts == datetime(2099, 12, 31, 23, 30, tzinfo=UTC)
+        return
+    with pytest.raises(EventValidationError, match=r"ts: .* out of range"):
+        decode_event(json.dumps(doc))
+    with pytest.raises(ValidationError, match="out of range"):  # the model itself, as the API
+        EVENT_TYPES[name].model_validate(doc)
+
+
+def test_a_repeated_key_is_rejected_naming_it():
+    raw = b'{"rating": 1, ' + json.dumps(RATE).encode()[1:]
+    with pytest.raises(EventValidationError, match="rating: duplicate key"):
+        decode_event(raw)
+    escaped = json.dumps(RATE).replace('"42"', '"\\u0034\\u0032"')  # an escape, no repeat
+    assert decode_event(escaped).user_id == "42"
+    nested = b'{"items": [{"a": 1, "a": 2}], ' + json.dumps(RESPONSE).encode()[1:]
+    with pytest.raises(EventValidationError, match="duplicate key"):
+        decode_event(nested)
 
 
 def test_reco_response_and_catalog():
@@ -134,49 +219,51 @@ def test_checked_in_json_schema_matches_the_model(name):
 @pytest.mark.parametrize("name", sorted(EVENT_TYPES))
 def test_wire_bytes_validate_against_the_json_schema(name):
     schema = json.loads(file_for(name, 1).read_text())
-    samples = {
-        "watch": GOOD,
-        "rate": {
-            "event_type": "rate",
-            "event_id": "r",
-            "user_id": "1",
-            "item_id": "2",
-            "rating": 4,
-            "ts": "2024-01-01T00:00:00Z",
-        },
-        "reco_request": {
-            "event_type": "reco_request",
-            "event_id": "q",
-            "request_id": "q",
-            "user_id": "1",
-            "k": 20,
-            "ts": "2024-01-01T00:00:00Z",
-        },
-        "reco_response": {
-            "event_type": "reco_response",
-            "event_id": "q",
-            "request_id": "q",
-            "user_id": "1",
-            "items": ["1"],
-            "model_name": "reco",
-            "model_version": "1",
-            "variant": "production",
-            "latency_ms": 1,
-            "ts": "2024-01-01T00:00:00Z",
-        },
-        "feedback": {
-            "event_type": "feedback",
-            "event_id": "f",
-            "user_id": "1",
-            "item_id": "2",
-            "kind": "click",
-            "ts": "2024-01-01T00:00:00Z",
-        },
-    }
-    wire = json.loads(encode_event(decode_event(samples[name])))
+    wire = json.loads(encode_event(decode_event(WIRE_SAMPLES[name])))
     jsonschema.validate(wire, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**wire, "user_id": "has space"}, schema)
+
+
+WIRE_SAMPLES = {
+    "watch": GOOD,
+    "rate": {
+        "event_type": "rate",
+        "event_id": "r",
+        "user_id": "1",
+        "item_id": "2",
+        "rating": 4,
+        "ts": "2024-01-01T00:00:00Z",
+    },
+    "reco_request": {
+        "event_type": "reco_request",
+        "event_id": "q",
+        "request_id": "q",
+        "user_id": "1",
+        "k": 20,
+        "ts": "2024-01-01T00:00:00Z",
+    },
+    "reco_response": {
+        "event_type": "reco_response",
+        "event_id": "q",
+        "request_id": "q",
+        "user_id": "1",
+        "items": ["1"],
+        "model_name": "reco",
+        "model_version": "1",
+        "variant": "production",
+        "latency_ms": 1,
+        "ts": "2024-01-01T00:00:00Z",
+    },
+    "feedback": {
+        "event_type": "feedback",
+        "event_id": "f",
+        "user_id": "1",
+        "item_id": "2",
+        "kind": "click",
+        "ts": "2024-01-01T00:00:00Z",
+    },
+}
 
 
 def test_every_version_is_backward_compatible_with_the_previous():

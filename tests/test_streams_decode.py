@@ -10,6 +10,7 @@ import annotated_types
 import orjson
 import pytest
 
+from schemas.codec import decode_event
 from schemas.errors import EventValidationError
 from schemas.events import RateEvent, WatchEvent
 from streams.decode import decode_batch, decode_one
@@ -38,6 +39,19 @@ TS = [
     1714564800,
     "1714564800",
     None,
+    # Hostile: before year 1 / after 9999 once in UTC (OverflowError in astimezone), and
+    # either side of the models' bounds [1970-01-01, 2100-01-01) UTC.
+    "0001-01-01T00:00:00+01:00",
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999999Z",
+    "1970-01-01T00:00:00Z",
+    "1970-01-01T00:30:00+01:00",
+    "2099-12-31T23:59:59.999999Z",
+    "2100-01-01T00:00:00Z",
+    "2100-01-01T00:30:00+01:00",
+    True,
+    1714564800.5,
 ]
 NUMBERS = [None, 0, 1, 5, 4.5, 5.5, -1, -0.0, 86_400, 86_400.5, 100_000, 100_001, 5.0, True]
 NUMBERS += ["5", 1e300]
@@ -74,12 +88,27 @@ def event_docs(event_type: str, n: int, seed: int) -> list[dict]:
     return out
 
 
+def hostile_bytes(doc: dict, rng: random.Random) -> bytes:
+    """``doc`` as JSON, sometimes with a key repeated (orjson and pydantic keep the last) or
+    a character escaped, which the fast path must leave to the models."""
+    raw = orjson.dumps(doc)
+    roll = rng.random()
+    if roll < 0.05 and doc:
+        key = rng.choice(sorted(doc))
+        dup = orjson.dumps({key: rng.choice([doc[key], "x", 1, None])})[1:-1]
+        raw = raw[:1] + dup + b"," + raw[1:]
+    elif roll < 0.08 and b'"u1"' in raw:
+        raw = raw.replace(b'"u1"', b'"\\u0075\\u0031"', 1)
+    return raw
+
+
 @pytest.mark.parametrize("event_type", ["watch", "rate"])
 def test_the_fast_path_accepts_only_what_the_model_accepts_with_equal_values(event_type):
     model = {"watch": WatchEvent, "rate": RateEvent}[event_type]
     fast = 0
+    rng = random.Random(7)
     for doc in event_docs(event_type, 4000, seed=len(event_type)):
-        raw = orjson.dumps(doc)
+        raw = hostile_bytes(doc, rng)
         rec = fast_decode(raw, event_type)
         try:
             ref = decode_one(raw, event_type)
@@ -128,3 +157,97 @@ def test_common_events_take_the_fast_path_and_bad_ones_keep_their_reason():
     assert out.events[0].rating == 4.0 and out.offsets == [0]
     assert [d.source_offset for d in out.dead] == [1]
     assert "rating" in out.dead[0].reason and "less than or equal to 5" in out.dead[0].reason
+
+
+def _reference(raw: bytes, event_type: str):
+    try:
+        return decode_event(raw, expected_type=event_type)
+    except EventValidationError as err:
+        return err
+
+
+@pytest.mark.parametrize("event_type", ["watch", "rate"])
+def test_the_batch_decoder_agrees_with_the_reference_decoder(event_type):
+    """Every path of decode_batch (fast, model, reference) gives the reference's answer:
+    the same event, or a dead letter with the same reason."""
+    rng = random.Random(11)
+    raws = [hostile_bytes(d, rng) for d in event_docs(event_type, 3000, seed=3)]
+    out = decode_batch(
+        [(i, b"k", raw, None) for i, raw in enumerate(raws)],
+        event_type=event_type,
+        topic="t",
+        partition=0,
+        now=0.0,
+    )
+    got = dict(zip(out.offsets, out.events, strict=True))
+    dead = {d.source_offset: d.reason for d in out.dead}
+    assert len(got) + len(dead) == len(raws)
+    for i, raw in enumerate(raws):
+        ref = _reference(raw, event_type)
+        if isinstance(ref, EventValidationError):
+            assert dead.get(i) == ref.reason, raw
+        else:
+            assert i in got, (raw, dead.get(i))
+            for name in type(ref).model_fields:
+                assert getattr(got[i], name) == getattr(ref, name), (name, raw)
+
+
+OTHER_EVENTS = {
+    "reco_request": {"request_id": "q", "k": 10},
+    "reco_response": {
+        "request_id": "q",
+        "items": ["a", "b"],
+        "model_name": "m",
+        "model_version": "1",
+        "variant": "production",
+        "latency_ms": 1.5,
+    },
+    "feedback": {"item_id": "i", "kind": "click", "value": 1.0},
+    "watch": {"item_id": "i"},
+    "rate": {"item_id": "i", "rating": 4},
+}
+
+
+@pytest.mark.parametrize("event_type", sorted(OTHER_EVENTS))
+@pytest.mark.parametrize(
+    "ts", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "1900-01-01T00:00:00Z"]
+)
+def test_an_out_of_range_timestamp_is_a_dead_letter_of_every_event_type(event_type, ts):
+    raw = orjson.dumps(
+        {"event_id": "x", "user_id": "u", "ts": ts, "event_type": event_type}
+        | OTHER_EVENTS[event_type]
+    )
+    out = decode_batch([(5, b"u", raw, None)], event_type=event_type, topic="t", partition=0, now=0)
+    assert out.events == [] and [d.source_offset for d in out.dead] == [5]
+    assert "ts: " in out.dead[0].reason and "out of range" in out.dead[0].reason
+    assert fast_decode(raw, "watch") is None
+
+
+@pytest.mark.parametrize("event_type", sorted(OTHER_EVENTS))
+def test_a_repeated_key_is_a_dead_letter_on_every_path(event_type):
+    good = {"event_id": "x", "user_id": "u", "ts": "2024-01-01T00:00:00Z"} | OTHER_EVENTS[
+        event_type
+    ]
+    raw = orjson.dumps(good)
+    repeated = b'{"user_id":"someone-else",' + raw[1:]
+    out = decode_batch(
+        [(0, b"u", raw, None), (1, b"u", repeated, None)],
+        event_type=event_type,
+        topic="t",
+        partition=0,
+        now=0,
+    )
+    assert out.offsets == [0] and [d.source_offset for d in out.dead] == [1]
+    assert out.dead[0].reason.endswith(
+        "user_id: duplicate key: a JSON object must not repeat a key"
+    )
+    with pytest.raises(EventValidationError, match="duplicate key"):
+        decode_one(repeated, event_type)
+
+
+def test_the_fast_path_year_test_is_the_models_bounds():
+    from schemas.events import MAX_TS, MIN_TS
+
+    for bound in (MIN_TS, MAX_TS):  # fast_decode compares years: bounds must be year starts
+        assert (bound.month, bound.day, bound.hour, bound.minute, bound.second) == (1, 1, 0, 0, 0)
+        assert bound.microsecond == 0 and bound.utcoffset().total_seconds() == 0

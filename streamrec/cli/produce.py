@@ -8,8 +8,9 @@ from rich.console import Console
 
 from core.config import Settings
 from core.kafka import check_kafka, ensure_topics
+from ingest.errors import NotDelivered
 from ingest.files import FORMATS
-from ingest.produce import produce_events
+from ingest.produce import ProduceReport, produce_events
 from schemas.events import EVENT_TYPES
 from schemas.topics import TOPIC_OF_EVENT
 
@@ -30,6 +31,11 @@ def register(subs: argparse._SubParsersAction, help_text: str) -> None:
         choices=sorted({*TOPIC_OF_EVENT.values()}),
         help="require every event to belong to this topic (events are routed by type)",
     )
+    p.add_argument(
+        "--failed-file",
+        help="where to write the lines not delivered, to produce again "
+        "(default: <file>.undelivered, stdin.undelivered for -)",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,12 +47,34 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         assert expected in EVENT_TYPES
     check_kafka(settings)
     ensure_topics(settings)
-    with console.status("producing…"):
-        report = produce_events(settings, args.file, args.format, expected_type=expected)
+    try:
+        with console.status("producing…"):
+            report = produce_events(
+                settings,
+                args.file,
+                args.format,
+                expected_type=expected,
+                failed_file=args.failed_file,
+            )
+    except NotDelivered as err:
+        if isinstance(err.report, ProduceReport):
+            _summary(console, err.report, settings, confirmed=False)
+        raise
+    return _summary(console, report, settings, confirmed=True)
+
+
+def _summary(
+    console: Console, report: ProduceReport, settings: Settings, *, confirmed: bool
+) -> int:
     types = ", ".join(f"{t}={n}" for t, n in sorted(report.by_type.items())) or "none"
+    delivery = (
+        "delivery confirmed by the broker"
+        if confirmed
+        else f"{report.undelivered} line(s) not delivered"
+    )
     console.print(
         f"sent {report.sent} ({types}), rejected {report.rejected} "
-        f"in {report.seconds:.2f} s; delivery confirmed by the broker"
+        f"in {report.seconds:.2f} s; {delivery}"
     )
     for reason in report.reasons:
         console.print(f"  rejected {reason}", markup=False, highlight=False)
