@@ -11,7 +11,12 @@ from core.config import Settings
 
 def rows() -> list[tuple[str, str, str]]:
     out = []
-    for name, field in Settings.model_fields.items():
+    fields = Settings.model_fields
+    # Settings' own sections first, then the sections it inherits (core/config_*.py): the
+    # order the sections are read in.
+    own = [n for n in fields if n in Settings.__annotations__]
+    for name in own + [n for n in fields if n not in own]:
+        field = fields[name]
         default = field.default
         if name == "home":
             default = "the checkout (or the working directory)"
