@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-import redis
 from confluent_kafka import Consumer
 
 from core.config import Settings
 from core.kafka import EventProducer, delete_topics
+from core.redis import connect
 from schemas.redis_keys import RedisKeys
 from streams.app import create_app
 
@@ -40,7 +40,7 @@ def cleanup(s: Settings) -> None:
 
 
 def cleanup_keys(s: Settings) -> None:
-    r = redis.Redis.from_url(s.redis_url)
+    r = connect(s.redis_url, cluster=s.redis_cluster)
     keys = list(r.scan_iter(f"{s.redis_key_prefix}:*", count=10_000))
     for i in range(0, len(keys), 10_000):
         r.delete(*keys[i : i + 10_000])
@@ -177,7 +177,8 @@ def freshness_worker(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    keys, r = RedisKeys(s.redis_key_prefix), redis.Redis.from_url(s.redis_url)
+    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
+    r = connect(s.redis_url, cluster=s.redis_cluster)
     try:
         # Wait until the worker is in the group and processing (a warm-up event is visible).
         EventProducer(s).produce(
@@ -194,7 +195,8 @@ def freshness_worker(
             b"warmup",
         ) or None
         deadline = time.time() + 60
-        while not r.exists(keys.user_stats("warmup")):
+        # A user's keys are in the slot of the partition its events are keyed to.
+        while not r.exists(keys.user_slot("warmup").user_stats("warmup")):
             if time.time() > deadline:
                 raise RuntimeError("worker did not start")
             time.sleep(0.1)
@@ -207,7 +209,7 @@ def freshness_worker(
             if pending:
                 pipe = r.pipeline(transaction=False)
                 for u in pending:
-                    pipe.exists(keys.user_stats(u))
+                    pipe.exists(keys.user_slot(u).user_stats(u))
                 now = time.time()
                 for u, seen in zip(pending, pipe.execute(), strict=True):
                     if seen:

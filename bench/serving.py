@@ -61,15 +61,16 @@ def prepare(settings, console) -> list[str]:
     stream processor would (recent items per user, item stats, trending). Returns users."""
     import numpy as np
     import pyarrow as pa
-    import redis
 
     from core.kafka import ensure_topics
+    from core.redis import connect
     from core.storage import open_store
     from ingest.movielens import load_movielens
     from models import ModelRegistry
     from schemas.manifest import TrainingData
     from schemas.redis_keys import RedisKeys
     from schemas.split import temporal_test_mask
+    from schemas.topics import partition_of
     from training.catalog import ItemCatalog
     from training.data import build_interactions
     from training.train import TrainConfig, fit_two_stage, generator_for
@@ -98,41 +99,43 @@ def prepare(settings, console) -> list[str]:
     registry.promote(version, reason="bench", actor="bench")
     ensure_topics(settings)
 
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    keys = RedisKeys(settings.redis_key_prefix)
+    r = connect(settings.redis_url, cluster=settings.redis_cluster, decode_responses=True)
+    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
     pipe = r.pipeline(transaction=False)
     order = np.argsort(ml.ts, kind="stable")
     recent: dict[str, dict[str, float]] = {}
-    stats: dict[str, list[float]] = {}
+    # Per partition, as the stream processor keeps them: an event counts in its user's slot.
+    stats: dict[tuple[int, str], list[float]] = {}
+    totals: dict[str, int] = {}
     for n in order.tolist():  # the last 20 events per user become their Redis history
         user, item, ts = ml.users[n], ml.items[n], float(ml.ts[n])
         hist = recent.setdefault(user, {})
         hist[item] = ts
         if len(hist) > 20:
             hist.pop(min(hist, key=hist.get))
-        s = stats.setdefault(item, [0, 0.0, 0.0])
+        s = stats.setdefault((partition_of(user, keys.partitions), item), [0, 0.0, 0.0])
         s[0], s[1], s[2] = s[0] + 1, s[1] + float(ml.ratings[n]), ts
+        totals[item] = totals.get(item, 0) + 1
     for user, hist in recent.items():
-        pipe.zadd(keys.user_recent(user), hist)
-    for item, (n, total, last) in stats.items():
+        pipe.zadd(keys.user_slot(user).user_recent(user), hist)
+    for (part, item), (n, total, last) in stats.items():
+        slot = keys.slot(part)
         pipe.hset(
-            keys.item_stats(item), mapping={"n_rate": n, "rating_sum": total, "last_seen": last}
+            slot.item_stats(item), mapping={"n_rate": n, "rating_sum": total, "last_seen": last}
         )
-    pipe.zadd(keys.pop_all, {i: s[0] for i, s in stats.items()})
-    pipe.zadd(
-        keys.trending,
-        dict(sorted(((i, s[0]) for i, s in stats.items()), key=lambda x: -x[1])[:1000]),
-    )
+        pipe.zadd(slot.pop_all, {item: n})
+    top = sorted(totals.items(), key=lambda x: -x[1])[:1000]
+    pipe.zadd(keys.trending, dict(top))
     pipe.execute()
     return sorted(recent, key=int)
 
 
 def cleanup(settings) -> None:
-    import redis
-
     from core.kafka import delete_topics
+    from core.redis import connect
 
-    r = redis.Redis.from_url(settings.redis_url)
+    # On a cluster, SCAN visits every master and DEL is split by slot.
+    r = connect(settings.redis_url, cluster=settings.redis_cluster)
     keys = list(r.scan_iter(f"{settings.redis_key_prefix}:*", count=10_000))
     for i in range(0, len(keys), 5000):
         r.delete(*keys[i : i + 5000])

@@ -1,6 +1,7 @@
 """The live :class:`MetricsSource`: conversions from the online-evaluation counters the
-stream processor keeps in Redis, requests / errors / latency from the API's ``/metrics``
-(scraped directly and parsed with prometheus_client's text parser)."""
+stream processor keeps in Redis (per Kafka partition: summed over every partition's slot),
+requests / errors / latency from the API's ``/metrics`` (scraped directly and parsed with
+prometheus_client's text parser)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from datetime import datetime
 import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
+from redis.exceptions import RedisClusterException
 
+from core.redis import connect
 from rollout.decision import ArmStats
 from rollout.errors import MetricsUnavailable
 from rollout.source import CANARY, PRODUCTION, MetricsSource, Snapshot
@@ -82,13 +85,23 @@ def parse_requests(text: str, variant: str, version: int) -> ArmStats:
 
 class LiveMetricsSource(MetricsSource):
     def __init__(
-        self, *, redis_url: str, key_prefix: str, api_url: str, timeout_s: float = 5.0
+        self,
+        *,
+        redis_url: str,
+        key_prefix: str,
+        api_url: str,
+        partitions: int = 4,
+        cluster: bool = False,
+        timeout_s: float = 5.0,
     ) -> None:
-        self.keys = RedisKeys(key_prefix)
+        """``partitions``: the event topics' partition count (the online-evaluation counters
+        are kept per partition); ``cluster``: ``redis_url`` is a node of a Redis Cluster."""
+        self.keys = RedisKeys(key_prefix, partitions)
         self.api_url = api_url.rstrip("/")
         self.redis_url = redis_url
-        self._redis = redis.Redis.from_url(
-            redis_url, decode_responses=True, socket_timeout=timeout_s
+        # A wrong cluster configuration fails here, in one line (core.redis.RedisConfigError).
+        self._redis = connect(
+            redis_url, cluster=cluster, decode_responses=True, socket_timeout=timeout_s
         )
         self._http = httpx.Client(timeout=timeout_s)
 
@@ -96,7 +109,13 @@ class LiveMetricsSource(MetricsSource):
     def from_settings(cls, settings: object, api_url: str | None = None) -> LiveMetricsSource:
         g = settings.__getattribute__
         url = api_url or g("rollout_api_url") or f"http://127.0.0.1:{g('serve_port')}"
-        return cls(redis_url=g("redis_url"), key_prefix=g("redis_key_prefix"), api_url=url)
+        return cls(
+            redis_url=g("redis_url"),
+            key_prefix=g("redis_key_prefix"),
+            api_url=url,
+            partitions=g("topic_partitions"),
+            cluster=g("redis_cluster"),
+        )
 
     def counters(
         self, model: str, arms: dict[str, int], since: float, until: float
@@ -111,9 +130,10 @@ class LiveMetricsSource(MetricsSource):
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for epoch in bucket_epochs(since, until):
-                    pipe.hmget(self.keys.online_eval_bucket(epoch), fields)
+                    for slot in self.keys.all_slots():
+                        pipe.hmget(slot.online_eval_bucket(epoch), fields)
                 rows = pipe.execute()
-        except (redis.RedisError, OSError) as err:
+        except (redis.RedisError, RedisClusterException, OSError) as err:
             raise MetricsUnavailable("redis", self.redis_url, str(err)) from None
         totals = [0] * len(fields)
         for row in rows:

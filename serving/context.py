@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,6 +22,7 @@ from core.config import Settings
 from core.storage import ObjectStore, open_store
 from schemas.redis_keys import RedisKeys
 from serving import registry_metrics
+from serving.cluster_reader import ClusterReader
 from serving.features import ItemFeatureTable
 from serving.logging_sink import EventSink
 from serving.metrics import ServingMetrics
@@ -35,8 +37,8 @@ log = logging.getLogger(__name__)
 class ServingContext:
     settings: Settings
     metrics: ServingMetrics
-    redis: Redis  # redis-py: feedback, the item-feature sweep, readiness
-    reader: RedisReader  # the request path's reads
+    redis: Redis | RedisCluster  # redis-py: feedback dedupe, readiness
+    reader: RedisReader | ClusterReader  # the request path's reads and the item-feature sweep
     keys: RedisKeys
     store: ObjectStore
     models: ModelCache
@@ -61,18 +63,13 @@ async def open_context(
     # One BLAS/OpenMP thread per model call: on a small machine, several requests in
     # parallel beat one request fanned out over every core (and oversubscription).
     limits = threadpool_limits(limits=1)
-    redis = Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_timeout=settings.serve_redis_timeout_ms / 1000,
-        socket_connect_timeout=settings.serve_redis_timeout_ms / 1000,
-        health_check_interval=0,
-        # A pooled connection from before a Redis restart fails its first command: one
-        # retry on a fresh connection, or the first /readyz after the restart is a 503.
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    )
+    redis = _redis_client(settings)
     store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
-    reader = RedisReader(settings.redis_url, connect_timeout=settings.serve_redis_timeout_ms / 1000)
+    # Both connect lazily: serving starts (and falls back) while Redis is down.
+    reader = (ClusterReader if settings.redis_cluster else RedisReader)(
+        settings.redis_url, connect_timeout=settings.serve_redis_timeout_ms / 1000
+    )
+    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
     loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
     compute = ThreadPoolExecutor(
         max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="model-call"
@@ -82,7 +79,7 @@ async def open_context(
         metrics=metrics,
         redis=redis,
         reader=reader,
-        keys=RedisKeys(settings.redis_key_prefix),
+        keys=keys,
         store=store,
         models=ModelCache(
             build_registry(settings, store),
@@ -91,11 +88,7 @@ async def open_context(
             executor=loader,
             retry_s=settings.serve_alias_poll_s,
         ),
-        items=ItemFeatureTable(
-            reader,
-            RedisKeys(settings.redis_key_prefix),
-            timeout_s=settings.serve_redis_timeout_ms / 1000,
-        ),
+        items=ItemFeatureTable(reader, keys, timeout_s=settings.serve_redis_timeout_ms / 1000),
         sink=EventSink(settings, metrics),
         compute=compute,
         results=ResultCache(settings.serve_result_cache_size),
@@ -122,6 +115,27 @@ async def open_context(
         compute.shutdown(wait=False, cancel_futures=True)
         loader.shutdown(wait=False, cancel_futures=True)
         limits.restore_original_limits()
+
+
+def _redis_client(settings: Settings) -> Redis | RedisCluster:
+    timeout = settings.serve_redis_timeout_ms / 1000
+    options = {
+        "decode_responses": True,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+    }
+    if settings.redis_cluster:
+        # The cluster client reads the slot map at its first command and follows MOVED and
+        # failovers with its own retries; ping() (readiness) asks every node.
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return Redis.from_url(
+        settings.redis_url,
+        health_check_interval=0,
+        # A pooled connection from before a Redis restart fails its first command: one
+        # retry on a fresh connection, or the first /readyz after the restart is a 503.
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        **options,
+    )
 
 
 async def _poll_producer(sink: EventSink, interval_s: float = 0.1) -> None:

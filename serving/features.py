@@ -1,28 +1,51 @@
 """Reads of the real-time features the stream processor writes (layout: ``schemas.redis_keys``).
 
-Per request, one pipelined round trip (:class:`serving.redis_reader.RedisReader`) fetches
-the user's recent items and the head of the trending set. Item stats feed the ranker for
-whatever candidates the model generates, which are only known inside the model call, so
-they are kept in an in-process table that :class:`ItemFeatureTable` re-reads in the
-background (every few seconds, in short pipelined slices between requests).
+Per request, one pipelined round trip (:class:`serving.redis_reader.RedisReader`, or
+:class:`serving.cluster_reader.ClusterReader` on a Redis Cluster) fetches the user's recent
+items from the slot of the user's Kafka partition and the head of the global trending set.
+Item stats feed the ranker for whatever candidates the model generates, which are only known
+inside the model call, so they are kept in an in-process table that :class:`ItemFeatureTable`
+re-reads in the background (every few seconds, in short pipelined slices between requests).
+Item and popularity counters are kept per partition by the stream processor: the table is
+their sum over every partition's slot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import heapq
 import logging
 import time
 from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any, Protocol
 
 from models.features import LiveItemFeatures
 from schemas.redis_keys import RedisKeys
-from serving.redis_reader import RedisReader
+from schemas.topics import partition_of
+from serving.redis_reader import Command
 
 log = logging.getLogger(__name__)
 
 DAY_S = 86_400.0
 WINDOWS_DAYS = (7, 30)  # within the daily buckets' TTL (schemas.redis_keys.POP_DAY_TTL_S)
 _CHUNK = 250  # keys per pipeline in the background sweep: short slices of loop time
+_STATS = ("n_rate", "rating_sum", "last_seen")
+
+
+class Reader(Protocol):
+    """A :class:`~serving.redis_reader.RedisReader` or a
+    :class:`~serving.cluster_reader.ClusterReader`."""
+
+    async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]: ...
+
+
+@functools.lru_cache(maxsize=8)
+def _slots(keys: RedisKeys) -> tuple[RedisKeys, ...]:
+    # Built once per layout: building a slot's keys per request would cost as much as the
+    # murmur2 hash that picks it.
+    return tuple(keys.all_slots())
 
 
 @dataclass(frozen=True)
@@ -37,21 +60,28 @@ class UserFeatures:
         return self.recent[:n]
 
 
+def user_keys(keys: RedisKeys, user_id: str) -> RedisKeys:
+    """The keys of the slot that holds ``user_id``'s state (``keys.user_slot``, cached)."""
+    slots = _slots(keys.base)
+    return slots[partition_of(user_id, len(slots))]
+
+
 async def read_user_features(
-    reader: RedisReader,
+    reader: Reader,
     keys: RedisKeys,
     user_id: str,
     *,
     trending_n: int,
     timeout: float | None = None,
 ) -> UserFeatures:
-    """One pipelined round trip. Raises redis' ConnectionError, or TimeoutError past
-    ``timeout`` seconds."""
+    """One pipelined round trip (one node for the user's slot, on a cluster maybe a second
+    for the trending set). Raises redis' ConnectionError, or TimeoutError past ``timeout``
+    seconds."""
     recent, trending = await reader.execute(
         # The recent set is capped by the writer (USER_RECENT_CAP): reading it whole is bounded.
-        ("ZREVRANGE", keys.user_recent(user_id), "0", "-1"),
+        ("ZREVRANGE", user_keys(keys, user_id).user_recent(user_id), "0", "-1"),
         # Without scores: the order is all the fallback needs, and score parsing is not free.
-        ("ZREVRANGE", keys.trending, "0", str(max(trending_n - 1, 0))),
+        ("ZREVRANGE", keys.base.trending, "0", str(max(trending_n - 1, 0))),
         timeout=timeout,
     )
     return UserFeatures(recent=recent, trending=trending)
@@ -64,68 +94,127 @@ def _to_float(value: str | float | None) -> float | None:
         return None
 
 
-def _day_sums(days: list[list[tuple[str, float]]], n: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for bucket in days[:n]:
-        for item, score in bucket:
-            out[item] = out.get(item, 0.0) + float(score)
-    return out
-
-
 def _pairs(flat: list[str]) -> list[tuple[str, float]]:
     """A ``WITHSCORES`` reply (member, score, member, score, ...) as pairs."""
     return [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
 
+async def _sum_pop_all(
+    reader: Reader, slots: tuple[RedisKeys, ...], max_items: int, timeout: float | None
+) -> tuple[dict[str, float], list[list[str]]]:
+    """All-time popularity summed over the slots (each slot's top ``max_items``), and the
+    items each slot holds. One read per slot: requests interleave between them."""
+    totals: dict[str, float] = {}
+    held: list[list[str]] = []
+    get = totals.get
+    for slot in slots:
+        (flat,) = await reader.execute(
+            ("ZREVRANGE", slot.pop_all, "0", str(max_items - 1), "WITHSCORES"), timeout=timeout
+        )
+        members = flat[0::2]
+        for item, score in zip(members, flat[1::2], strict=True):
+            totals[item] = get(item, 0.0) + float(score)
+        held.append(members)
+    if len(totals) > max_items:
+        totals = dict(heapq.nlargest(max_items, totals.items(), key=itemgetter(1)))
+    return totals, held
+
+
+async def _sum_stats(
+    reader: Reader,
+    slots: tuple[RedisKeys, ...],
+    held: list[list[str]],
+    features: dict[str, dict[str, float]],
+    timeout: float | None,
+) -> float:
+    """Adds ``rating_count``/``rating_mean`` summed over the slots to ``features``; returns
+    the newest ``last_seen``. A slot's stats are read only for the items its ``pop_all``
+    holds: one script call counts an event in both keys of its slot, so a slot without an
+    item's count has no stats of it either (a popularity entry trimmed off at the cap aside)."""
+    n_rate: dict[str, float] = {}
+    rating_sum: dict[str, float] = {}
+    newest = 0.0
+    for slot, items in zip(slots, held, strict=True):
+        for start in range(0, len(items), _CHUNK):
+            chunk = [item for item in items[start : start + _CHUNK] if item in features]
+            if not chunk:
+                continue
+            replies = await reader.execute(
+                *[("HMGET", slot.item_stats(item), *_STATS) for item in chunk], timeout=timeout
+            )
+            for item, (n, total, last_seen) in zip(chunk, replies, strict=True):
+                if (n := _to_float(n)) is not None:
+                    n_rate[item] = n_rate.get(item, 0.0) + n
+                if (total := _to_float(total)) is not None:
+                    rating_sum[item] = rating_sum.get(item, 0.0) + total
+                newest = max(newest, _to_float(last_seen) or 0.0)
+    for item, n in n_rate.items():
+        if n:
+            f = features[item]
+            f["rating_count"] = n
+            if item in rating_sum:
+                f["rating_mean"] = rating_sum[item] / n
+    return newest
+
+
+def _add_days(sums: dict[int, dict[str, float]], days: list[list[str]]) -> None:
+    """Adds one slot's daily buckets (``WITHSCORES`` replies, newest day first) to ``sums``:
+    window in days -> item -> interactions within the window's newest days."""
+    for d, flat in enumerate(days):
+        for window, out in sums.items():
+            if d < window:
+                for item, score in zip(flat[0::2], flat[1::2], strict=True):
+                    out[item] = out.get(item, 0.0) + float(score)
+
+
+async def _sum_days(
+    reader: Reader,
+    slots: tuple[RedisKeys, ...],
+    newest: float,
+    features: dict[str, dict[str, float]],
+    timeout: float | None,
+) -> None:
+    """Adds ``pop_7d``/``pop_30d``: the daily buckets of every slot, counted back from the
+    newest event day (buckets are event-time days, replays of old data too, so the wall
+    clock would be wrong). One read per slot."""
+    sums: dict[int, dict[str, float]] = {window: {} for window in WINDOWS_DAYS}
+    for slot in slots:
+        days = await reader.execute(
+            *[
+                ("ZRANGE", slot.pop_day(newest - d * DAY_S), "0", "-1", "WITHSCORES")
+                for d in range(max(WINDOWS_DAYS))
+            ],
+            timeout=timeout,
+        )
+        _add_days(sums, days)
+    for window, out in sums.items():
+        for item, value in out.items():
+            if item in features:
+                features[item][f"pop_{window}d"] = value
+
+
 async def read_item_table(
-    reader: RedisReader, keys: RedisKeys, *, max_items: int, timeout: float | None = None
+    reader: Reader, keys: RedisKeys, *, max_items: int, timeout: float | None = None
 ) -> tuple[dict[str, dict[str, float]], list[tuple[str, float]]]:
     """(item -> live ranker features named as in ``models.features.ITEM_FEATURES``, the
     trending list), read in pipelined chunks on the request path's connection: hiredis
     parses the replies and requests interleave between chunks (a thread would hold the
     GIL for the whole parse and stall the event loop).
 
-    Live values: ``pop_all`` (all-time interactions), ``rating_count``/``rating_mean`` (item
-    stats) and ``pop_7d``/``pop_30d`` (daily buckets, counted back from the newest event
-    day). Features Redis cannot provide keep the model's frozen values."""
-    pop_all, trending = await reader.execute(
-        ("ZREVRANGE", keys.pop_all, "0", str(max_items - 1), "WITHSCORES"),
-        ("ZREVRANGE", keys.trending, "0", "-1", "WITHSCORES"),
-        timeout=timeout,
+    Live values, summed over every partition's slot (``keys.all_slots()``): ``pop_all``
+    (all-time interactions; the top ``max_items`` of the sum of each slot's top
+    ``max_items``), ``rating_count``/``rating_mean`` (item stats) and ``pop_7d``/``pop_30d``
+    (daily buckets, counted back from the newest event day). Features Redis cannot provide
+    keep the model's frozen values."""
+    slots = _slots(keys.base)
+    (trending,) = await reader.execute(
+        ("ZREVRANGE", keys.base.trending, "0", "-1", "WITHSCORES"), timeout=timeout
     )
-    ranked = _pairs(pop_all)
-    features: dict[str, dict[str, float]] = {}
-    newest = 0.0
-    for start in range(0, len(ranked), _CHUNK):
-        chunk = ranked[start : start + _CHUNK]
-        replies = await reader.execute(
-            *[("HMGET", keys.item_stats(i), "n_rate", "rating_sum", "last_seen") for i, _ in chunk],
-            timeout=timeout,
-        )
-        for (item, count), (n_rate, rating_sum, last_seen) in zip(chunk, replies, strict=True):
-            f = {"pop_all": count}
-            n, total = _to_float(n_rate), _to_float(rating_sum)
-            if n:
-                f["rating_count"] = n
-                if total is not None:
-                    f["rating_mean"] = total / n
-            newest = max(newest, _to_float(last_seen) or 0.0)
-            features[item] = f
+    totals, held = await _sum_pop_all(reader, slots, max_items, timeout)
+    features = {item: {"pop_all": count} for item, count in totals.items()}
+    newest = await _sum_stats(reader, slots, held, features, timeout)
     if newest:
-        # Buckets are event-time days (replays of old data too), so count back from the
-        # newest event rather than from the wall clock.
-        days = await reader.execute(
-            *[
-                ("ZRANGE", keys.pop_day(newest - d * DAY_S), "0", "-1", "WITHSCORES")
-                for d in range(max(WINDOWS_DAYS))
-            ],
-            timeout=timeout,
-        )
-        buckets = [_pairs(day) for day in days]
-        for window in WINDOWS_DAYS:
-            for item, value in _day_sums(buckets, window).items():
-                if item in features:
-                    features[item][f"pop_{window}d"] = value
+        await _sum_days(reader, slots, newest, features, timeout)
     return features, _pairs(trending)
 
 
@@ -135,7 +224,7 @@ class ItemFeatureTable:
     still falls back to recent popularity rather than none). Refreshed in the background.
     ``features`` is immutable (models memoise derived arrays on it): a change swaps it."""
 
-    reader: RedisReader
+    reader: Reader
     keys: RedisKeys
     max_items: int = 200_000
     timeout_s: float | None = None

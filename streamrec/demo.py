@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 
 import httpx
 import numpy as np
-import redis
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from core.config import Settings
 from core.kafka import EventProducer, check_kafka, end_offsets, ensure_topics, group_lag
+from core.redis import connect
 from ingest.movielens import MovieLens, load_movielens
 from ingest.replay import replay_movielens
 from schemas.errors import StreamrecError
@@ -161,12 +161,13 @@ def _recommend(ctx: DemoContext, user: str, k: int = 10) -> dict:
 
 def step_serve(ctx: DemoContext) -> None:
     stack.up(ctx.settings, ["api"])
-    keys = RedisKeys(ctx.settings.redis_key_prefix)
-    r = redis.Redis.from_url(ctx.settings.redis_url, decode_responses=True)
+    s = ctx.settings
+    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
+    r = connect(s.redis_url, cluster=s.redis_cluster, decode_responses=True)
     for user in ctx.users:
         answer = _recommend(ctx, user)
         ctx.facts[f"answer:{user}"] = answer
-        recent = r.zrevrange(keys.user_recent(user), 0, 4)
+        recent = r.zrevrange(keys.user_slot(user).user_recent(user), 0, 4)
         table = Table(
             title=f"user {user}: {answer['variant']} model "
             f"{answer['model_name']} v{answer['model_version']}"

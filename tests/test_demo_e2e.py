@@ -50,11 +50,12 @@ def test_demo_runs_every_stage_on_real_services(demo_settings):
     assert ctx.facts["replayed_events"] == 2 * len(ctx.ml)
     assert len(set(ctx.ml.users)) == 40
     # 3. stream: features of every replayed user are in Redis.
-    keys = RedisKeys(demo_settings.redis_key_prefix)
+    # (in the slot of the user's Kafka partition, where serving reads them)
+    keys = RedisKeys(demo_settings.redis_key_prefix, demo_settings.topic_partitions)
     r = redis.Redis.from_url(demo_settings.redis_url, decode_responses=True)
     for user in set(ctx.ml.users):
         n_train = int((ctx.ml.users == user).sum())
-        assert int(r.hget(keys.user_stats(user), "n_watch")) == n_train
+        assert int(r.hget(keys.user_slot(user).user_stats(user), "n_watch")) == n_train
     # 4. train: version 1 published, the two-stage model beats popularity on the holdout.
     assert ctx.facts["version"] == 1
     metrics = ctx.facts["metrics"]

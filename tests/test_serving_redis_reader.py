@@ -1,7 +1,9 @@
 """Serving's Redis plumbing against real redis-servers. The request path's client
 (serving.redis_reader): pipelined replies reach the right callers, error replies raise, an
 outage raises redis' ConnectionError (what the pipeline turns into a fallback) and the
-reader reconnects. The background item-feature sweep stops when cancelled."""
+reader reconnects. Reads follow the per-partition layout (a user's keys in its partition's
+slot, item counters summed over the slots). The background item-feature sweep stops when
+cancelled."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from core.config import Settings
 from schemas.redis_keys import RedisKeys
-from serving.features import read_user_features
+from serving.features import read_item_table, read_user_features, user_keys
 from serving.redis_reader import RedisReader, pack
 from tests.test_serving_support import free_port, throwaway_redis
 
@@ -68,9 +70,15 @@ def test_an_error_reply_raises_and_the_connection_stays_usable(settings: Setting
 
 
 def test_user_features_match_what_redis_py_reads(settings: Settings) -> None:
-    keys = RedisKeys(settings.redis_key_prefix)
+    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
     r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    r.zadd(keys.user_recent("u1"), {"i1": 10, "i2": 30, "i3": 20})
+    # The user's history is in the slot of its Kafka partition; other slots hold others'.
+    home = keys.user_slot("u1")
+    assert user_keys(keys, "u1") == home and home.prefix != keys.prefix
+    r.zadd(home.user_recent("u1"), {"i1": 10, "i2": 30, "i3": 20})
+    for other in keys.all_slots():
+        if other != home:
+            r.zadd(other.user_recent("u1"), {"not-this-one": 40})
     r.zadd(keys.trending, {f"t{n}": n for n in range(10)})
 
     async def go():
@@ -81,7 +89,7 @@ def test_user_features_match_what_redis_py_reads(settings: Settings) -> None:
             await reader.aclose()
 
     feats = asyncio.run(go())
-    assert feats.recent == r.zrevrange(keys.user_recent("u1"), 0, -1) == ["i2", "i3", "i1"]
+    assert feats.recent == r.zrevrange(home.user_recent("u1"), 0, -1) == ["i2", "i3", "i1"]
     assert feats.trending == ["t9", "t8", "t7"]
 
 
@@ -168,9 +176,10 @@ def test_the_item_feature_sweep_stops_when_cancelled_mid_read(settings: Settings
     redis-py 8.1's asyncio pipeline does about 1 in 7 times) would hang it."""
     from serving.features import ItemFeatureTable
 
-    keys = RedisKeys(settings.redis_key_prefix)
+    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
     r = redis.Redis.from_url(settings.redis_url)
-    r.zadd(keys.pop_all, {f"i{n}": n for n in range(600)})  # a few chunks to read
+    for slot in keys.all_slots():  # a few chunks to read
+        r.zadd(slot.pop_all, {f"i{n}": n for n in range(600)})
 
     async def go() -> int:
         reader = RedisReader(settings.redis_url)
@@ -191,27 +200,30 @@ def test_the_item_feature_sweep_stops_when_cancelled_mid_read(settings: Settings
     assert asyncio.run(go()) == 60
 
 
-def test_the_item_table_reads_stats_and_daily_buckets(settings: Settings) -> None:
-    from serving.features import read_item_table
-
-    keys = RedisKeys(settings.redis_key_prefix)
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    day = 86_400.0
-    newest = 1_700_000_000.0
-    r.zadd(keys.pop_all, {f"i{n}": n + 1 for n in range(300)})
-    r.hset(keys.item_stats("i7"), mapping={"n_rate": 4, "rating_sum": 14, "last_seen": newest})
-    r.zadd(keys.pop_day(newest), {"i7": 2, "i8": 1})
-    r.zadd(keys.pop_day(newest - 10 * day), {"i7": 5})
-    r.zadd(keys.trending, {"i7": 3.5, "i8": 1.0})
-
+def _item_table(settings: Settings, keys: RedisKeys, max_items: int):
     async def go():
         reader = RedisReader(settings.redis_url)
         try:
-            return await read_item_table(reader, keys, max_items=1000, timeout=5)
+            return await read_item_table(reader, keys, max_items=max_items, timeout=5)
         finally:
             await reader.aclose()
 
-    features, trending = asyncio.run(go())
+    return asyncio.run(go())
+
+
+def test_the_item_table_reads_stats_and_daily_buckets(settings: Settings) -> None:
+    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
+    one = keys.slot(1)  # every count in one partition's slot
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    day = 86_400.0
+    newest = 1_700_000_000.0
+    r.zadd(one.pop_all, {f"i{n}": n + 1 for n in range(300)})
+    r.hset(one.item_stats("i7"), mapping={"n_rate": 4, "rating_sum": 14, "last_seen": newest})
+    r.zadd(one.pop_day(newest), {"i7": 2, "i8": 1})
+    r.zadd(one.pop_day(newest - 10 * day), {"i7": 5})
+    r.zadd(keys.trending, {"i7": 3.5, "i8": 1.0})
+
+    features, trending = _item_table(settings, keys, max_items=1000)
     assert len(features) == 300 and features["i0"] == {"pop_all": 1.0}
     assert features["i7"] == {
         "pop_all": 8.0,
@@ -221,3 +233,37 @@ def test_the_item_table_reads_stats_and_daily_buckets(settings: Settings) -> Non
         "pop_30d": 7.0,
     }
     assert features["i8"]["pop_7d"] == 1.0 and trending == [("i7", 3.5), ("i8", 1.0)]
+
+
+def test_the_item_table_sums_every_partitions_counters(settings: Settings) -> None:
+    """Users of every partition watch an item: its counters are split over the slots
+    (schemas.redis_keys) and the table holds their sums, re-ranked by the summed count."""
+    keys = RedisKeys(settings.redis_key_prefix, 4)
+    p0, p1, p2, p3 = keys.all_slots()
+    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    day = 86_400.0
+    newest = 1_700_000_000.0
+    r.zadd(p0.pop_all, {"i7": 5, "b": 4})
+    r.zadd(p1.pop_all, {"a": 6})
+    r.zadd(p2.pop_all, {"i7": 3})
+    r.zadd(p3.pop_all, {"b": 4})
+    r.hset(p0.item_stats("i7"), mapping={"n_rate": 2, "rating_sum": 6, "last_seen": newest - 50})
+    r.hset(p2.item_stats("i7"), mapping={"n_rate": 2, "rating_sum": 10, "last_seen": newest})
+    r.hset(p1.item_stats("a"), mapping={"n_rate": 6, "rating_sum": 30, "last_seen": newest})
+    r.hset(p3.item_stats("b"), mapping={"n_rate": 0, "last_seen": newest - 9})
+    r.zadd(p0.pop_day(newest), {"i7": 1, "b": 2})
+    r.zadd(p2.pop_day(newest), {"i7": 2})
+    r.zadd(p2.pop_day(newest - 10 * day), {"i7": 4})
+    r.zadd(p3.pop_day(newest - 3 * day), {"b": 2})
+
+    features, _trending = _item_table(settings, keys, max_items=2)
+    # "a" leads one slot but its sum (6) is below i7's and b's (8 each): cut at max_items.
+    assert set(features) == {"i7", "b"}
+    assert features["i7"] == {
+        "pop_all": 8.0,
+        "rating_count": 4.0,
+        "rating_mean": 4.0,  # (6 + 10) / (2 + 2): the sums' ratio, not a mean of means
+        "pop_7d": 3.0,
+        "pop_30d": 7.0,
+    }
+    assert features["b"] == {"pop_all": 8.0, "pop_7d": 4.0, "pop_30d": 4.0}

@@ -89,9 +89,9 @@ def registry_of(settings: Settings) -> ModelRegistry:
 
 
 def write_history(redis_client, settings: Settings, user: str, items: list[str]) -> None:
-    """What the stream processor writes for watch events (layout: schemas.redis_keys);
-    ``items`` oldest first, so the last one is the newest."""
-    keys = RedisKeys(settings.redis_key_prefix)
+    """What the stream processor writes for watch events (layout: schemas.redis_keys): in
+    the slot of the user's partition; ``items`` oldest first, so the last one is the newest."""
+    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions).user_slot(user)
     now = time.time()
     redis_client.zadd(
         keys.user_recent(user), {item: now - (len(items) - n) for n, item in enumerate(items)}
@@ -99,7 +99,9 @@ def write_history(redis_client, settings: Settings, user: str, items: list[str])
 
 
 def write_trending(redis_client, settings: Settings, scores: dict[str, float]) -> None:
-    redis_client.zadd(RedisKeys(settings.redis_key_prefix).trending, scores)
+    redis_client.zadd(
+        RedisKeys(settings.redis_key_prefix, settings.topic_partitions).trending, scores
+    )
 
 
 @contextlib.asynccontextmanager

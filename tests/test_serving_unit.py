@@ -19,7 +19,7 @@ from schemas.manifest import AliasDocument, CanaryAlias, ProductionAlias
 from serving import deps
 from serving.errors import AdminDisabled, InvalidRequest, Unauthorized
 from serving.fallback import model_popularity, popular_items, take
-from serving.features import _day_sums
+from serving.features import _add_days
 from serving.logging_sink import request_payloads
 from serving.problems import status_of as _status_of
 from serving.routes.recommend import _wants_text
@@ -146,10 +146,11 @@ def test_errors_map_to_client_statuses() -> None:
     assert _status_of(StorageUnavailable("down", url="file:///x")) == 503
 
 
-def test_day_sums_add_up_the_newest_days() -> None:
-    days = [[("a", 2.0), ("b", 1.0)], [("a", 1.0)], [("c", 5.0)]]
-    assert _day_sums(days, 2) == {"a": 3.0, "b": 1.0}
-    assert _day_sums(days, 7) == {"a": 3.0, "b": 1.0, "c": 5.0}
+def test_day_sums_add_up_the_newest_days_of_every_partitions_slot() -> None:
+    sums: dict[int, dict[str, float]] = {2: {}, 7: {}}
+    _add_days(sums, [["a", "2", "b", "1"], ["a", "1"], ["c", "5"]])  # newest day first
+    _add_days(sums, [["a", "4"], [], ["c", "1"]])  # another partition's slot
+    assert sums == {2: {"a": 7.0, "b": 1.0}, 7: {"a": 7.0, "b": 1.0, "c": 6.0}}
 
 
 @pytest.mark.parametrize("reason", [None, "unknown_user"])

@@ -8,7 +8,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from schemas.events import EventId, FeedbackEvent, ItemId, UserId
 from serving.bodies import IsoTimestamp, RequestBody, strict_json
@@ -17,6 +17,8 @@ from serving.errors import FeedbackRejected
 from serving.problems import BODY_ERRORS, problem
 
 router = APIRouter(tags=["feedback"])
+# A cluster client that cannot reach any node raises RedisClusterException, not a RedisError.
+REDIS_DOWN = (RedisError, RedisClusterException, OSError)
 
 
 class FeedbackIn(RequestBody):
@@ -49,7 +51,7 @@ async def post_feedback(body: FeedbackIn, ctx: ContextDep) -> FeedbackOut:
     key = ctx.keys.feedback_dedup(event.event_id)
     try:
         first = await ctx.redis.set(key, "1", nx=True, ex=ctx.settings.serve_feedback_dedup_ttl_s)
-    except (RedisError, OSError):
+    except REDIS_DOWN:
         # Redis down: publish anyway; downstream consumers dedupe by event id as well.
         first, key = True, None
     if not first:
@@ -57,7 +59,7 @@ async def post_feedback(body: FeedbackIn, ctx: ContextDep) -> FeedbackOut:
         return FeedbackOut(event_id=event.event_id, status="duplicate")
     if not ctx.sink.send_feedback(event):
         if key is not None:  # not sent: forget the id so the client's retry goes through
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_DOWN):
                 await ctx.redis.delete(key)
         ctx.metrics.feedback.labels("rejected").inc()
         raise FeedbackRejected(event.event_id)
