@@ -18,6 +18,7 @@ import yaml
 
 from core.config import Settings
 from streamrec.cli import SUBCOMMANDS, build_parser
+from streamrec.stack.cluster import client_env
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = {"kafka", "redis", "minio", "minio-init", "prometheus", "redis-exporter", "grafana"}
@@ -272,3 +273,26 @@ def test_dockerfile_copies_every_package_and_dockerignore_keeps_them():
         assert not any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path
     assert "USER streamrec" in text, "the image must not run as root"
     assert 'ENTRYPOINT ["streamrec"]' in text
+
+
+def _cluster_switch() -> set[str]:
+    """The settings the header comment lists as switching the apps to a cluster."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    return set(re.findall(r"^#   (STREAMREC_[A-Z0-9_]+) ", text, flags=re.MULTILINE))
+
+
+def test_default_stack_is_single_node_and_documents_the_cluster_switch():
+    """The compose stack stays one broker + one Redis; its header names every setting the
+    clustered stack gives its clients (streamrec.stack.cluster.client_env), plus the
+    partition count a cluster needs."""
+    env = _built()["api"]["environment"]
+    assert env["STREAMREC_REDIS_URL"] == "redis://redis:6379/0"
+    assert env["STREAMREC_KAFKA_BOOTSTRAP"] == "kafka:19092"
+    # Left unset, so the single-node defaults hold: no cluster protocol, no WAIT, RF 1.
+    defaults = Settings.model_fields
+    for name in ("redis_cluster", "redis_min_replicas_ack", "topic_replication_factor"):
+        assert f"STREAMREC_{name.upper()}" not in env, name
+    assert defaults["redis_cluster"].default is False
+    assert defaults["redis_min_replicas_ack"].default == 0
+    assert defaults["topic_replication_factor"].default == 1
+    assert set(client_env(Settings())) | {"STREAMREC_TOPIC_PARTITIONS"} == _cluster_switch()

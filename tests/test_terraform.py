@@ -4,17 +4,24 @@ AWS provider, which this machine cannot download; see infra/terraform-ci.sh)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
+import tempfile
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
+from redis.connection import SSLConnection, parse_url
 
 from core.config import Settings
 from schemas.topics import TOPICS
+from serving.cluster_reader import ClusterReader
+from serving.redis_reader import RedisReader
+from streamrec.stack.cluster import client_env
 
 ROOT = Path(__file__).resolve().parent.parent
 TF = ROOT / "terraform"
@@ -174,7 +181,9 @@ def test_msk_documents_the_topics_streamrec_creates():
 def test_redis_is_clustered_encrypted_with_a_secret_token():
     redis = TF / "modules" / "redis"
     group = _resource(redis, "aws_elasticache_replication_group", "this")
-    assert group["parameter_group_name"].endswith(".cluster.on")
+    family = next(i for i in _blocks(redis)["locals"] if "parameter_group_name" in i)
+    assert group["parameter_group_name"] == "${local.parameter_group_name}"
+    assert family["parameter_group_name"].endswith(".cluster.on")
     assert group["num_node_groups"] == "${var.shards}"
     assert group["at_rest_encryption_enabled"] is True
     assert group["transit_encryption_enabled"] is True
@@ -252,3 +261,181 @@ def test_terraform_binary_is_the_pinned_mpl_release():
         _run_ci()
     out = subprocess.run([str(terraform), "version"], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[0] == "Terraform v1.5.7"
+
+
+# --- what the tasks are told about the engines (issue 12) -------------------------------------
+# Each STREAMREC_* value an ECS task gets is traced through the example root to the module
+# output it comes from, and that expression is evaluated by terraform itself (`console` in an
+# empty directory: no provider needed), with the modules' defaults or the values given.
+EXAMPLE = ROOTS[0]
+ECS = TF / "modules" / "ecs"
+
+
+@cache
+def _raw(directory: Path) -> dict[str, list[dict[str, Any]]]:
+    """Like _blocks, but string literals keep their quotes (they are HCL expressions)."""
+    merged: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(directory.glob("*.tf")):
+        with path.open() as f:
+            for kind, items in hcl2.load(f).items():
+                merged.setdefault(kind, []).extend(items)
+    return merged
+
+
+def _hcl(value: Any) -> str:
+    """A python-hcl2 value as an HCL expression."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_hcl(v) for v in value) + "]"
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        return value[2:-1]
+    return value  # a quoted string or template
+
+
+def _resolve(directory: Path, expr: str, given: dict[str, Any], call: dict[str, Any]) -> str:
+    """``expr`` of module ``directory`` with every var./local./module. reference replaced by
+    its expression: ``given`` (reference -> python value, in any module) first, then what
+    the root passes (``call``), then the variable's default."""
+    raw = _raw(directory)
+    local_values = {k: v for item in raw.get("locals", []) for k, v in item.items()}
+    variables = {_unquote(k): v for item in raw.get("variable", []) for k, v in item.items()}
+
+    def one(match: re.Match[str]) -> str:
+        ref = match.group(0)
+        if ref in given:
+            return json.dumps(given[ref])  # python -> HCL literal (strings, numbers, lists)
+        kind, name = ref.split(".", 1)
+        if kind == "local":
+            return f"({_resolve(directory, _hcl(local_values[name]), given, call)})"
+        if kind == "module":
+            module, output = name.split(".")
+            return f"({_output(module, output, given)})"
+        if name in call:
+            return f"({_resolve(EXAMPLE, _hcl(call[name]), given, {})})"
+        assert "default" in variables[name], f"{directory.name}: give a value for {ref}"
+        return _hcl(variables[name]["default"])
+
+    return re.sub(r"\b(?:var|local)\.[A-Za-z_][\w-]*|\bmodule\.[a-z_]+\.[a-z_]+", one, expr)
+
+
+def _call(module: str) -> dict[str, Any]:
+    """The example root's ``module "<module>"`` block (arguments as raw expressions)."""
+    return next(c[f'"{module}"'] for c in _raw(EXAMPLE)["module"] if f'"{module}"' in c)
+
+
+def _output(module: str, output: str, given: dict[str, Any]) -> str:
+    """The expression of the example root's ``module.<module>.<output>``, resolved."""
+    call = _call(module)
+    source = (EXAMPLE / _unquote(call["source"])).resolve()
+    outputs = {_unquote(k): v for item in _raw(source)["output"] for k, v in item.items()}
+    return _resolve(source, _hcl(outputs[output]["value"]), given, call)
+
+
+def _terraform_eval(expr: str) -> Any:
+    terraform = Settings().cache_path / "bin" / "terraform"
+    if not terraform.exists():  # run alone: let the CI script build it first
+        _run_ci()
+    with tempfile.TemporaryDirectory() as empty:
+        out = subprocess.run(
+            [str(terraform), "console", "-no-color"],
+            input=f"jsonencode({expr})\n",
+            capture_output=True,
+            text=True,
+            cwd=empty,
+            env={**os.environ, "TF_CLI_CONFIG_FILE": "/dev/null"},
+            check=False,
+        )
+    assert out.returncode == 0, f"{expr}: {out.stderr}"
+    return json.loads(json.loads(out.stdout))
+
+
+def _task_env(name: str, **given: Any) -> Any:
+    """The value of STREAMREC_<name> in the ECS tasks of the example root."""
+    env = next(i["environment"] for i in _blocks(ECS)["locals"] if "environment" in i)
+    match = re.search(rf"\b{name}\s*=\s*([^,}}]+)", env)
+    assert match, f"{name} is not in the tasks' environment"
+    return _terraform_eval(_resolve(ECS, match.group(1).strip(), given, _call("ecs")))
+
+
+def test_tasks_get_every_setting_the_clustered_stack_gives_its_clients():
+    """What `stack up --topology cluster` tells clients is what a deployment must say too."""
+    env = next(i["environment"] for i in _blocks(ECS)["locals"] if "environment" in i)
+    secrets = next(i["secrets"] for i in _blocks(ECS)["locals"] if "secrets" in i)
+    given = set(re.findall(r"\b(STREAMREC_[A-Z0-9_]+)\s*=", env))
+    given |= {secret["name"] for secret in secrets}  # STREAMREC_REDIS_URL
+    assert set(client_env(Settings())) <= given, sorted(set(client_env(Settings())) - given)
+
+
+def test_tasks_speak_the_cluster_protocol_to_the_cluster_mode_redis():
+    """STREAMREC_REDIS_CLUSTER follows the replication group's parameter group family."""
+    group = _resource(TF / "modules" / "redis", "aws_elasticache_replication_group", "this")
+    assert group["parameter_group_name"] == "${local.parameter_group_name}"
+    assert _task_env("STREAMREC_REDIS_CLUSTER") == "true"
+    family = "local.parameter_group_name"
+    assert _task_env("STREAMREC_REDIS_CLUSTER", **{family: "default.redis7"}) == "false"
+    assert Settings(redis_cluster=_task_env("STREAMREC_REDIS_CLUSTER")).redis_cluster is True
+
+
+def test_stream_worker_waits_for_a_replica_when_shards_have_one():
+    """The worker's WAIT (STREAMREC_REDIS_MIN_REPLICAS_ACK) is 1 with replicas, 0 without."""
+    assert _task_env("STREAMREC_REDIS_MIN_REPLICAS_ACK") == "1"  # 1 replica per shard
+    for replicas, ack in ((0, "0"), (1, "1"), (2, "1")):
+        given = {"var.replicas_per_shard": replicas}
+        assert _task_env("STREAMREC_REDIS_MIN_REPLICAS_ACK", **given) == ack, replicas
+
+
+def test_topics_get_the_replication_the_brokers_are_configured_with():
+    msk = TF / "modules" / "msk"
+    properties = _resource(msk, "aws_msk_configuration", "this")["server_properties"]
+    assert "default.replication.factor=${var.replication_factor}" in properties
+    assert "min.insync.replicas=${var.min_insync_replicas}" in properties
+    assert _task_env("STREAMREC_TOPIC_REPLICATION_FACTOR") == "3"
+    assert _task_env("STREAMREC_TOPIC_MIN_INSYNC_REPLICAS") == "2"
+    # The precondition refuses more replicas than brokers and min ISR = replicas.
+    (rule,) = _resource(msk, "aws_msk_configuration", "this")["lifecycle"][0]["precondition"]
+    cases = [(["a", "b", "c"], 2, True), (["a", "b"], 2, False), (["a", "b", "c"], 3, False)]
+    for subnets, isr, ok in cases:
+        given = {"var.subnet_ids": subnets, "var.min_insync_replicas": isr}
+        assert _terraform_eval(_resolve(msk, _hcl(rule["condition"]), given, {})) is ok
+
+
+def test_partitions_default_to_12_and_spread_over_the_redis_shards():
+    assert _task_env("STREAMREC_TOPIC_PARTITIONS") == "12"
+    (check,) = _raw(EXAMPLE)["check"]
+    condition = _hcl(check['"partitions_per_redis_shard"']["assert"][0]["condition"])
+    assert _terraform_eval(_resolve(EXAMPLE, condition, {}, {})) is True  # 12 >= 4 x 2
+    assert _terraform_eval(_resolve(EXAMPLE, condition, {"var.redis_shards": 4}, {})) is False
+
+
+def test_redis_url_secret_is_a_url_the_clients_read():
+    """rediss:// with the AUTH token as password (transit encryption is on): the URL the
+    standalone and cluster clients and the API's readers all parse to TLS + AUTH."""
+    redis_dir = TF / "modules" / "redis"
+    version = _resource(redis_dir, "aws_secretsmanager_secret_version", "redis_url")
+    expr = _hcl(version["secret_string"])
+    given: dict[str, Any] = {
+        "aws_secretsmanager_secret_version.auth_token.secret_string": "t0ken",
+        "aws_elasticache_replication_group.this.configuration_endpoint_address": "cfg.cache",
+        "aws_elasticache_replication_group.this.port": 6379,
+    }
+    tls = "aws_elasticache_replication_group.this.transit_encryption_enabled"
+    for ref, value in given.items():
+        expr = expr.replace(ref, json.dumps(value))
+    url = _terraform_eval(expr.replace(tls, "true"))
+    assert url == "rediss://:t0ken@cfg.cache:6379/0"
+    assert _terraform_eval(expr.replace(tls, "false")).startswith("redis://:t0ken@")
+    group = _resource(redis_dir, "aws_elasticache_replication_group", "this")
+    assert group["transit_encryption_enabled"] is True
+    # The tasks get it as STREAMREC_REDIS_URL, and every client reads TLS + AUTH from it: the
+    # worker's and controller's redis-py clients (core.redis), the API's readers.
+    secret = r'name = "STREAMREC_REDIS_URL", valueFrom = var.redis_url_secret_arn'
+    assert re.search(secret, _text(ECS))
+    opts = parse_url(url)
+    assert opts["connection_class"] is SSLConnection and opts["password"] == "t0ken"
+    reader = RedisReader(url)
+    assert reader._ssl and reader._setup == (("AUTH", "t0ken"),)
+    node = ClusterReader(url)._node(("node-1.cache", 6379))  # a shard found via CLUSTER SLOTS
+    assert node._ssl and node._setup == (("AUTH", "t0ken"),) and node._host == "node-1.cache"

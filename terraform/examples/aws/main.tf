@@ -102,30 +102,44 @@ module "observability" {
 }
 
 module "ecs" {
-  source                = "../../modules/ecs"
-  name                  = local.name
-  vpc_id                = var.vpc_id
-  vpc_cidr              = var.vpc_cidr
-  private_subnet_ids    = var.private_subnet_ids
-  public_subnet_ids     = var.public_subnet_ids
-  image                 = var.image
-  ecr_repository_arn    = var.ecr_repository_arn
-  certificate_arn       = var.certificate_arn
-  kms_key_arn           = aws_kms_key.streamrec.arn
-  kafka_bootstrap       = module.msk.bootstrap_brokers
-  msk_cluster_arn       = module.msk.cluster_arn
-  topic_arn_prefix      = module.msk.topic_arn_prefix
-  group_arn_prefix      = module.msk.group_arn_prefix
-  topic_prefix          = local.topic_prefix
-  topic_partitions      = module.msk.topic_partitions
-  partitions_per_worker = var.partitions_per_worker
-  redis_url_secret_arn  = module.redis.redis_url_secret_arn
-  bucket_arn            = module.storage.bucket_arn
-  storage_prefix        = module.storage.prefix
-  storage_url           = module.storage.storage_url
-  amp_remote_write_url  = module.observability.prometheus_remote_write_url
-  amp_workspace_arn     = module.observability.prometheus_workspace_arn
-  api_min_tasks         = var.api_min_tasks
-  api_max_tasks         = var.api_max_tasks
-  environment           = var.environment_settings
+  source                    = "../../modules/ecs"
+  name                      = local.name
+  vpc_id                    = var.vpc_id
+  vpc_cidr                  = var.vpc_cidr
+  private_subnet_ids        = var.private_subnet_ids
+  public_subnet_ids         = var.public_subnet_ids
+  image                     = var.image
+  ecr_repository_arn        = var.ecr_repository_arn
+  certificate_arn           = var.certificate_arn
+  kms_key_arn               = aws_kms_key.streamrec.arn
+  kafka_bootstrap           = module.msk.bootstrap_brokers
+  msk_cluster_arn           = module.msk.cluster_arn
+  topic_arn_prefix          = module.msk.topic_arn_prefix
+  group_arn_prefix          = module.msk.group_arn_prefix
+  topic_prefix              = local.topic_prefix
+  topic_partitions          = module.msk.topic_partitions
+  topic_replication_factor  = module.msk.replication_factor
+  topic_min_insync_replicas = module.msk.min_insync_replicas
+  partitions_per_worker     = var.partitions_per_worker
+  redis_url_secret_arn      = module.redis.redis_url_secret_arn
+  redis_cluster             = module.redis.cluster_mode
+  redis_min_replicas_ack    = module.redis.min_replicas_ack
+  bucket_arn                = module.storage.bucket_arn
+  storage_prefix            = module.storage.prefix
+  storage_url               = module.storage.storage_url
+  amp_remote_write_url      = module.observability.prometheus_remote_write_url
+  amp_workspace_arn         = module.observability.prometheus_workspace_arn
+  api_min_tasks             = var.api_min_tasks
+  api_max_tasks             = var.api_max_tasks
+  environment               = var.environment_settings
+}
+
+# Each Kafka partition's Redis state lives in one hash slot (schemas/redis_keys.py), so a
+# shard serves whole partitions: with fewer than ~4 per shard one shard can carry twice the
+# load of another. A warning at plan time, not an error: small deployments may accept it.
+check "partitions_per_redis_shard" {
+  assert {
+    condition     = var.topic_partitions >= 4 * var.redis_shards
+    error_message = "topic_partitions (${var.topic_partitions}) < 4 x redis_shards (${var.redis_shards}): Redis load spreads unevenly over the shards; use more partitions (e.g. 12 for 3 shards)."
+  }
 }

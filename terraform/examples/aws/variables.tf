@@ -64,7 +64,7 @@ variable "partitions_per_worker" {
 }
 
 variable "redis_shards" {
-  description = "ElastiCache shards (node groups)."
+  description = "ElastiCache shards (node groups); keep topic_partitions >= 4 x this (a check warns)."
   type        = number
   default     = 2
 }

@@ -8,18 +8,24 @@ locals {
   stream_port = 6066 # STREAMREC_STREAM_METRICS_PORT: the worker's /metrics
   metrics     = var.amp_remote_write_url != ""
 
-  # The same STREAMREC_* settings the docker-compose file and the local stack use.
+  # The same STREAMREC_* settings the docker-compose file and the local stack use; every
+  # task (API, stream worker, training) gets them. The Redis and topic durability settings
+  # are what `streamrec stack up --topology cluster` prints for its cluster.
   environment = merge(
     {
-      STREAMREC_KAFKA_BOOTSTRAP     = var.kafka_bootstrap
-      STREAMREC_TOPIC_PREFIX        = var.topic_prefix
-      STREAMREC_TOPIC_PARTITIONS    = tostring(var.topic_partitions)
-      STREAMREC_STORAGE_URL         = var.storage_url
-      STREAMREC_HOME                = "/tmp/streamrec" # the root filesystem is read-only
-      STREAMREC_SERVE_HOST          = "0.0.0.0"
-      STREAMREC_SERVE_PORT          = tostring(local.api_port)
-      STREAMREC_SERVE_WORKERS       = tostring(var.api_workers)
-      STREAMREC_STREAM_METRICS_PORT = tostring(local.stream_port)
+      STREAMREC_KAFKA_BOOTSTRAP           = var.kafka_bootstrap
+      STREAMREC_TOPIC_PREFIX              = var.topic_prefix
+      STREAMREC_TOPIC_PARTITIONS          = tostring(var.topic_partitions)
+      STREAMREC_TOPIC_REPLICATION_FACTOR  = tostring(var.topic_replication_factor)
+      STREAMREC_TOPIC_MIN_INSYNC_REPLICAS = tostring(var.topic_min_insync_replicas)
+      STREAMREC_REDIS_CLUSTER             = tostring(var.redis_cluster)
+      STREAMREC_REDIS_MIN_REPLICAS_ACK    = tostring(var.redis_min_replicas_ack)
+      STREAMREC_STORAGE_URL               = var.storage_url
+      STREAMREC_HOME                      = "/tmp/streamrec" # the root filesystem is read-only
+      STREAMREC_SERVE_HOST                = "0.0.0.0"
+      STREAMREC_SERVE_PORT                = tostring(local.api_port)
+      STREAMREC_SERVE_WORKERS             = tostring(var.api_workers)
+      STREAMREC_STREAM_METRICS_PORT       = tostring(local.stream_port)
     },
     var.environment,
   )

@@ -87,9 +87,35 @@ variable "topic_partitions" {
   type        = number
 }
 
+variable "topic_replication_factor" {
+  description = "Replicas per topic the tasks create (STREAMREC_TOPIC_REPLICATION_FACTOR; output of the msk module)."
+  type        = number
+}
+
+variable "topic_min_insync_replicas" {
+  description = "min.insync.replicas of the topics the tasks create (STREAMREC_TOPIC_MIN_INSYNC_REPLICAS; output of the msk module)."
+  type        = number
+}
+
 variable "redis_url_secret_arn" {
   description = "Secrets Manager secret with STREAMREC_REDIS_URL (output of the redis module)."
   type        = string
+}
+
+# No defaults: a cluster-mode Redis reached without the flag answers MOVED/CROSSSLOT, so
+# every caller states what its Redis is (the redis module's outputs).
+variable "redis_cluster" {
+  description = "Whether Redis runs in cluster mode (STREAMREC_REDIS_CLUSTER; output cluster_mode of the redis module)."
+  type        = bool
+}
+
+variable "redis_min_replicas_ack" {
+  description = "Replicas that must hold a stream batch (WAIT) before its offsets commit (STREAMREC_REDIS_MIN_REPLICAS_ACK; output of the redis module)."
+  type        = number
+  validation {
+    condition     = var.redis_min_replicas_ack >= 0
+    error_message = "redis_min_replicas_ack cannot be negative."
+  }
 }
 
 variable "bucket_arn" {

@@ -51,15 +51,25 @@ resource "aws_msk_configuration" "this" {
   kafka_versions = [var.kafka_version]
   description    = "streamrec broker defaults"
   # Durable by default: 3 replicas, acks=all needs 2 in sync; topics are created by the
-  # app (auto-create off, so a typo in a topic name fails instead of creating a topic).
+  # app (auto-create off, so a typo in a topic name fails instead of creating a topic) with
+  # the same two numbers (outputs -> STREAMREC_TOPIC_REPLICATION_FACTOR / _MIN_INSYNC_REPLICAS).
   server_properties = <<-EOT
     auto.create.topics.enable=false
-    default.replication.factor=3
-    min.insync.replicas=2
+    default.replication.factor=${var.replication_factor}
+    min.insync.replicas=${var.min_insync_replicas}
     num.partitions=${var.topic_partitions}
     unclean.leader.election.enable=false
     log.retention.ms=${var.topic_retention_ms}
   EOT
+
+  lifecycle {
+    precondition {
+      # More replicas than brokers and topic creation fails; min ISR = replicas and one
+      # broker down (a rolling MSK patch) stops every acks=all producer.
+      condition     = var.replication_factor <= local.broker_count && var.min_insync_replicas < var.replication_factor
+      error_message = "Need min_insync_replicas < replication_factor <= brokers (subnets x brokers_per_az)."
+    }
+  }
 }
 
 resource "aws_cloudwatch_log_group" "broker" {

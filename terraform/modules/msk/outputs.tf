@@ -37,3 +37,13 @@ output "topic_partitions" {
   description = "Partitions per event topic: the maximum useful number of stream workers."
   value       = var.topic_partitions
 }
+
+output "replication_factor" {
+  description = "Replicas per topic: STREAMREC_TOPIC_REPLICATION_FACTOR of the tasks (`streamrec topics` creates the topics)."
+  value       = var.replication_factor
+}
+
+output "min_insync_replicas" {
+  description = "min.insync.replicas: STREAMREC_TOPIC_MIN_INSYNC_REPLICAS of the tasks (set on each topic they create)."
+  value       = var.min_insync_replicas
+}

@@ -69,6 +69,22 @@ variable "topic_partitions" {
   default     = 12
 }
 
+variable "replication_factor" {
+  description = "Replicas of every topic (STREAMREC_TOPIC_REPLICATION_FACTOR of the tasks, default.replication.factor of the brokers)."
+  type        = number
+  default     = 3
+}
+
+variable "min_insync_replicas" {
+  description = "Replicas an acks=all write needs (STREAMREC_TOPIC_MIN_INSYNC_REPLICAS; min.insync.replicas of the brokers and of each topic)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.min_insync_replicas >= 1
+    error_message = "min_insync_replicas must be at least 1."
+  }
+}
+
 variable "topic_retention_ms" {
   description = "Retention of the event topics (STREAMREC_TOPIC_RETENTION_MS); snapshots in S3 keep the history."
   type        = number

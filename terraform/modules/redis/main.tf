@@ -2,7 +2,15 @@
 # encrypted at rest and in transit, AUTH token generated into Secrets Manager.
 #
 # Cluster mode needs a cluster-aware client (redis.cluster.RedisCluster) and keys of one
-# multi-key operation in one hash slot; see the README "Scaling out" section.
+# multi-key operation in one hash slot; see the README "Scaling out" section. The outputs
+# cluster_mode and min_replicas_ack tell the tasks so (STREAMREC_REDIS_CLUSTER and
+# STREAMREC_REDIS_MIN_REPLICAS_ACK): they follow what is deployed here, not a second setting.
+
+locals {
+  # One place for the group's parameter group and the flag the tasks get from it.
+  parameter_group_name = "default.redis7.cluster.on"
+  cluster_mode         = endswith(local.parameter_group_name, ".cluster.on")
+}
 
 data "aws_secretsmanager_random_password" "auth_token" {
   password_length     = 64
@@ -68,8 +76,8 @@ resource "aws_elasticache_replication_group" "this" {
   engine_version       = var.engine_version
   node_type            = var.node_type
   port                 = 6379
-  # The ".cluster.on" family is what makes this a cluster-mode-enabled group.
-  parameter_group_name       = "default.redis7.cluster.on"
+  # A ".cluster.on" family (see the locals) is what makes this a cluster-mode-enabled group.
+  parameter_group_name       = local.parameter_group_name
   num_node_groups            = var.shards
   replicas_per_node_group    = var.replicas_per_shard
   automatic_failover_enabled = true
@@ -96,9 +104,11 @@ resource "aws_elasticache_replication_group" "this" {
   }
 }
 
-# What the tasks get as STREAMREC_REDIS_URL (ECS injects it from here): TLS scheme, the
-# token, the configuration endpoint. Kept apart from the raw token so Settings need no
-# extra field; both secrets hold the same token.
+# What the tasks get as STREAMREC_REDIS_URL (ECS injects it from here): the TLS scheme
+# (rediss:// while transit encryption is on), the token as the URL's password (alphanumeric,
+# nothing to percent-encode), the configuration endpoint (any node: the cluster client
+# discovers the shards from it). Kept apart from the raw token so Settings need no extra
+# field; both secrets hold the same token.
 resource "aws_secretsmanager_secret" "redis_url" {
   #checkov:skip=CKV2_AWS_57:Derived from the AUTH token secret; it changes when that token is rotated (see above).
   name_prefix             = "${var.name}/redis-url-"
@@ -111,7 +121,8 @@ resource "aws_secretsmanager_secret" "redis_url" {
 resource "aws_secretsmanager_secret_version" "redis_url" {
   secret_id = aws_secretsmanager_secret.redis_url.id
   secret_string = format(
-    "rediss://:%s@%s:%d/0",
+    "%s://:%s@%s:%d/0",
+    aws_elasticache_replication_group.this.transit_encryption_enabled ? "rediss" : "redis",
     aws_secretsmanager_secret_version.auth_token.secret_string,
     aws_elasticache_replication_group.this.configuration_endpoint_address,
     aws_elasticache_replication_group.this.port,

@@ -27,3 +27,13 @@ output "security_group_id" {
   description = "Security group of the cache nodes."
   value       = aws_security_group.redis.id
 }
+
+output "cluster_mode" {
+  description = "Whether the group runs in cluster mode: STREAMREC_REDIS_CLUSTER of every task (the cluster protocol, from any node)."
+  value       = local.cluster_mode
+}
+
+output "min_replicas_ack" {
+  description = "STREAMREC_REDIS_MIN_REPLICAS_ACK: replicas (WAIT) that must hold a stream batch before its offsets commit; 1 when shards have a replica, so a failover loses nothing committed."
+  value       = var.replicas_per_shard >= 1 ? 1 : 0
+}
