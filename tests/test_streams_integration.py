@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from core.config import Settings
 from core.kafka import EventProducer
@@ -149,15 +149,22 @@ def start_worker(s: Settings, log: Path, **extra: str) -> subprocess.Popen:
 
 
 def committed_vs_end(s: Settings) -> tuple[int, int]:
-    """(sum of committed offsets, sum of end offsets) over the event topics."""
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group_id(s)})
-    try:
-        tps = [TopicPartition(s.topic(t), p) for t in EVENT_TOPICS for p in range(4)]
-        committed = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
-        end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
-    finally:
-        c.close()
-    return committed, end
+    """(sum of committed offsets, sum of end offsets) over the event topics. Retried while
+    a partition's leadership moves (a broker died or came back on a cluster)."""
+    deadline = time.monotonic() + 60
+    while True:
+        c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group_id(s)})
+        try:
+            tps = [TopicPartition(s.topic(t), p) for t in EVENT_TOPICS for p in range(4)]
+            committed = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
+            end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps)
+            return committed, end
+        except KafkaException:
+            if time.monotonic() > deadline:  # e.g. OFFSET_NOT_AVAILABLE while leaders move
+                raise
+            time.sleep(0.5)
+        finally:
+            c.close()
 
 
 def kill_mid_stream(

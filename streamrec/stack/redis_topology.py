@@ -188,8 +188,15 @@ def ensure_formed(settings: Settings, timeout: float) -> RedisHealth:
     an error: re-forming would drop the other nodes' data, so that is the user's call.
     """
     ports = redis_ports(settings)
-    infos = {port: _info(port, timeout=2.0) for port in ports}
-    silent = [p for p, info in infos.items() if info is None]
+    # A node just (re)started may still be loading its AOF (it answers LOADING): give it a
+    # while before calling it silent.
+    deadline = time.monotonic() + min(timeout, 60.0)
+    while True:
+        infos = {port: _info(port, timeout=2.0) for port in ports}
+        silent = [p for p, info in infos.items() if info is None]
+        if not silent or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
     if silent:
         raise ClusterError(
             f"redis cluster: node(s) on port(s) {silent} do not answer CLUSTER INFO",
