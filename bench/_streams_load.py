@@ -4,7 +4,6 @@ freshness probes read back from Redis."""
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 import orjson
 from confluent_kafka import Consumer
 
+from bench._streams_procs import settings_env
 from core.config import Settings
 from core.kafka import EventProducer, delete_topics
 from core.redis import connect
@@ -161,15 +161,8 @@ def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: i
 def freshness_worker(
     s: Settings, rate: int, seconds: float, engine: str = "confluent"
 ) -> list[float]:
-    env = {
-        **os.environ,
-        "STREAMREC_STREAM_ENGINE": engine,
-        "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
-        "STREAMREC_STORAGE_URL": s.storage,
-        "STREAMREC_REDIS_URL": s.redis_url,
-        "STREAMREC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-    }
+    # The same stack as ``s`` (single node or cluster: brokers, Redis Cluster, WAIT).
+    env = {**settings_env(s), "STREAMREC_STREAM_ENGINE": engine}
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
         env=env,

@@ -7,17 +7,21 @@ access log), load from separate processes (``bench/_load.py``):
   each request's *scheduled* send time (no coordinated omission).
 
 Both servers run side by side and their runs alternate, so a noisy neighbour on a shared
-machine hits both alike. Medians of ``--runs`` runs are reported, with the shares of our
-answers that fell back and that came from the result cache (``--no-result-cache``: every
-request runs the model).
+machine hits both alike. ``--topology single,cluster`` adds a third server, ours on the
+clustered stack (``streamrec stack up --topology cluster``: Redis Cluster, three brokers;
+settings from ``streamrec.stack.cluster.client_env``), with the same model and the same Redis
+contents, in the same alternation; every latency is taken at the same rate, half of the
+first topology's max. The default is ``single`` only. Medians of ``--runs`` runs are
+reported, with the shares of our answers that fell back and that came from the result cache
+(``--no-result-cache``: every request runs the model).
 
     .venv/bin/python bench/serving.py [--workers 1] [--runs 3] [--duration 10]
+        [--topology single,cluster]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -33,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench._load import ensure_wrk, paced, served_counts, shares, wrk_max  # noqa: E402
+from bench._serving_setup import cleanup, prepare  # noqa: E402
 
 ITEMS = [str(i) for i in range(1, 21)]
 
@@ -55,97 +60,9 @@ def bare_app():
     return app
 
 
-# --- setup ---------------------------------------------------------------------------
-def prepare(settings, console) -> list[str]:
-    """Train and publish a two-stage model on MovieLens-100K, and fill Redis the way the
-    stream processor would (recent items per user, item stats, trending). Returns users."""
-    import numpy as np
-    import pyarrow as pa
-
-    from core.kafka import ensure_topics
-    from core.redis import connect
-    from core.storage import open_store
-    from ingest.movielens import load_movielens
-    from models import ModelRegistry
-    from schemas.manifest import TrainingData
-    from schemas.redis_keys import RedisKeys
-    from schemas.split import temporal_test_mask
-    from schemas.topics import partition_of
-    from training.catalog import ItemCatalog
-    from training.data import build_interactions
-    from training.train import TrainConfig, fit_two_stage, generator_for
-
-    ml = load_movielens(settings.cache_path)
-    table = pa.table(
-        {
-            "user_id": pa.array(ml.users.tolist(), pa.string()),
-            "item_id": pa.array(ml.items.tolist(), pa.string()),
-            "ts": pa.array((ml.ts * 1_000_000).tolist(), pa.timestamp("us", tz="UTC")),
-            "rating": pa.array(ml.ratings, pa.float32()),
-        }
-    )
-    data = build_interactions(table)
-    held = temporal_test_mask(data.users, data.ts)
-    train, test = data.subset(~held), data.subset(held)
-    catalog = ItemCatalog.align(ml.catalog, data.item_ids, "movielens")
-    console.print("training ALS + LightGBM on MovieLens-100K (train split)...")
-    cfg = TrainConfig()
-    gen, pop = generator_for(train, catalog, cfg)
-    model, _ = fit_two_stage(gen, test, gen, pop, cfg)
-    registry = ModelRegistry(open_store(settings.storage), settings.model_name)
-    version = registry.publish(
-        model, training_data=TrainingData(), params={}, metrics={}, notes="bench"
-    ).version
-    registry.promote(version, reason="bench", actor="bench")
-    ensure_topics(settings)
-
-    r = connect(settings.redis_url, cluster=settings.redis_cluster, decode_responses=True)
-    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
-    pipe = r.pipeline(transaction=False)
-    order = np.argsort(ml.ts, kind="stable")
-    recent: dict[str, dict[str, float]] = {}
-    # Per partition, as the stream processor keeps them: an event counts in its user's slot.
-    stats: dict[tuple[int, str], list[float]] = {}
-    totals: dict[str, int] = {}
-    for n in order.tolist():  # the last 20 events per user become their Redis history
-        user, item, ts = ml.users[n], ml.items[n], float(ml.ts[n])
-        hist = recent.setdefault(user, {})
-        hist[item] = ts
-        if len(hist) > 20:
-            hist.pop(min(hist, key=hist.get))
-        s = stats.setdefault((partition_of(user, keys.partitions), item), [0, 0.0, 0.0])
-        s[0], s[1], s[2] = s[0] + 1, s[1] + float(ml.ratings[n]), ts
-        totals[item] = totals.get(item, 0) + 1
-    for user, hist in recent.items():
-        pipe.zadd(keys.user_slot(user).user_recent(user), hist)
-    for (part, item), (n, total, last) in stats.items():
-        slot = keys.slot(part)
-        pipe.hset(
-            slot.item_stats(item), mapping={"n_rate": n, "rating_sum": total, "last_seen": last}
-        )
-        pipe.zadd(slot.pop_all, {item: n})
-    top = sorted(totals.items(), key=lambda x: -x[1])[:1000]
-    pipe.zadd(keys.trending, dict(top))
-    pipe.execute()
-    return sorted(recent, key=int)
-
-
-def cleanup(settings) -> None:
-    from core.kafka import delete_topics
-    from core.redis import connect
-
-    # On a cluster, SCAN visits every master and DEL is split by slot.
-    r = connect(settings.redis_url, cluster=settings.redis_cluster)
-    keys = list(r.scan_iter(f"{settings.redis_key_prefix}:*", count=10_000))
-    for i in range(0, len(keys), 5000):
-        r.delete(*keys[i : i + 5000])
-    with contextlib.suppress(Exception):  # cleanup must not hide the benchmark's own error
-        delete_topics(settings, timeout=10)
-
-
 # --- servers and load ----------------------------------------------------------------
 def start_server(kind: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen:
-    if kind == "ours":
+    if kind != "bare":
         cmd = [sys.executable, "-m", "streamrec", "serve", "--port", str(port)]
         cmd += ["--workers", str(workers)]
     else:  # the same uvicorn settings `streamrec serve` uses
@@ -171,38 +88,48 @@ def start_server(kind: str, port: int, workers: int, env: dict[str, str]) -> sub
     raise SystemExit(f"{kind} server not ready")
 
 
-KINDS = ("ours", "bare")
+# Servers by topology: ours on the single-node stack, ours on the cluster; then the baseline.
+KIND_OF = {"single": "ours", "cluster": "cluster"}
+LABELS = {
+    "ours": "/recommend (model)",
+    "cluster": "/recommend (model), cluster",
+    "bare": "bare FastAPI",
+}
 
 
 def measure(args: argparse.Namespace, users: list[str], ports: dict[str, int], console) -> dict:
-    """Both servers run side by side and their runs alternate (ours, bare, ours, ...), so a
-    noisy neighbour on a shared machine hits both alike; medians of ``args.runs``."""
-    res: dict[str, dict] = {kind: {} for kind in KINDS}
-    for kind in KINDS:  # long enough for every user to be asked a few times (fills caches)
+    """The servers run side by side and their runs alternate (ours, bare, ours, ...), so a
+    noisy neighbour on a shared machine hits all alike; medians of ``args.runs``."""
+    kinds = list(ports)
+    ours = [k for k in kinds if k != "bare"]
+    res: dict[str, dict] = {kind: {} for kind in kinds}
+    for kind in kinds:  # long enough for every user to be asked a few times (fills caches)
         res[kind]["warm"] = wrk_max(ports[kind], users, 8, args.conns)
-    before = served_counts(ports["ours"])
-    runs: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    before = {k: served_counts(ports[k]) for k in ours}
+    runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _ in range(args.runs):
-        for kind in KINDS:
+        for kind in kinds:
             runs[kind].append(wrk_max(ports[kind], users, args.duration, args.conns))
-    for kind in KINDS:
+    for kind in kinds:
         res[kind].update(rps=statistics.median(runs[kind]), runs=runs[kind])
         console.print(f"{kind}: max throughput runs {runs[kind]} req/s")
-    res["ours"].update(shares(before, served_counts(ports["ours"])))
+    for k in ours:
+        res[k].update(shares(before[k], served_counts(ports[k])))
 
-    rate = res["ours"]["rps"] / 2
-    before = served_counts(ports["ours"])
-    paced_runs: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    rate = res[ours[0]]["rps"] / 2
+    before = {k: served_counts(ports[k]) for k in ours}
+    paced_runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
     for _ in range(args.runs):
-        for kind in KINDS:
+        for kind in kinds:
             paced_runs[kind].append(paced(ports[kind], rate, args.duration, users))
-    for kind in KINDS:
+    for kind in kinds:
         out = {q: statistics.median(r[q] for r in paced_runs[kind]) for q in ("p50_ms", "p99_ms")}
         out["p99_runs"] = [round(r["p99_ms"], 1) for r in paced_runs[kind]]
         out["errors"] = sum(r["errors"] for r in paced_runs[kind])
         res[kind]["paced"] = out
         console.print(f"{kind} at {rate:.0f} req/s: {out}")
-    res["ours"]["paced"].update(shares(before, served_counts(ports["ours"])))
+    for k in ours:
+        res[k]["paced"].update(shares(before[k], served_counts(ports[k])))
     return res
 
 
@@ -215,7 +142,11 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=16, help="wrk connections")
     ap.add_argument("--port", type=int, default=18090, help="ours; the bare endpoint: port+1")
     ap.add_argument("--no-result-cache", action="store_true", help="every request runs the model")
+    ap.add_argument("--topology", default="single", help="single, cluster or single,cluster")
     args = ap.parse_args()
+    args.topologies = [t for t in args.topology.split(",") if t]
+    if not args.topologies or set(args.topologies) - set(KIND_OF):
+        ap.error(f"--topology: expected single and/or cluster, got {args.topology!r}")
     ensure_wrk()  # before the minutes of setup, so a missing wrk fails fast
     run_bench(args)
 
@@ -224,6 +155,7 @@ def run_bench(args: argparse.Namespace) -> None:
     from rich.console import Console
 
     from core.config import Settings
+    from streamrec.stack.cluster import client_env, client_settings
 
     console = Console()
     tag = f"bench{uuid.uuid4().hex[:6]}"
@@ -238,48 +170,63 @@ def run_bench(args: argparse.Namespace) -> None:
     }
     if args.no_result_cache:
         env["STREAMREC_SERVE_RESULT_CACHE_SIZE"] = "0"
-    ports = {"ours": args.port, "bare": args.port + 1}
+    # One model in one store; each topology's Redis filled alike.
+    stacks = {"single": (settings, env)}
+    stacks["cluster"] = (client_settings(settings), {**env, **client_env(settings)})
+    stacks = {t: stacks[t] for t in args.topologies}
+    kinds = [KIND_OF[t] for t in args.topologies] + ["bare"]
+    ports = {kind: args.port + i for i, kind in enumerate(kinds)}
     procs: list[subprocess.Popen] = []
     try:
-        users = prepare(settings, console)
-        for kind in KINDS:
-            procs.append(start_server(kind, ports[kind], args.workers, env))
+        users = prepare(settings, console, [s for s, _ in stacks.values()])
+        for kind in kinds:
+            topo = next((t for t in stacks if KIND_OF[t] == kind), args.topologies[0])
+            procs.append(start_server(kind, ports[kind], args.workers, stacks[topo][1]))
         res = measure(args, users, ports, console)
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(30)
-        cleanup(settings)
+        for s, _ in stacks.values():
+            cleanup(s)
         shutil.rmtree(tmp, ignore_errors=True)
-    report(console, args, res, res["ours"]["rps"] / 2)
+    report(console, args, res, res[kinds[0]]["rps"] / 2)
 
 
 def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:
     from rich.table import Table
 
     cache = "off" if args.no_result_cache else "on"
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     title = f"{args.workers} worker(s), result cache {cache}, medians of {args.runs}"
-    table = Table(title=f"serving benchmark ({title})")
+    table = Table(title=f"serving benchmark ({title}; load avg {load})")
     for col in ("endpoint", "max req/s", f"p50 @ {rate:.0f}/s", f"p99 @ {rate:.0f}/s"):
         table.add_column(col, justify="right")
     table.add_column("fallback / cache hit (max; paced)", justify="right")
-    for kind, label in (("ours", "/recommend (model)"), ("bare", "bare FastAPI")):
-        r, p = res[kind], res[kind]["paced"]
+    for kind, r in res.items():
+        p = r["paced"]
         shares = (
             f"{r['fallback']:.0%}/{r['cache_hit']:.0%}; {p['fallback']:.0%}/{p['cache_hit']:.0%}"
-            if kind == "ours"
+            if kind != "bare"
             else "-"
         )
         table.add_row(
-            label, f"{r['rps']:.0f}", f"{p['p50_ms']:.1f} ms", f"{p['p99_ms']:.1f} ms", shares
-        )
+            LABELS[kind], f"{r['rps']:.0f}", f"{p['p50_ms']:.1f} ms", f"{p['p99_ms']:.1f} ms",
+            shares,
+        )  # fmt: skip
     console.print(table)
-    ratio = res["ours"]["rps"] / res["bare"]["rps"]
-    p99 = res["ours"]["paced"]["p99_ms"]
+    first = next(iter(res))
+    ratio = res[first]["rps"] / res["bare"]["rps"]
+    p99 = res[first]["paced"]["p99_ms"]
     console.print(
         f"throughput ours/bare: {ratio:.0%} (target >= 40%); "
         f"our p99 at half our max: {p99:.1f} ms (target < 25 ms)"
     )
+    if "ours" in res and "cluster" in res:
+        console.print(
+            f"cluster/single: {res['cluster']['rps'] / res['ours']['rps']:.0%} of the max; "
+            f"p99 {res['cluster']['paced']['p99_ms']:.1f} ms vs {p99:.1f} ms at the same rate"
+        )
     print(json.dumps({"rate": rate, "ratio": ratio, **res}))
 
 

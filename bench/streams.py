@@ -16,8 +16,16 @@
 Both engines (``--engines confluent,faust``) read the same backlog of each run, each in a
 consumer group and Redis key space of its own.
 
+``--topology single,cluster`` also runs the workloads on the clustered stack (``streamrec
+stack up --topology cluster``: three brokers, topics replicated 3 times, a six-node Redis
+Cluster; settings from ``streamrec.stack.cluster.client_settings``), confluent engine, each
+worker in a process of its own: one worker, two workers sharing the group (combined
+events/s), and one worker with ``redis_min_replicas_ack=0`` beside 1 (what WAIT costs), all
+on the same backlog; and the freshness at the same rate. The default is ``single`` only.
+
 Usage: ``python bench/streams.py [--events 300000] [--runs 3] [--rate 5000] [--seconds 20]
-[--workloads sessions,movielens] [--freshness-runs 3] [--engines confluent,faust]``.
+[--workloads sessions,movielens] [--freshness-runs 3] [--engines confluent,faust]
+[--topology single,cluster]``.
 Medians over the runs are reported; every run uses throwaway topics and Redis keys, deleted
 afterwards.
 """
@@ -50,14 +58,35 @@ from bench._streams_load import (  # noqa: E402
     produce_movielens,
     worker_rate,
 )
+from bench._streams_procs import workers_rate  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.kafka import ensure_topics  # noqa: E402
+from streamrec.stack.cluster import client_settings  # noqa: E402
 
 
-def engine_settings(s: Settings, engine: str) -> Settings:
+def engine_settings(s: Settings, engine: str, **update) -> Settings:
     """The run's topics, read by ``engine`` in a group and Redis key space of its own."""
     tag = f"{s.redis_key_prefix}{engine[0]}"
-    return s.model_copy(update={"stream_app_id": f"bench-{engine}", "redis_key_prefix": tag})
+    return s.model_copy(
+        update={"stream_app_id": f"bench-{engine}", "redis_key_prefix": tag, **update}
+    )
+
+
+# Cluster variants on one backlog: (label, tag, worker processes, redis_min_replicas_ack).
+CLUSTER_VARIANTS = (
+    ("1 worker", "a", 1, 1),
+    ("2 workers", "b", 2, 1),
+    ("1 worker, no WAIT", "n", 1, 0),
+)
+
+
+def topologies(arg: str) -> dict[str, Settings]:
+    names = [t for t in arg.split(",") if t]
+    bad = sorted(set(names) - {"single", "cluster"})
+    if bad or not names:
+        raise SystemExit(f"--topology: expected single and/or cluster, got {arg!r}")
+    base = Settings()
+    return {n: client_settings(base) if n == "cluster" else base for n in names}
 
 
 def main() -> None:
@@ -69,81 +98,142 @@ def main() -> None:
     ap.add_argument("--freshness-runs", type=int, default=3)
     ap.add_argument("--workloads", default="sessions,movielens")
     ap.add_argument("--engines", default="confluent,faust")
+    ap.add_argument("--topology", default="single", help="single, cluster or single,cluster")
     args = ap.parse_args()
+    bases = topologies(args.topology)
     engines = args.engines.split(",")
+    # Per topology: the engines it runs (the cluster rows: the confluent engine).
+    runs_on = {t: engines if t == "single" else ["confluent"] for t in bases}
     console = Console()
-    base = Settings()
     tmp = tempfile.mkdtemp(prefix="streamrec-bench-")
     # Freshness first, on a quiet stack: the throughput runs' deleted topics are removed by
     # the broker a minute later (file.delete.delay.ms), which shows up as latency spikes.
-    # engine -> (worker p50, p99, bare p50, p99) per run
-    fresh: dict[str, list[tuple[float, float, float, float]]] = defaultdict(list)
+    # (topology, engine) -> (worker p50, p99, bare p50, p99) per run
+    fresh: dict[tuple[str, str], list[tuple[float, ...]]] = defaultdict(list)
     for run in range(args.freshness_runs):
-        for engine in engines:
-            s = fresh_settings(base, tmp)
-            ensure_topics(s)
-            try:
-                fw = freshness_worker(s, args.rate, args.seconds, engine)
-                fb = freshness_bare(s, args.rate, args.seconds)
-            finally:
-                cleanup(s)
-            f = (pct(fw, 0.5), pct(fw, 0.99), pct(fb, 0.5), pct(fb, 0.99))
-            fresh[engine].append(f)
-            console.print(
-                f"freshness run {run + 1} ({engine}): worker p50 {f[0] * 1000:.0f} ms "
-                f"p99 {f[1] * 1000:.0f} ms ({len(fw)} probes); bare p99 {f[3] * 1000:.0f} ms"
-            )
-    # (workload, engine or "bare") -> rates of the runs
-    rates: dict[tuple[str, str], list[float]] = defaultdict(list)
+        for topo, base in bases.items():
+            for engine in runs_on[topo]:
+                s = fresh_settings(base, tmp)
+                ensure_topics(s)
+                try:
+                    fw = freshness_worker(s, args.rate, args.seconds, engine)
+                    fb = freshness_bare(s, args.rate, args.seconds)
+                finally:
+                    cleanup(s)
+                f = (pct(fw, 0.5), pct(fw, 0.99), pct(fb, 0.5), pct(fb, 0.99))
+                fresh[topo, engine].append(f)
+                console.print(
+                    f"freshness run {run + 1} ({topo}, {engine}): worker p50 {f[0] * 1000:.0f}"
+                    f" ms p99 {f[1] * 1000:.0f} ms ({len(fw)} probes); bare p99"
+                    f" {f[3] * 1000:.0f} ms"
+                )
+    # (workload, topology, engine / cluster variant / "bare") -> rates of the runs
+    rates: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for workload in args.workloads.split(","):
         for run in range(args.runs):
-            s = fresh_settings(base, tmp)
-            ensure_topics(s)
+            for topo, base in bases.items():
+                measured = throughput_run(base, tmp, workload, args.events, run, runs_on[topo])
+                for key, rate in measured.items():
+                    rates[workload, topo, key].append(rate)
+                console.print(
+                    f"{workload} run {run + 1} ({topo}): "
+                    + ", ".join(f"{k} {v:,.0f}" for k, v in measured.items())
+                    + " ev/s"
+                )
+    report(console, args, bases, runs_on, rates, fresh)
+
+
+def throughput_run(
+    base: Settings, tmp: str, workload: str, events: int, run: int, engines: list[str]
+) -> dict[str, float]:
+    """One backlog on ``base``'s stack, read by the bare consumer and each worker setup."""
+    s = fresh_settings(base, tmp)
+    ensure_topics(s)
+    out: dict[str, float] = {}
+    try:
+        if workload == "movielens":
+            n = produce_movielens(s)
+        else:
+            n = events
+            produce_backlog(s, n, seed=run)
+        out["bare"] = bare_consumer_rate(s, n)
+        if not s.redis_cluster:
+            for engine in engines:
+                es = engine_settings(s, engine)
+                try:
+                    out[engine] = worker_rate(es, n, engine)
+                finally:
+                    cleanup_keys(es)
+            return out
+        for label, tag, workers, ack in CLUSTER_VARIANTS:
+            es = engine_settings(s, tag, redis_min_replicas_ack=ack)
             try:
-                if workload == "movielens":
-                    n = produce_movielens(s)
-                else:
-                    n = args.events
-                    produce_backlog(s, n, seed=run)
-                rates[workload, "bare"].append(bare_consumer_rate(s, n))
-                for engine in engines:
-                    es = engine_settings(s, engine)
-                    try:
-                        rates[workload, engine].append(worker_rate(es, n, engine))
-                    finally:
-                        cleanup_keys(es)
+                out[label] = workers_rate(es, n, workers)
             finally:
-                cleanup(s)
-            console.print(
-                f"{workload} run {run + 1}: "
-                + ", ".join(f"{e} {rates[workload, e][-1]:,.0f}" for e in [*engines, "bare"])
-                + " ev/s"
-            )
+                cleanup_keys(es)
+    finally:
+        cleanup(s)
+    return out
+
+
+def report(console, args, bases, runs_on, rates, fresh) -> None:
     med = statistics.median
-    load = os.getloadavg()[0]
+    load = os.getloadavg()
     table = Table(
-        title=f"stream worker on {os.cpu_count()} cores, load avg {load:.1f} (medians of runs)"
+        title=f"stream worker on {os.cpu_count()} cores, load avg {load[0]:.1f}/{load[1]:.1f}"
+        f"/{load[2]:.1f}, topology {args.topology} (medians of runs)"
     )
-    for col in ("measure", "engine", "worker", "same-run baseline", "baseline is", "target"):
+    for col in ("measure", "setup", "worker", "same-run baseline", "baseline is", "target"):
         table.add_column(col)
+
+    def rate(workload: str, topo: str, key: str) -> str:
+        return f"{med(rates[workload, topo, key]):,.0f}"
+
     for workload in args.workloads.split(","):
-        for engine in engines:
+        measure = f"throughput, {workload} (events/s)"
+        for engine in runs_on.get("single", []):
             table.add_row(
-                f"throughput, {workload} (events/s)",
+                measure,
                 engine,
-                f"{med(rates[workload, engine]):,.0f}",
-                f"{med(rates[workload, 'bare']):,.0f}",
+                rate(workload, "single", engine),
+                rate(workload, "single", "bare"),
                 "bare confluent consumer",
                 ">= 50,000",
             )
-    for engine, runs in fresh.items():
+        if "cluster" not in bases:
+            continue
+        one = ("single", "confluent") if "single" in bases else ("cluster", "bare")
+        one_is = "single node, 1 worker" if "single" in bases else "cluster, bare consumer"
+        rows = (
+            ("cluster, 1 worker", "1 worker", one, one_is),
+            ("cluster, 2 workers", "2 workers", ("cluster", "1 worker"), "cluster, 1 worker"),
+            (
+                "cluster, 1 worker, WAIT 1",
+                "1 worker",
+                ("cluster", "1 worker, no WAIT"),
+                "same, redis_min_replicas_ack=0",
+            ),
+            ("cluster, bare consumer", "bare", ("single", "bare"), "single, bare consumer"),
+        )
+        for setup, key, (btopo, bkey), what in rows:
+            if (workload, btopo, bkey) in rates:
+                table.add_row(
+                    measure,
+                    setup,
+                    rate(workload, "cluster", key),
+                    rate(workload, btopo, bkey),
+                    what,
+                    "",
+                )
+    for (topo, engine), runs in fresh.items():
+        setup = engine if topo == "single" else f"{engine}, cluster"
         for q, i, target in (("p50", 0, ""), ("p99", 1, "< 1,000 ms")):
             table.add_row(
                 f"freshness {q} @ {args.rate:,}/s",
-                engine,
+                setup,
                 f"{med(f[i] for f in runs) * 1000:.0f} ms",
                 f"{med(f[i + 2] for f in runs) * 1000:.0f} ms",
-                "produce -> bare consume",
+                f"produce -> bare consume ({topo})",
                 target,
             )
     console.print(table)
