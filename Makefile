@@ -35,7 +35,7 @@ demo: install ## The main job: stack, replay, stream, train, serve, recommendati
 
 test: install ## Start the stack if needed and run every test (unit + integration)
 	$(STREAMREC) stack up
-	$(PY) -m pytest --no-skips $(PYTEST_ARGS)
+	$(PY) -m pytest --no-skips --durations=25 $(PYTEST_ARGS)
 
 test-unit: install ## Only the tests that need no services
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
