@@ -149,21 +149,17 @@ class RedisKeys:
     partitions: int = 4
 
     def __post_init__(self) -> None:
-        # A brace in the prefix would become (or break) the hash tag of every key.
-        if not self.prefix or "{" in self.prefix or "}" in self.prefix:
+        # A brace in the prefix would become (or break) the hash tag of every key; the only
+        # braces allowed are the partition tag that slot() appends.
+        base = self.prefix.split(":{", 1)[0]
+        if not base or "{" in base or "}" in base:
             raise ValueError(f"redis key prefix {self.prefix!r} must be non-empty, without braces")
         if self.partitions < 1:
             raise ValueError(f"partitions must be >= 1, got {self.partitions}")
 
     def slot(self, partition: int) -> RedisKeys:
         """The keys of Kafka partition number ``partition``: one hash slot."""
-        base = self.prefix.split(":{", 1)[0]
-        return RedisKeys.__new__(RedisKeys)._init(f"{base}:{{p{partition}}}", self.partitions)
-
-    def _init(self, prefix: str, partitions: int) -> RedisKeys:
-        object.__setattr__(self, "prefix", prefix)
-        object.__setattr__(self, "partitions", partitions)
-        return self
+        return RedisKeys(f"{self.base.prefix}:{{p{partition}}}", self.partitions)
 
     def user_slot(self, user: str) -> RedisKeys:
         """The keys of the partition that holds ``user``'s state."""

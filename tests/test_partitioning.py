@@ -70,3 +70,41 @@ def test_partition_of_is_where_the_broker_puts_the_key(stack: Settings) -> None:
         assert not wrong, wrong
     finally:
         admin.delete_topics([topic])
+
+
+def test_every_key_of_a_partition_is_in_one_hash_slot() -> None:
+    """What a Redis Cluster requires of the worker's scripts (schemas.redis_keys)."""
+    from redis.crc import key_slot
+
+    from schemas.redis_keys import RedisKeys
+
+    keys = RedisKeys("sr", partitions=4)
+    slots = set()
+    for p in range(4):
+        k = keys.slot(p)
+        names = [
+            k.user_recent("u1"),
+            k.user_ratings("u2"),
+            k.user_stats("u3"),
+            k.user_genres("u4"),
+            k.item_stats("m1"),
+            k.pop_all,
+            k.pop_hour(0),
+            k.pop_day(0),
+            k.watermark("t.watch", p),
+            k.seen_ids("t.watch", p, 7),
+            k.online_eval_hour(0),
+            k.online_eval_bucket(0),
+            k.online_eval_pending("u1"),
+            k.online_eval_watermark("t.watch", p),
+        ]
+        assert all(n.startswith(f"sr:{{p{p}}}:") for n in names), names
+        assert len({key_slot(n.encode()) for n in names}) == 1
+        slots.add(key_slot(names[0].encode()))
+    assert len(slots) == 4
+    # Readers find a user's slot from the id; the global keys carry no tag.
+    assert keys.user_slot("u9") == keys.slot(partition_of("u9", 4))
+    assert keys.slot(2).base.trending == keys.trending == "sr:trending"
+    for bad in ("", "a{b", "c}"):
+        with pytest.raises(ValueError, match="without braces"):
+            RedisKeys(bad)
