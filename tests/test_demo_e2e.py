@@ -4,7 +4,6 @@ through the real Kafka, stream worker, Redis, trainer and API, asserting every s
 from __future__ import annotations
 
 import io
-import socket
 
 import httpx
 import pytest
@@ -14,14 +13,9 @@ from rich.console import Console
 from schemas.redis_keys import RedisKeys
 from streamrec import stack
 from streamrec.demo import FRESH_ITEMS, run_demo
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -29,8 +23,8 @@ def demo_settings(settings, tmp_path):
     s = settings.model_copy(
         update={
             "data_dir": tmp_path / "data",  # pid files and logs of this test's processes
-            "serve_port": _free_port(),
-            "stream_metrics_port": _free_port(),
+            "serve_port": free_port(),
+            "stream_metrics_port": free_port(),
             "stream_flush_interval_s": 2.0,
             # This test checks the flow, not latency: on a loaded 2-core machine the default
             # 50 ms budget sends some answers to the (correct, but different) fallback.

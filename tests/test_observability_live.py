@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,18 +30,13 @@ from ingest.movielens import MovieLens, load_movielens
 from ingest.replay import replay_movielens
 from models.registry import ModelRegistry
 from streamrec.stack.prometheus import render_config, write_config
+from tests.ports import free_port
 from training.pipeline import run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARDS = REPO / "infra" / "grafana" / "dashboards"
 RATE_INTERVAL = "10s"  # what $__rate_interval becomes with 1 s scrapes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(what: str, check: Callable[[], bool], timeout: float, proc=None) -> None:
@@ -150,7 +144,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
     from streams import run_worker
 
     redis_port, api_port, worker_port, exporter_port, prom_port, rollout_port = (
-        _free_port() for _ in range(6)
+        free_port() for _ in range(6)
     )
     logs = tmp_path / "logs"
     logs.mkdir()

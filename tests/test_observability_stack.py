@@ -3,7 +3,6 @@ rules and the Redis exporter beside it come up, scrape, and ``down`` stops both.
 
 from __future__ import annotations
 
-import socket
 import time
 from pathlib import Path
 
@@ -12,25 +11,15 @@ import pytest
 
 from core.config import Settings
 from streamrec.stack.base import port_open
+from tests.ports import free_ports
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prometheus_bins")]
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def test_stack_up_starts_prometheus_with_rules_and_redis_exporter(
     stack: Settings, tmp_path: Path
 ) -> None:
-    prom_port, exporter_port = _free_ports(2)
+    prom_port, exporter_port = free_ports(2)
     s = stack.model_copy(
         update={
             "data_dir": tmp_path / "data",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -28,26 +27,16 @@ from ingest.produce import produce_events
 from streamrec.stack.base import process_alive
 from streamrec.stack.kafka import KafkaService
 from tests.kafka_util import consume_all
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
 OUTAGE_S = 60  # the bar: a broker restart of a minute (the old 30 s timeout lost data)
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaService]:
-    kafka, controller, jmx = _free_ports(3)
+    kafka, controller, jmx = free_ports(3)
     settings = Settings().model_copy(
         update={
             "kafka_bootstrap": f"127.0.0.1:{kafka}",

@@ -7,7 +7,6 @@ runs in a few minutes (production defaults are in core.config)."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -30,14 +29,9 @@ from rollout.simulator import Simulator, future_interactions, simulate_in_thread
 from schemas.manifest import TrainingData
 from streamrec import stack
 from streamrec.stack.apps import ApiService
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -45,8 +39,8 @@ def rollout_settings(settings, tmp_path):
     s = settings.model_copy(
         update={
             "data_dir": tmp_path / "data",
-            "serve_port": _free_port(),
-            "stream_metrics_port": _free_port(),
+            "serve_port": free_port(),
+            "stream_metrics_port": free_port(),
             "stream_flush_interval_s": 2.0,
             # Flow, not latency: on a loaded 2-core host the 50 ms budget would send some
             # answers to the fallback (still 200s, but not counted for either variant).

@@ -28,6 +28,7 @@ from models.two_stage import TwoStageModel
 from schemas.manifest import TrainingData
 from schemas.redis_keys import RedisKeys
 from schemas.split import temporal_test_mask
+from tests.ports import free_port
 from training.catalog import ItemCatalog
 from training.data import build_interactions
 from training.train import TrainConfig, fit_two_stage, generator_for
@@ -111,12 +112,6 @@ async def running_client(app) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             yield client
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from core.config import Settings
 from streamrec import stack
 from streamrec.stack.base import port_open
 from streamrec.stack.errors import ExitedError, NotReadyError, PortInUseError
+from tests.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -45,17 +46,6 @@ def _shared_settings() -> Settings:
     )
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.fixture(scope="module")
 def shared() -> Settings:
     settings = _shared_settings()
@@ -66,7 +56,7 @@ def shared() -> Settings:
 
 @pytest.fixture
 def isolated(tmp_path: Path) -> Iterator[Settings]:
-    kafka, controller, jmx, redis_port, prom = _free_ports(5)
+    kafka, controller, jmx, redis_port, prom = free_ports(5)
     settings = Settings(
         home=REPO,
         data_dir=tmp_path / "data",
@@ -83,7 +73,7 @@ def isolated(tmp_path: Path) -> Iterator[Settings]:
 @pytest.fixture
 def bystander_redis(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """A redis-server streamrec did not start, on a port of its own."""
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

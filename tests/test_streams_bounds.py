@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from datetime import UTC, date, datetime
@@ -25,6 +24,7 @@ from streams.errors import SinkUnavailable
 from streams.features import Limits, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
 from streams.redis_sink import APPLIED, PartitionRange, RedisSink
+from tests.ports import free_port
 from tests.test_streams_hostile import produce, run_caught_up, watch_doc
 
 pytestmark = pytest.mark.integration
@@ -76,19 +76,13 @@ def _start_redis(conf: Path, port: int) -> subprocess.Popen:
     raise AssertionError("the throwaway redis did not start")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_config_evicts_features_never_watermarks_and_oom_holds_the_worker(
     tmp_path: Path,
 ) -> None:
     from string import Template
 
-    port = _free_port()
+    port = free_port()
     (tmp_path / "data").mkdir()
     conf = tmp_path / "redis.conf"
     template = (ROOT / "infra" / "redis" / "redis.conf.template").read_text()
