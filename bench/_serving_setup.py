@@ -11,7 +11,6 @@ def prepare(settings, console, stacks: list) -> list[str]:
     """Train and publish a two-stage model on MovieLens-100K, and fill Redis the way the
     stream processor would (recent items per user, item stats, trending) on each of
     ``stacks`` (settings of the single-node and/or clustered stack). Returns users."""
-    import pyarrow as pa
 
     from core.kafka import ensure_topics
     from core.storage import open_store
@@ -24,15 +23,7 @@ def prepare(settings, console, stacks: list) -> list[str]:
     from training.train import TrainConfig, fit_two_stage, generator_for
 
     ml = load_movielens(settings.cache_path)
-    table = pa.table(
-        {
-            "user_id": pa.array(ml.users.tolist(), pa.string()),
-            "item_id": pa.array(ml.items.tolist(), pa.string()),
-            "ts": pa.array((ml.ts * 1_000_000).tolist(), pa.timestamp("us", tz="UTC")),
-            "rating": pa.array(ml.ratings, pa.float32()),
-        }
-    )
-    data = build_interactions(table)
+    data = build_interactions(ml.interactions())
     held = temporal_test_mask(data.users, data.ts)
     train, test = data.subset(~held), data.subset(held)
     catalog = ItemCatalog.align(ml.catalog, data.item_ids, "movielens")

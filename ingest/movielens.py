@@ -86,6 +86,18 @@ class MovieLens:
     def test_mask(self) -> np.ndarray:
         return temporal_test_mask(self.users, self.ts)
 
+    def interactions(self) -> pa.Table:
+        """The ratings as the trainer reads snapshots: user_id, item_id, ts (UTC, µs) and
+        rating columns (``training.data.build_interactions`` takes it as is)."""
+        return pa.table(
+            {
+                "user_id": pa.array(self.users.tolist(), pa.string()),
+                "item_id": pa.array(self.items.tolist(), pa.string()),
+                "ts": pa.array((self.ts * 1_000_000).tolist(), pa.timestamp("us", tz="UTC")),
+                "rating": pa.array(self.ratings, pa.float32()),
+            }
+        )
+
     def subset(self, split: str) -> MovieLens:
         """``train``, ``test`` or ``all``, each in timestamp order (stable)."""
         if split == "all":

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import pyarrow as pa
 
 from core.config import Settings
 from core.storage import open_store
@@ -46,15 +45,7 @@ def train_two_stage(cache_dir: Path) -> Trained:
     ALS on the train split, LambdaRank on its candidates labelled by each user's held-out
     items, served on top of the same ALS (so a user's training items are the train split)."""
     ml = load_movielens(cache_dir)
-    table = pa.table(
-        {
-            "user_id": pa.array(ml.users.tolist(), pa.string()),
-            "item_id": pa.array(ml.items.tolist(), pa.string()),
-            "ts": pa.array((ml.ts * 1_000_000).tolist(), pa.timestamp("us", tz="UTC")),
-            "rating": pa.array(ml.ratings, pa.float32()),
-        }
-    )
-    data = build_interactions(table)
+    data = build_interactions(ml.interactions())
     held_out = temporal_test_mask(data.users, data.ts)
     train, test = data.subset(~held_out), data.subset(held_out)
     catalog = ItemCatalog.align(ml.catalog, data.item_ids, "movielens")
