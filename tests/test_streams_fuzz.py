@@ -29,7 +29,7 @@ from schemas.redis_keys import RedisKeys
 from schemas.topics import DEAD_LETTER
 from streams.app import create_app
 from tests.redis_view import item_stats, pop_all
-from tests.test_streams_hostile import BIG_LIMIT, create_topics, produce
+from tests.test_streams_hostile import BIG_LIMIT, create_topics, produce, start_in_thread
 
 pytestmark = pytest.mark.integration
 
@@ -290,16 +290,7 @@ def test_the_worker_survives_hostile_batches_and_applies_good_events_exactly_onc
     s = settings.model_copy(update={"stream_metrics_port": -1, "stream_flush_interval_s": 1.0})
     create_topics(s, watch={"max.message.bytes": BIG_LIMIT}, rate={"max.message.bytes": BIG_LIMIT})
     worker = create_app(s)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            worker.run()
-        except BaseException as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
+    thread, errors = start_in_thread(worker)
     r = redis.Redis.from_url(s.redis_url, decode_responses=True)
     truth = Truth()
     dlq = DeadLetters(s)

@@ -77,9 +77,8 @@ def produce(s: Settings, records: list[tuple[str, bytes | None, bytes | None]]) 
     return where
 
 
-def run_caught_up(s: Settings, timeout: float = 120) -> None:
-    """Run a confluent worker until it has caught up; fail (not hang) if it does not."""
-    worker = create_app(s.model_copy(update={"stream_metrics_port": -1}), until_caught_up=True)
+def start_in_thread(worker) -> tuple[threading.Thread, list[BaseException]]:
+    """Run ``worker`` on a daemon thread; what it raised lands in the returned list."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -88,8 +87,15 @@ def run_caught_up(s: Settings, timeout: float = 120) -> None:
         except BaseException as err:
             errors.append(err)
 
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, errors
+
+
+def run_caught_up(s: Settings, timeout: float = 120) -> None:
+    """Run a confluent worker until it has caught up; fail (not hang) if it does not."""
+    worker = create_app(s.model_copy(update={"stream_metrics_port": -1}), until_caught_up=True)
+    t, errors = start_in_thread(worker)
     t.join(timeout)
     if t.is_alive():
         worker.stop()
