@@ -152,3 +152,12 @@ def test_the_schema_check_catches_what_grafana_would_ignore_or_reject() -> None:
     bad = copy.deepcopy(board)
     next(p for p in bad["panels"] if p["id"] == series["id"])["targets"][0]["expr"] = 42
     assert any(".expr: 42 is not a string" in e for e in schema_problems(bad))
+
+
+@pytest.mark.parametrize("name", BOARDS)
+def test_every_legend_lists_its_calcs(name: str) -> None:
+    """Grafana's export writes ``legend.calcs`` even when empty, and Perses' Grafana migration
+    rejects a legend without it (``legend.values: undefined field: calcs``)."""
+    board = json.loads((DASHBOARDS / name).read_text())
+    legends = [p["options"]["legend"] for p in board["panels"] if p["type"] == "timeseries"]
+    assert legends and all(legend.get("calcs") == [] for legend in legends)

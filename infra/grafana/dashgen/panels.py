@@ -56,7 +56,9 @@ def _options(kind: str) -> dict[str, Any]:
         }
     return {
         "tooltip": {"mode": "multi", "sort": "desc"},
-        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+        # "calcs" is required by Grafana's schema (its export writes it, even empty) and
+        # by Perses' Grafana migration, which rejects a legend without it.
+        "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True, "calcs": []},
     }
 
 
