@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -20,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from core.config import Settings
 from core.storage import ObjectStore, open_store
+from models.features import LiveItemFeatures
 from schemas.redis_keys import RedisKeys
 from serving import registry_metrics
 from serving.cluster_reader import ClusterReader
@@ -29,6 +32,10 @@ from serving.metrics import ServingMetrics
 from serving.model_cache import ModelCache
 from serving.redis_reader import RedisReader
 from serving.result_cache import ResultCache
+from serving.warmup import warm_model
+
+if TYPE_CHECKING:
+    from models.base import Recommender
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,16 @@ async def open_context(
     compute = ThreadPoolExecutor(
         max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="model-call"
     )
+    items = ItemFeatureTable(reader, keys, timeout_s=settings.serve_redis_timeout_ms / 1000)
+    models = ModelCache(
+        build_registry(settings, store),
+        size=settings.serve_model_cache_size,
+        metrics=metrics,
+        executor=loader,
+        retry_s=settings.serve_alias_poll_s,
+        warm=functools.partial(_warm_on, items),
+    )
+    items.prepare = functools.partial(_warm_loaded, models, loader)
     ctx = ServingContext(
         settings=settings,
         metrics=metrics,
@@ -81,14 +98,8 @@ async def open_context(
         reader=reader,
         keys=keys,
         store=store,
-        models=ModelCache(
-            build_registry(settings, store),
-            size=settings.serve_model_cache_size,
-            metrics=metrics,
-            executor=loader,
-            retry_s=settings.serve_alias_poll_s,
-        ),
-        items=ItemFeatureTable(reader, keys, timeout_s=settings.serve_redis_timeout_ms / 1000),
+        models=models,
+        items=items,
         sink=EventSink(settings, metrics),
         compute=compute,
         results=ResultCache(settings.serve_result_cache_size),
@@ -115,6 +126,20 @@ async def open_context(
         compute.shutdown(wait=False, cancel_futures=True)
         loader.shutdown(wait=False, cancel_futures=True)
         limits.restore_original_limits()
+
+
+def _warm_on(items: ItemFeatureTable, model: Recommender) -> None:
+    """Warm a newly loaded model on the live tables as they are now (loader thread)."""
+    warm_model(model, trending=[item for item, _ in items.trending], item_features=items.features)
+
+
+async def _warm_loaded(models: ModelCache, loader: Executor, table: LiveItemFeatures) -> None:
+    """Warm every loaded model on a new feature table before it is swapped in: one round
+    turns the table into each model's arrays (off the request path)."""
+    loop = asyncio.get_running_loop()
+    for model in models.loaded_models():
+        call = functools.partial(warm_model, model, item_features=table, rounds=1)
+        await loop.run_in_executor(loader, call)
 
 
 def _redis_client(settings: Settings) -> Redis | RedisCluster:

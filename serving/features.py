@@ -17,6 +17,7 @@ import functools
 import heapq
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Protocol
@@ -233,6 +234,11 @@ class ItemFeatureTable:
     trending: list[tuple[str, float]] = field(default_factory=list)
     refreshed_at: float | None = None  # monotonic time of the last complete sweep
     generation: int = 0  # bumped whenever the features change
+    # Awaited with a changed table before it is swapped in: warms the loaded models on it
+    # (each model turns a table into arrays on first use; a request must not pay that).
+    prepare: Callable[[LiveItemFeatures], Awaitable[object]] | None = None
+    # Set once the first sweep is in (and the models warmed on it): /readyz waits for it.
+    swept: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def refresh(self) -> int:
         """One sweep."""
@@ -240,12 +246,16 @@ class ItemFeatureTable:
             self.reader, self.keys, max_items=self.max_items, timeout=self.timeout_s
         )
         if features != self._raw:
+            table = LiveItemFeatures(features)
+            if self.prepare is not None:
+                await self.prepare(table)
             self.generation += 1  # memoised answers computed with the old table are void
             # Whole objects are swapped: a model call on another thread sees the old table
             # or the new one, never a half-built one.
-            self._raw, self.features = features, LiveItemFeatures(features)
+            self._raw, self.features = features, table
         self.trending = trending
         self.refreshed_at = time.monotonic()
+        self.swept.set()
         return len(features)
 
     async def run(self, interval_s: float) -> None:

@@ -14,6 +14,7 @@ import gc
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ class ModelCache:
         metrics: ServingMetrics,
         executor: Executor,
         retry_s: float = 5.0,
+        warm: Callable[[Recommender], object] | None = None,
     ) -> None:
         self.registry = registry
         self.name: str = getattr(registry, "name", "model")
@@ -44,6 +46,9 @@ class ModelCache:
         self.metrics = metrics
         self.retry_s = retry_s  # a failed version is not retried before this (no hammering)
         self._executor = executor
+        # Runs on the loader thread after a load, before the model enters the cache: the
+        # first (slow) scoring calls are paid there, never by a request (serving.warmup).
+        self._warm = warm
         self._models: OrderedDict[int, Recommender] = OrderedDict()
         self._loading: dict[int, asyncio.Task[Recommender]] = {}
         self._failed: dict[int, tuple[float, str]] = {}
@@ -89,11 +94,20 @@ class ModelCache:
         if not task.cancelled():
             task.exception()  # retrieved here so an unawaited failure is not reported twice
 
+    def _load_and_warm(self, version: int) -> Recommender:
+        model = self.registry.load(version)
+        if self._warm is not None:
+            self._warm(model)
+        return model
+
+    def loaded_models(self) -> list[Recommender]:
+        return list(self._models.values())
+
     async def _load(self, version: int) -> Recommender:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(self._executor, self.registry.load, version)
+            model = await loop.run_in_executor(self._executor, self._load_and_warm, version)
         except Exception as err:
             # Any failure (missing, tampered, store unreadable) keeps serving on fallback.
             self._failed[version] = (time.monotonic(), str(err) or type(err).__name__)

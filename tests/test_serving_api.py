@@ -237,7 +237,13 @@ def test_health_ready_metrics_and_openapi(served: Settings) -> None:
     live, ready, metrics, openapi = asyncio.run(go())
     assert live.json() == {"status": "ok"}
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"kafka": "ok", "model": "ok", "redis": "ok", "registry": "ok"}
+    assert ready.json()["checks"] == {
+        "item_features": "ok",
+        "kafka": "ok",
+        "model": "ok",
+        "redis": "ok",
+        "registry": "ok",
+    }
     assert (
         'streamrec_serving_request_seconds_count{endpoint="/recommend/{user_id}",'
         'model_version="1",status="200",variant="production"} 1.0' in metrics

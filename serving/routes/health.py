@@ -49,10 +49,17 @@ async def _model_loaded(ctx) -> None:
     await ctx.models.get(aliases.production.version, CHECK_TIMEOUT_S)
 
 
+async def _features_read(ctx) -> None:
+    # The first sweep of the live item features, and the warm-up of the loaded models on
+    # them: before it, the first requests would pay for turning the table into arrays.
+    await ctx.items.swept.wait()
+
+
 @router.get(
     "/readyz",
     response_model=Readiness,
-    summary="Readiness: Kafka, Redis and the registry reachable, the production model loaded",
+    summary="Readiness: Kafka, Redis and the registry reachable, the production model loaded "
+    "and warmed, the live item features read",
     responses={503: {"model": Readiness, "description": "Some check failed."}},
 )
 async def readyz(ctx: ContextDep) -> JSONResponse:
@@ -63,6 +70,7 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
         _check("registry", asyncio.to_thread(ctx.store.check), checks),
     )
     await _check("model", _model_loaded(ctx), checks)
+    await _check("item_features", _features_read(ctx), checks)
     ready = all(v == "ok" for v in checks.values())
     body = Readiness(status="ready" if ready else "not ready", checks=dict(sorted(checks.items())))
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
