@@ -13,6 +13,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "popularity": ("models.popularity", "PopularityModel"),
     "als": ("models.als", "ALSModel"),
     "item-knn": ("models.knn", "ItemKNNModel"),
+    "ease": ("models.ease", "EaseModel"),
     "als+lgbm": ("models.two_stage", "TwoStageModel"),
     # A random ranking: the negative control of canary rollouts (rollout tests, demos).
     "random": ("models.random_model", "RandomModel"),

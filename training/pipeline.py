@@ -24,17 +24,28 @@ from schemas.split import temporal_test_mask
 from training.catalog import load_catalog
 from training.data import TimeRange, build_interactions, list_snapshots, read_events
 from training.errors import NotEnoughDataError
-from training.evaluate import make_holdout, ranking_metrics
+from training.evaluate import make_holdout
 from training.publish import GateDecision, publish_version, quality_gate
-from training.train import TrainConfig, fit_knn, fit_two_stage, generator_for
+from training.select import (
+    BASELINES,
+    FAMILIES,
+    TWO_STAGE,
+    Cut,
+    Selection,
+    learn_ranker,
+    only_users,
+    pick,
+    score_all,
+    split_users,
+)
+from training.train import TrainConfig
 from training.tune import validation_split
 
 log = logging.getLogger(__name__)
 
 # stage(name, total) -> tick(completed); the CLI draws these as rich progress bars.
 StageFn = Callable[[str, int | None], Callable[[int], None]]
-CANDIDATE = "als+lgbm"
-BASELINES = ("popularity", "als", "item-knn")
+CANDIDATE = TWO_STAGE  # the family the trainer was built around (label in metrics)
 
 
 @dataclass
@@ -46,16 +57,25 @@ class TrainReport:
     config: dict
     facts: dict = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    selection: Selection | None = None
+
+    @property
+    def winner(self) -> str:
+        return self.selection.winner if self.selection else CANDIDATE
 
     @property
     def best_baseline(self) -> tuple[str, float]:
-        label = max(BASELINES, key=lambda b: self.metrics[b]["ndcg@10"])
+        """The best same-run baseline on the holdout other than the winner."""
+        others = [b for b in BASELINES if b != self.winner]
+        label = max(others, key=lambda b: self.metrics[b]["ndcg@10"])
         return label, self.metrics[label]["ndcg@10"]
 
     @property
     def lift_over_best_baseline(self) -> float:
+        """The winner's holdout NDCG@10 over the best other baseline's."""
         _, best = self.best_baseline
-        return self.metrics[CANDIDATE]["ndcg@10"] / best - 1.0 if best > 0 else float("inf")
+        mine = self.metrics[self.winner]["ndcg@10"]
+        return mine / best - 1.0 if best > 0 else float("inf")
 
 
 def _no_progress(_name: str, _total: int | None) -> Callable[[int], None]:
@@ -107,59 +127,72 @@ def run_training(
             n_users=len(data.user_ids), n_items=len(data.item_ids), n_interactions=len(data),
         )  # fmt: skip
     inner, valid = validation_split(train)
+    max_users = settings.train_eval_max_users
+    c_inner, c_train = Cut(inner, catalog, cfg), Cut(train, catalog, cfg)
 
-    iters = cfg.als_iterations
-    with timed("fit baselines", 2 * iters + 1) as tick:
-        g_train, pop_train = generator_for(train, catalog, cfg, lambda i: tick(i + 1))
-        knn = fit_knn(train, cfg)
-        tick(2 * iters + 1)
-    with timed("fit ALS+ranker", None) as tick:
-        g_inner, _ = generator_for(inner, catalog, cfg)
-        candidate, eval_facts = fit_two_stage(g_inner, valid, g_train, pop_train, cfg, tick)
+    # Selection: every family fitted on inner, scored on validation users the ranker never saw.
+    ranker_users, eval_users = split_users(valid, cfg, max_users)
+    with timed("fit on validation cut", None) as tick:
+        ranker, eval_facts = learn_ranker(c_inner.generator(), valid, ranker_users, cfg, tick)
+        models = {f: c_inner.model(f, ranker) for f in FAMILIES}
+    v_holdout = make_holdout(inner, only_users(valid, eval_users), seed=cfg.seed)
+    with timed("validate", len(v_holdout) * len(FAMILIES)) as tick:
+        validation = score_all(models, v_holdout, tick)
+    selection = Selection(pick(validation), validation)
+    del models, c_inner
 
-    holdout = make_holdout(train, test, max_users=settings.train_eval_max_users, seed=cfg.seed)
-    models = {"popularity": pop_train, "als": g_train.als, "item-knn": knn, CANDIDATE: candidate}
-    metrics: dict[str, dict[str, float]] = {}
-    with timed("evaluate", len(holdout) * len(models)) as tick:
-        for n, (label, model) in enumerate(models.items()):
-            offset = n * len(holdout)
-            metrics[label] = ranking_metrics(
-                model, holdout, on_user=lambda i, o=offset: tick(o + i)
-            )
+    # The report: every family fitted on train, scored on the holdout.
+    with timed("fit on train cut", None):
+        models = {f: c_train.model(f, ranker) for f in FAMILIES}
+    holdout = make_holdout(train, test, max_users=max_users, seed=cfg.seed)
+    with timed("evaluate", len(holdout) * len(FAMILIES)) as tick:
+        selection.holdout = score_all(models, holdout, tick)
+    winner = selection.winner
+    log.info("%s", selection.summary())
 
-    with timed("quality gate"):
-        decision = quality_gate(
-            candidate,
-            registry,
-            train,
-            test,
-            metric=settings.train_gate_metric,
-            min_gain=settings.train_gate_min_gain,
-            min_users=settings.train_gate_min_users,
-            max_users=settings.train_eval_max_users,
-            seed=cfg.seed,
-            force=force,
-        )
+    refusal = selection.refusal()
+    if refusal is not None and not force:
+        decision = GateDecision(False, f"refused: {refusal}", settings.train_gate_metric)
+    else:
+        with timed("quality gate"):
+            decision = quality_gate(
+                models[winner], registry, train, test,
+                metric=settings.train_gate_metric, min_gain=settings.train_gate_min_gain,
+                min_users=settings.train_gate_min_users, max_users=max_users, seed=cfg.seed,
+                force=force,
+            )  # fmt: skip
+        if refusal is not None:
+            decision.reason = f"forced (--force) past: {refusal}; {decision.reason}"
+            decision.forced = True
+    del models
 
     manifest = None
     facts = {
         "catalog": catalog.source,
         "catalog_coverage": catalog.coverage,
         "holdout_users": len(holdout),
+        "validation_users": len(v_holdout),
         "train_interactions": len(train),
         "test_interactions": len(test),
         **{f"eval_{k}": v for k, v in eval_facts.items()},
     }
     if decision.passed:
         with timed("refit on all data", None) as tick:
-            g_all, pop_all = generator_for(data, catalog, cfg)
-            final, final_facts = fit_two_stage(g_train, test, g_all, pop_all, cfg, tick)
-            facts.update({f"final_{k}": v for k, v in final_facts.items()})
+            c_all = Cut(data, catalog, cfg)
+            final_ranker = None
+            if winner == TWO_STAGE:
+                final_ranker, final_facts = learn_ranker(c_train.generator(), test, None, cfg, tick)
+                facts.update({f"final_{k}": v for k, v in final_facts.items()})
+            final = c_all.model(winner, final_ranker)
         with timed("publish"):
             params = {**cfg.as_dict(), "split": "per-user temporal, last 20% held out",
-                      "catalog": catalog.source}  # fmt: skip
+                      "catalog": catalog.source, "selection": selection.card()}  # fmt: skip
             manifest = publish_version(
                 registry, final, decision=decision, training_data=data.source,
-                params=params, metrics=metrics, promote=promote,
+                params=params, metrics=selection.holdout, promote=promote,
+                notes=selection.summary(),
             )  # fmt: skip
-    return TrainReport(data.source, metrics, decision, manifest, cfg.as_dict(), facts, timings)
+    return TrainReport(
+        data.source, selection.holdout, decision, manifest, cfg.as_dict(), facts, timings,
+        selection,
+    )  # fmt: skip

@@ -127,6 +127,7 @@ def publish_version(
     params: dict,
     metrics: dict[str, dict[str, float]],
     promote: bool = False,
+    notes: str = "",
 ) -> ModelManifest | None:
     """Publish ``model`` if the gate passed; promote it to production when asked."""
     if not decision.passed:
@@ -141,7 +142,7 @@ def publish_version(
         training_data=training_data,
         params=params,
         metrics=all_metrics,
-        notes=decision.reason,
+        notes=f"{notes}; {decision.reason}" if notes else decision.reason,
     )
     if promote:
         registry.promote(

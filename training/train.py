@@ -42,6 +42,9 @@ class TrainConfig:
     als_iterations: int = 15
     knn_neighbours: int = 200
     knn_similarity: str = "cosine"
+    ease_l2: float = 200.0
+    ease_max_items: int = 8000
+    ease_neighbours: int = 200
     pop_half_life_days: float | None = None
     n_candidates: int = 200
     ranker_rounds: int = 200
@@ -151,8 +154,15 @@ def generator_for(
 ) -> tuple[CandidateGenerator, PopularityModel]:
     als = fit_als(data, cfg, tick)
     pop = fit_popularity(data, cfg)
+    return generator_parts(data, catalog, als, pop), pop
+
+
+def generator_parts(
+    data: Interactions, catalog: ItemCatalog, als: ALSModel, pop: PopularityModel
+) -> CandidateGenerator:
+    """The candidate generator of ALS and popularity already fitted on ``data``."""
     stats = item_stats(data, catalog, pop)
-    return CandidateGenerator(als, stats, user_rating_mean(data), user_recent(data)), pop
+    return CandidateGenerator(als, stats, user_rating_mean(data), user_recent(data))
 
 
 def ranker_dataset(
@@ -160,10 +170,13 @@ def ranker_dataset(
     labels: Interactions,
     cfg: TrainConfig,
     tick: Tick | None = None,
+    *,
+    users: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates of users who have label rows, labelled 1 if the user interacted with the
-    item in ``labels``. Users with no positive candidate teach LambdaRank nothing: dropped."""
-    users = np.unique(labels.users)
+    """Candidates of users who have label rows (of ``users`` only, when given), labelled 1
+    if the user interacted with the item in ``labels``. Users with no positive candidate
+    teach LambdaRank nothing: dropped."""
+    users = np.intersect1d(np.unique(labels.users), users if users is not None else labels.users)
     if len(users) > cfg.ranker_max_users:
         users = np.sort(
             np.random.default_rng(cfg.seed).choice(users, cfg.ranker_max_users, replace=False)

@@ -102,8 +102,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"{td.n_interactions:,} interactions, {td.n_users:,} users, {td.n_items:,} items; "
         f"catalog: {report.facts['catalog']}"
     )
-    verdict = "[green]passed[/green]" if report.decision.passed else "[yellow]failed[/yellow]"
-    console.print(f"quality gate {verdict}: {report.decision.reason}")
+    if report.decision.reason.startswith("refused:"):
+        console.print(f"[red]{report.decision.reason}[/red]")
+    else:
+        verdict = "[green]passed[/green]" if report.decision.passed else "[yellow]failed[/yellow]"
+        console.print(f"quality gate {verdict}: {report.decision.reason}")
     total = sum(report.timings.values())
     if report.manifest:
         promoted = " and promoted to production" if args.promote else " as a candidate"
@@ -117,16 +120,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def metrics_table(report: TrainReport) -> Table:
-    """The holdout metrics of every model of a TrainReport (the demo prints it too)."""
-    from training.pipeline import CANDIDATE
-
-    table = Table(title=f"Holdout metrics ({report.facts['holdout_users']} users, last 20% each)")
-    for col in ("model", "NDCG@10", "Recall@10", "HitRate@10", "Coverage@10"):
+    """Every family's validation NDCG@10 (what selection used) and holdout metrics; the
+    winner in bold (the demo prints it too)."""
+    table = Table(
+        title=f"Holdout metrics ({report.facts['holdout_users']} users, last 20% each); "
+        f"selection on {report.facts.get('validation_users', 0)} validation users"
+    )
+    for col in ("model", "valid NDCG@10", "NDCG@10", "Recall@10", "HitRate@10", "Coverage@10"):
         table.add_column(col, justify="left" if col == "model" else "right")
+    validation = report.selection.validation if report.selection else {}
     for label, m in report.metrics.items():
-        style = "bold" if label == CANDIDATE else None
+        style = "bold" if label == report.winner else None
+        v = validation.get(label, {}).get("ndcg@10")
         table.add_row(
-            label,
+            label + (" (selected)" if label == report.winner else ""),
+            "-" if v is None else f"{v:.4f}",
             *(f"{m[k]:.4f}" for k in ("ndcg@10", "recall@10", "hitrate@10", "coverage@10")),
             style=style,
         )
@@ -134,10 +142,11 @@ def metrics_table(report: TrainReport) -> Table:
 
 
 def lift_line(report: TrainReport) -> str:
-    from training.pipeline import CANDIDATE
-
     best, _ = report.best_baseline
-    return f"{CANDIDATE} vs best baseline ({best}): NDCG@10 {report.lift_over_best_baseline:+.1%}"
+    return (
+        f"{report.winner} (best on validation) vs best other baseline ({best}): holdout "
+        f"NDCG@10 {report.lift_over_best_baseline:+.1%}"
+    )
 
 
 def _tune(settings: Settings, time_range, console: Console) -> int:
