@@ -145,3 +145,105 @@ def power_law_events(
         ratings,
         np.char.add("e", np.arange(n_events).astype(str)),
     )
+
+
+def _row_searchsorted(cdf: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per-row ``searchsorted(cdf[row], value)`` for many (row, value) pairs at once: each
+    row of the (non-decreasing) ``cdf`` is shifted above the previous one and flattened."""
+    n_cols = cdf.shape[1]
+    shift = np.arange(cdf.shape[0], dtype=np.float64) * (float(cdf.max()) + 1.0)
+    flat = (cdf + shift[:, None]).ravel()
+    idx = np.searchsorted(flat, values + shift[rows], side="right")
+    return np.minimum(idx - rows * n_cols, n_cols - 1)
+
+
+def structured_events(
+    n_events: int,
+    *,
+    n_users: int | None = None,
+    n_items: int | None = None,
+    topics: int = 30,
+    exponent: float = 1.1,
+    days: int = 90,
+    session_mean: float = 4.0,
+    seq_prob: float = 0.5,
+    start: int = 1_700_000_000,
+    seed: int = 0,
+) -> EventArrays:
+    """Synthetic ratings with the structure real logs have (``power_law_events`` is the
+    uniform negative control):
+
+    - latent tastes: items belong to one of ``topics``; each user's sessions pick a topic
+      from the user's sparse Dirichlet taste;
+    - popularity over time: each item launches on some day (before or during the window),
+      rises over a few days and decays with its own half-life, on top of a Zipf appeal;
+    - sessions: a user's events come in sessions (geometric length, mean ``session_mean``)
+      minutes apart, on the session's day;
+    - sequential dependence: with probability ``seq_prob`` the next item of a session is the
+      successor of the previous one (items of a topic form chains, like a series).
+
+    Fully vectorised (no Python loop per event): 30M events take about a minute."""
+    rng = np.random.default_rng(seed)
+    n_users = n_users or max(100, n_events // 100)
+    n_items = n_items or max(200, int(n_events**0.5) * 4)
+    topics = max(1, min(topics, n_items // 5))
+    # Items are laid out by topic (contiguous ranges) so a topic's items are one CDF slice.
+    topic_of = np.sort(rng.integers(0, topics, n_items))
+    t_lo = np.searchsorted(topic_of, np.arange(topics), side="left")
+    t_hi = np.searchsorted(topic_of, np.arange(topics), side="right")
+    appeal = rng.permutation(np.arange(1, n_items + 1, dtype=np.float64) ** -exponent)
+    launch = rng.uniform(-days, days, n_items)
+    half_life = rng.lognormal(np.log(15.0), 0.6, n_items)
+    age = np.arange(days, dtype=np.float64)[:, None] - launch[None, :]  # days x items
+    life = np.where(
+        age >= 0, (1 - np.exp(-np.maximum(age, 0) / 2.0)) * np.exp2(-age / half_life), 0
+    )
+    weight = appeal[None, :] * life + 1e-12
+    cdf = np.cumsum(weight, axis=1)
+    # Sessions: users by log-normal activity, a day each, geometric lengths.
+    lengths = rng.geometric(1.0 / session_mean, size=int(n_events / session_mean * 1.2) + 10)
+    lengths = lengths[: int(np.searchsorted(np.cumsum(lengths), n_events)) + 1]
+    lengths[-1] -= int(lengths.sum()) - n_events
+    n_sessions = len(lengths)
+    activity = rng.lognormal(0.0, 1.0, n_users)
+    s_user = rng.choice(n_users, size=n_sessions, p=activity / activity.sum())
+    s_day = rng.integers(0, days, n_sessions)
+    s_start = s_day * DAY_S + rng.integers(0, DAY_S - 3600, n_sessions)
+    taste = np.cumsum(rng.dirichlet(np.full(topics, 0.2), size=n_users), axis=1)
+    s_topic = _row_searchsorted(taste, s_user, rng.random(n_sessions) * taste[s_user, -1])
+    succ = np.roll(np.arange(n_items), -1)  # the next item of the same topic, cyclically
+    succ[t_hi[t_hi > t_lo] - 1] = t_lo[t_hi > t_lo]
+
+    def draw(day: np.ndarray, topic: np.ndarray) -> np.ndarray:
+        lo = np.where(t_lo[topic] > 0, cdf[day, np.maximum(t_lo[topic] - 1, 0)], 0.0)
+        hi = cdf[day, t_hi[topic] - 1]
+        return _row_searchsorted(cdf, day, lo + rng.random(len(day)) * (hi - lo))
+
+    # Event k of every session at once; position p is generated from position p - 1.
+    first = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    pos = np.arange(n_events) - np.repeat(first, lengths)
+    sess = np.repeat(np.arange(n_sessions), lengths)
+    items = np.empty(n_events, dtype=np.int64)
+    by_pos = np.argsort(pos, kind="stable")  # event indices grouped by position
+    bounds = np.r_[0, np.cumsum(np.bincount(pos))]
+    for p in range(len(bounds) - 1):
+        at = by_pos[bounds[p] : bounds[p + 1]]
+        fresh = draw(s_day[sess[at]], s_topic[sess[at]])
+        if p == 0:
+            items[at] = fresh
+        else:
+            items[at] = np.where(rng.random(len(at)) < seq_prob, succ[items[at - 1]], fresh)
+    gaps = rng.exponential(300.0, n_events).astype(np.int64) + 30
+    ts = (
+        start
+        + s_start[sess]
+        + (np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first] - gaps[first], lengths))
+    )
+    ratings = np.clip(np.round(rng.normal(3.6, 1.0, n_events)), 1, 5).astype(np.float32)
+    return EventArrays(
+        np.char.add("u", s_user[sess].astype(str)),
+        np.char.add("m", items.astype(str)),
+        ts.astype(np.int64),
+        ratings,
+        np.char.add("e", np.arange(n_events).astype(str)),
+    )
