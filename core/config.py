@@ -58,7 +58,11 @@ class Settings(RolloutFields, BaseSettings):
     )
 
     # --- Redis -------------------------------------------------------------------------
-    redis_url: str = Field("redis://localhost:6379/0", description="Redis for features.")
+    redis_url: str = Field(
+        "redis://localhost:6379/0",
+        description="Redis for features. On a cluster: any node, or several as seeds, "
+        "comma-separated in the host part (`redis://n1:6379,n2:6379/0`).",
+    )
     redis_cluster: bool = Field(
         False,
         description="Speak the Redis Cluster protocol to `redis_url` (any node of the "

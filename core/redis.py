@@ -1,7 +1,9 @@
 """Redis clients for a standalone Redis or a Redis Cluster, chosen by one setting.
 
 ``STREAMREC_REDIS_CLUSTER=true`` makes every component speak the cluster protocol to
-``STREAMREC_REDIS_URL`` (any node of the cluster; the others are discovered). The key layout
+``STREAMREC_REDIS_URL``: any node of the cluster (the others are discovered), or several as
+seeds, comma-separated in the URL's host part (``redis://:pw@node1:6379,node2:6379/0``), so
+a start while one seed is down still finds the cluster. The key layout
 (:mod:`schemas.redis_keys`) is the same either way: it is designed so that every script and
 MULTI touches one hash slot.
 
@@ -14,13 +16,42 @@ with one line that says what to change, instead of failing later with ``MOVED`` 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 
 from core.errors import RedisConfigError
 
-__all__ = ["RedisConfigError", "connect", "is_cluster_client"]
+__all__ = [
+    "RedisConfigError",
+    "check_kind",
+    "connect",
+    "host_port",
+    "is_cluster_client",
+    "seed_urls",
+]
+
+
+def seed_urls(url: str) -> list[str]:
+    """``url`` once per host of its comma-separated host list (one URL: itself), each with
+    the same scheme, credentials, database and options."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return [url]
+    prefix = f"{auth}@" if auth else ""
+    return [
+        urlunsplit(parts._replace(netloc=prefix + host.strip()))
+        for host in hosts.split(",")
+        if host.strip()
+    ]
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """Host and port of a one-host Redis URL (defaults: localhost, 6379)."""
+    parts = urlsplit(url)
+    return parts.hostname or "localhost", parts.port or 6379
 
 
 def connect(url: str, *, cluster: bool, check: bool = True, **options: Any) -> Any:
@@ -29,7 +60,14 @@ def connect(url: str, *, cluster: bool, check: bool = True, **options: Any) -> A
     ``options`` go to the client (timeouts, ``decode_responses``...). With ``check`` the
     server is asked at once whether it is what the flag says (one round trip), so a wrong
     configuration fails here with :class:`RedisConfigError`."""
+    seeds = seed_urls(url)
     if not cluster:
+        if len(seeds) > 1:
+            raise RedisConfigError(
+                f"STREAMREC_REDIS_URL names {len(seeds)} hosts, which only a cluster takes: "
+                "set STREAMREC_REDIS_CLUSTER=true, or name one host",
+                url=url,
+            )
         client = redis.Redis.from_url(url, **options)
         if check:
             _refuse_cluster_node(client, url)
@@ -37,7 +75,9 @@ def connect(url: str, *, cluster: bool, check: bool = True, **options: Any) -> A
     options.pop("health_check_interval", None)  # not a RedisCluster option
     try:
         # Building the client reads the slot map from the startup node.
-        return RedisCluster.from_url(url, **options)
+        # Every seed is a startup node: the first that answers gives the slot map.
+        others = [ClusterNode(*host_port(u)) for u in seeds[1:]]
+        return RedisCluster.from_url(seeds[0], startup_nodes=others or None, **options)
     except redis.exceptions.RedisClusterException as err:
         text = str(err)
         if "not enabled" in text.lower():
@@ -62,6 +102,33 @@ def connect(url: str, *, cluster: bool, check: bool = True, **options: Any) -> A
         raise RedisConfigError(
             f"redis cluster at {url} is unreachable ({err}): is the node up?", url=url
         ) from None
+
+
+def check_kind(url: str, *, cluster: bool, timeout_s: float = 2.0) -> None:
+    """Raise :class:`RedisConfigError` if the Redis at ``url`` answers but is not what the
+    cluster flag says (for components that otherwise start while Redis is down and fall
+    back, such as serving: a wrong flag would only show as fallbacks). Unreachable: no
+    verdict, no error."""
+    options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+    if not cluster:
+        connect(url, cluster=False, **options).close()
+        return
+    for seed in seed_urls(url):
+        client = redis.Redis.from_url(seed, **options)
+        try:
+            enabled = client.info("cluster").get("cluster_enabled")
+        except (redis.ConnectionError, redis.TimeoutError, OSError, redis.ResponseError):
+            continue  # try the next seed; none answering is an outage, not a config error
+        finally:
+            client.close()
+        if not enabled:
+            raise RedisConfigError(
+                f"redis at {seed} is not a cluster node but STREAMREC_REDIS_CLUSTER=true: "
+                "unset it, or point STREAMREC_REDIS_URL at a node of the cluster",
+                url=url,
+            )
+        connect(url, cluster=True, **options).close()  # slots covered, map readable
+        return
 
 
 def is_cluster_client(client: Any) -> bool:

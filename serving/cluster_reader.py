@@ -24,6 +24,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from core.redis import seed_urls
 from serving.redis_reader import Command, RedisReader, retrieve_exception
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,17 @@ class ClusterReader:
     """``await reader.execute(*commands)`` like :class:`RedisReader`, on a Redis Cluster."""
 
     def __init__(self, url: str, *, connect_timeout: float = 1.0) -> None:
-        opts = parse_url(url)
+        seeds = seed_urls(url)  # one node, or several comma-separated (core.redis)
+        opts = parse_url(seeds[0])
         self._scheme = url.split("://", 1)[0] if "://" in url else "redis"
         self._auth = ""
         if opts.get("password"):
             user = opts.get("username") or ""
             self._auth = f"{user}:{opts['password']}@" if user else f":{opts['password']}@"
-        self._seeds = [(opts.get("host", "localhost"), int(opts.get("port", 6379)))]
+        self._seeds = [
+            (o.get("host", "localhost"), int(o.get("port", 6379)))
+            for o in (parse_url(u) for u in seeds)
+        ]
         self._connect_timeout = connect_timeout
         self._nodes: dict[tuple[str, int], RedisReader] = {}
         self._slots: list[tuple[str, int] | None] = []

@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from threadpoolctl import threadpool_limits
 
 from core.config import Settings
+from core.redis import host_port, seed_urls
 from core.storage import ObjectStore, open_store
 from models.features import LiveItemFeatures
 from schemas.redis_keys import RedisKeys
@@ -152,7 +153,9 @@ def _redis_client(settings: Settings) -> Redis | RedisCluster:
     if settings.redis_cluster:
         # The cluster client reads the slot map at its first command and follows MOVED and
         # failovers with its own retries; ping() (readiness) asks every node.
-        return RedisCluster.from_url(settings.redis_url, **options)
+        seeds = seed_urls(settings.redis_url)  # one node, or several comma-separated
+        others = [ClusterNode(*host_port(u)) for u in seeds[1:]]
+        return RedisCluster.from_url(seeds[0], startup_nodes=others or None, **options)
     return Redis.from_url(
         settings.redis_url,
         health_check_interval=0,

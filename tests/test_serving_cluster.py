@@ -6,19 +6,24 @@ counters kept on different masters, and feedback dedupe uses the cluster client.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from core.config import Settings
 from core.kafka import ensure_topics
-from core.redis import connect
+from core.redis import RedisConfigError, check_kind, connect, seed_urls
 from schemas.codec import decode_event
 from schemas.redis_keys import RedisKeys
 from serving import create_app
 from serving.cluster_reader import ClusterReader
 from serving.features import read_item_table
 from tests.kafka_util import consume_all
+from tests.ports import free_port
 from tests.test_serving_support import (
     publish,
     running_client,
@@ -29,6 +34,7 @@ from tests.test_serving_support import (
 )
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_recommend_and_feedback_on_the_redis_cluster(on_cluster: Settings) -> None:
@@ -118,3 +124,58 @@ def test_the_item_table_sums_counters_kept_on_different_masters(on_cluster: Sett
         "pop_30d": total,
     }
     assert {f"only-{n}" for n in range(parts)} <= set(features) and trending == [("x", 1.0)]
+
+
+def _serve_once(env_update: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STREAMREC_SERVE_PORT": str(free_port()), **env_update}
+    return subprocess.run(
+        [sys.executable, "-m", "streamrec", "serve"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_serve_refuses_a_wrong_cluster_flag_at_start_in_one_line(
+    settings: Settings, cluster_stack: Settings, flag: str
+) -> None:
+    # true: the single-node stack's redis-server given the flag; false: a cluster node
+    # without it. Either would only have shown as fallbacks and a 503 /readyz.
+    url = settings.redis_url if flag == "true" else cluster_stack.redis_url
+    out = _serve_once({"STREAMREC_REDIS_URL": url, "STREAMREC_REDIS_CLUSTER": flag})
+    assert out.returncode != 0
+    lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, out.stderr
+    assert ("not a cluster node" if flag == "true" else "is a cluster node") in lines[0]
+    assert "Traceback" not in out.stderr
+
+
+def test_a_seed_list_finds_the_cluster_when_its_first_seed_is_down(
+    on_cluster: Settings,
+) -> None:
+    port = on_cluster.redis_url.rsplit(":", 1)[1].split("/")[0]
+    seeds = f"redis://127.0.0.1:{free_port()},127.0.0.1:{port}/0"  # nothing on the first
+    assert seed_urls(seeds) == [
+        f"redis://{seeds.split('//')[1].split(',')[0]}/0",
+        f"redis://127.0.0.1:{port}/0",
+    ]
+    keys = RedisKeys(on_cluster.redis_key_prefix, on_cluster.topic_partitions)
+    r = connect(seeds, cluster=True, decode_responses=True)
+    key = keys.user_slot("seed-user").user_recent("seed-user")
+    r.zadd(key, {"m1": 1.0})
+    r.close()
+    check_kind(seeds, cluster=True)  # answers, and is what the flag says
+
+    async def read() -> list:
+        reader = ClusterReader(seeds)
+        try:
+            return await reader.execute(("ZRANGE", key, "0", "-1"))
+        finally:
+            await reader.aclose()
+
+    assert asyncio.run(read()) == [["m1"]]
+    with pytest.raises(RedisConfigError, match="only a cluster takes"):
+        connect(seeds, cluster=False)

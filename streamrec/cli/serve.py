@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from core.config import Settings
+from core.redis import check_kind
 from schemas.errors import ConfigError
 
 # Settings a flag overrides; exported to the environment so every worker process (which
@@ -59,6 +60,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in overrides.items():
         os.environ[_ENV[key]] = str(value)
     _check_port_free(settings.serve_host, settings.serve_port)
+    # Serving starts while Redis is down (and falls back), so a wrong cluster flag would
+    # only show as fallbacks and a 503 /readyz: refuse it now, in one line.
+    check_kind(settings.redis_url, cluster=settings.redis_cluster)
 
     console = Console(stderr=True)
     metrics_dir = None
