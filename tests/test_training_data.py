@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from core.storage import open_store
@@ -126,3 +127,25 @@ def test_ranking_metrics_by_hand() -> None:
     assert m["recall@10"] == pytest.approx(0.5 / 2)
     assert m["hitrate@10"] == pytest.approx(0.5)
     assert m["coverage@10"] == pytest.approx(4 / 10)  # a, b, c for u1; seen, a, b, c for u2
+
+
+def test_the_streamed_scan_equals_the_plain_read(store) -> None:
+    from training.data import scan_interaction_events
+    from training.scan import hash_ids
+
+    _events(store)
+    first = store.list("events/event_type=rate/")[0]
+    store.put(first.replace("-o0000", "-o9999", 1), store.get(first))  # a duplicated batch
+    for time_range in (TimeRange(), TimeRange(since=datetime.fromtimestamp(T0 + DAY, UTC))):
+        plain = build_interactions(*read_events(store, time_range))
+        scanned = build_interactions(*scan_interaction_events(store, time_range))
+        for data in (plain, scanned):
+            data.pairs = sorted(
+                zip(data.user_ids[data.users].tolist(), data.item_ids[data.items].tolist(),
+                    data.weights.tolist(), data.ts.tolist(), strict=True)
+            )  # fmt: skip
+        assert scanned.pairs == plain.pairs and scanned.source == plain.source
+    ids = pa.array(["e1", "e2", "", "e1", "a-much-longer-event-id-" * 20, "e10"])
+    h = hash_ids(ids)
+    assert h[0] == h[3] and len(set(h.tolist())) == 5
+    assert (hash_ids(ids.slice(3)) == h[3:]).all()  # offsets of a sliced array are honoured

@@ -146,6 +146,36 @@ _UNIFIED = pa.schema(
 )
 
 
+def require_files(store: ObjectStore, time_range: TimeRange, files: list[SnapshotFile]) -> None:
+    if not files:
+        detail = ""
+        if time_range.since or time_range.until:
+            detail = f"between {time_range.since or '-inf'} and {time_range.until or '+inf'}"
+        raise NoSnapshotsError(
+            url=store.url, prefix="events/event_type={watch,rate}/", detail=detail
+        )
+
+
+def scan_interaction_events(
+    store: ObjectStore,
+    time_range: TimeRange | None = None,
+    *,
+    files: list[SnapshotFile] | None = None,
+    on_file: Callable[[int, int], None] | None = None,
+) -> tuple[pa.Table, list[SnapshotFile]]:
+    """What the trainer reads: :func:`training.scan.scan_events` (streamed, ids as
+    dictionary codes, no ``event_id`` column) over the snapshots in range."""
+    from training.scan import scan_events
+
+    time_range = time_range or TimeRange()
+    files = list_snapshots(store, time_range) if files is None else files
+    require_files(store, time_range, files)
+    events = scan_events(
+        store, files, since=time_range.since, until=time_range.until, on_file=on_file
+    )
+    return events, files
+
+
 def read_events(
     store: ObjectStore,
     time_range: TimeRange | None = None,
@@ -157,13 +187,7 @@ def read_events(
     a listing already made with :func:`list_snapshots`)."""
     time_range = time_range or TimeRange()
     files = list_snapshots(store, time_range) if files is None else files
-    if not files:
-        detail = ""
-        if time_range.since or time_range.until:
-            detail = f"between {time_range.since or '-inf'} and {time_range.until or '+inf'}"
-        raise NoSnapshotsError(
-            url=store.url, prefix="events/event_type={watch,rate}/", detail=detail
-        )
+    require_files(store, time_range, files)
     tables = []
     for n, snap in enumerate(files, 1):
         tables.append(_read_one(store, snap, time_range))
@@ -179,6 +203,17 @@ def read_events(
 
 
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    if pa.types.is_dictionary(column.type) and column.num_chunks:
+        dictionary = column.chunk(0).dictionary
+        if all(c.dictionary.equals(dictionary) for c in column.chunks[1:]):
+            parts = [c.indices.to_numpy(zero_copy_only=False) for c in column.chunks]
+            codes = np.concatenate(parts)
+            # Keep only the ids some row uses (the scan's dictionaries may hold more).
+            used = np.bincount(codes, minlength=len(dictionary)) > 0
+            remap = np.cumsum(used, dtype=np.int64) - 1
+            ids = np.asarray(dictionary.filter(pa.array(used)).to_pylist(), dtype=object)
+            return remap[codes].astype(np.int32), ids
+        column = column.cast(pa.string())
     enc = pc.dictionary_encode(
         column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     )

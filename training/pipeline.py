@@ -22,7 +22,7 @@ from models.registry import ModelRegistry
 from schemas.manifest import ModelManifest, TrainingData
 from schemas.split import temporal_test_mask
 from training.catalog import load_catalog
-from training.data import TimeRange, build_interactions, list_snapshots, read_events
+from training.data import TimeRange, build_interactions, list_snapshots, scan_interaction_events
 from training.errors import NotEnoughDataError
 from training.evaluate import make_holdout
 from training.publish import GateDecision, publish_version, quality_gate
@@ -108,7 +108,7 @@ def run_training(
 
     listing = list_snapshots(store, time_range or TimeRange())
     with timed("read snapshots", len(listing) or None) as tick:
-        events, files = read_events(
+        events, files = scan_interaction_events(
             store, time_range, files=listing, on_file=lambda n, _total: tick(n)
         )
         data = build_interactions(
