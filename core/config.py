@@ -327,6 +327,16 @@ class Settings(RolloutFields, BaseSettings):
         description="Port of the Redis exporter `stack up --service prometheus` runs beside "
         "Prometheus (Redis memory, clients, commands).",
     )
+    # --- Alertmanager (`stack up --service alertmanager`); 9093 is the KRaft controller's.
+    alertmanager_port: int = Field(9095, ge=1, le=65535, description="Local Alertmanager port.")
+    alertmanager_page_webhook_url: SecretStr = Field(
+        SecretStr(""),
+        description="Where Alertmanager POSTs `severity=page` alerts (webhook JSON); empty: "
+        "held in Alertmanager, sent nowhere. See Alerting in the README.",
+    )
+    alertmanager_ticket_webhook_url: SecretStr = Field(
+        SecretStr(""), description="The same for every other alert (`severity=warning`)."
+    )
 
     @property
     def data_path(self) -> Path:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
+from tests.alert_receiver import alertmanager_bins, webhook  # noqa: F401 (alerting tests)
 from tests.cluster_fixtures import on_cluster  # noqa: F401 (per-test, on cluster_stack)
 from tests.s3_fixtures import minio, s3_settings, s3_storage  # noqa: F401 (fixtures on MinIO)
 

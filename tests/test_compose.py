@@ -21,7 +21,16 @@ from streamrec.cli import SUBCOMMANDS, build_parser
 from streamrec.stack.cluster import client_env
 
 ROOT = Path(__file__).resolve().parent.parent
-STACK = {"kafka", "redis", "minio", "minio-init", "prometheus", "redis-exporter", "grafana"}
+STACK = {
+    "kafka",
+    "redis",
+    "minio",
+    "minio-init",
+    "prometheus",
+    "alertmanager",
+    "redis-exporter",
+    "grafana",
+}
 APPS = {"topics", "stream", "api", "replay", "trainer", "rollout", "simulator"}
 
 
@@ -296,3 +305,27 @@ def test_default_stack_is_single_node_and_documents_the_cluster_switch():
     assert defaults["redis_min_replicas_ack"].default == 0
     assert defaults["topic_replication_factor"].default == 1
     assert set(client_env(Settings())) | {"STREAMREC_TOPIC_PARTITIONS"} == _cluster_switch()
+
+
+def test_alertmanager_has_the_native_routing_and_prometheus_sends_to_it():
+    services = _services()
+    manager = services["alertmanager"]
+    # The version of Debian 12's prometheus-alertmanager, which the native stack runs.
+    assert manager["image"] == "prom/alertmanager:v0.25.0"
+    mounts = _mounts(manager)
+    config_arg = next(a for a in manager["command"] if a.startswith("--config.file="))
+    assert mounts[config_arg.split("=", 1)[1]] == "./infra/alertmanager/alertmanager.yml"
+    listen = next(a for a in manager["command"] if a.startswith("--web.listen-address="))
+    port = listen.rsplit(":", 1)[1]
+    assert f"{port}:{port}" in manager["ports"]
+    assert "--cluster.listen-address=" in manager["command"]
+    prom = yaml.safe_load(
+        (ROOT / _mounts(services["prometheus"])["/etc/prometheus/prometheus.yml"]).read_text()
+    )
+    (target,) = [
+        t
+        for am in prom["alerting"]["alertmanagers"]
+        for static in am["static_configs"]
+        for t in static["targets"]
+    ]
+    assert target == f"alertmanager:{port}"

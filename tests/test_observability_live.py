@@ -3,7 +3,8 @@ alert rules) scrapes a real API, a real stream worker, a rollout controller runn
 the broker's JMX exporter and a Redis exporter while `streamrec simulate` sends closed-loop
 simulated users (requests, then watch events to Kafka). Every query of every dashboard panel
 must return at least one series, and stopping Redis must drive the fallback alert to pending
-or firing.
+or firing, and through a real Alertmanager (the repo's routing) to a webhook receiver as a page;
+Redis back, the resolution arrives the same way.
 
 Everything here is private to the test (topic prefix, Redis server, storage, ports,
 Prometheus data) except the shared broker, which is only read."""
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -30,6 +32,12 @@ from ingest.movielens import MovieLens, load_movielens
 from ingest.replay import replay_movielens
 from models.registry import ModelRegistry
 from streamrec.stack.prometheus import render_config, write_config
+from tests.alert_receiver import (
+    WebhookReceiver,
+    alertmanager_command,
+    alertmanager_config,
+    with_short_for,
+)
 from tests.ports import free_port
 from training.pipeline import run_training
 
@@ -138,14 +146,52 @@ def _bad_requests(url: str, n: int = 5) -> list[int]:
         return [client.get("/recommend/someone?k=0").status_code for _ in range(n)]
 
 
+def _check_page_then_resolution(webhook: WebhookReceiver, stopped: float) -> None:
+    """The fallback alert that started after Redis stopped reaches the page receiver with
+    what on-call needs, then its resolution does; nothing was routed to the wrong one."""
+
+    def ours(alert: dict) -> bool:
+        started = datetime.fromisoformat(alert["startsAt"].replace("Z", "+00:00"))
+        return (
+            alert["labels"]["alertname"] == "StreamrecApiFallbackRatioHigh"
+            and started.timestamp() > stopped - 2
+        )
+
+    path, page = webhook.wait_for(
+        lambda p, a: ours(a) and a["status"] == "firing", "the fallback page", 60
+    )
+    assert path == "/page"
+    assert page["labels"]["severity"] == "page" and page["labels"]["service"] == "streamrec-api"
+    assert page["labels"]["job"] == "streamrec-api"
+    notes = page["annotations"]
+    assert "popularity fallbacks" in notes["summary"] and notes["description"]
+    anchor = notes["runbook_url"].removeprefix("README.md#")
+    assert anchor == "streamrecapifallbackratiohigh"
+    assert f"\n#### {page['labels']['alertname']}\n" in (REPO / "README.md").read_text()
+    path, _ = webhook.wait_for(
+        lambda p, a: ours(a) and a["status"] == "resolved" and a["startsAt"] == page["startsAt"],
+        "the fallback alert's resolution",
+        150,
+    )
+    assert path == "/page"
+    for path, alert in webhook.alerts():
+        receiver = "/page" if alert["labels"]["severity"] == "page" else "/ticket"
+        assert path == receiver, (path, alert["labels"])
+
+
 def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
-    topics: Settings, tmp_path: Path, prometheus_bins: dict[str, str]
+    topics: Settings,
+    tmp_path: Path,
+    prometheus_bins: dict[str, str],
+    alertmanager_bins: dict[str, str],
+    webhook: WebhookReceiver,
 ) -> None:
     from streams import run_worker
 
     redis_port, api_port, worker_port, exporter_port, prom_port, rollout_port = (
         free_port() for _ in range(6)
     )
+    am_port = free_port()
     logs = tmp_path / "logs"
     logs.mkdir()
     redis_bin = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -196,8 +242,19 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
                 "prometheus": prom_port,
             },
             interval_s=1,
+            alertmanager_port=am_port,
         )
+        # The rules' `for:` cut to 1 s, or the page would come minutes after Redis stops.
+        config = with_short_for(config, tmp_path / "rules", 1)
         prom_config = write_config(config, tmp_path / "prometheus.yml")
+        am_config = alertmanager_config(
+            REPO / "infra" / "alertmanager" / "alertmanager.yml",
+            tmp_path / "alertmanager.yml",
+            {"page": webhook.url("/page"), "ticket": webhook.url("/ticket")},
+        )
+        alertmanager = alertmanager_command(
+            alertmanager_bins["prometheus-alertmanager"], am_config, am_port, tmp_path / "am"
+        )
         env = _env(s)
         py = [sys.executable, "-m", "streamrec"]
         api_url = f"http://127.0.0.1:{api_port}"
@@ -226,6 +283,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
             _process([*py, "stream"], logs / "stream.log", worker_env) as worker,
             _process([*py, "serve", "--port", str(api_port)], logs / "api.log", env) as api,
             _process(exporter, logs / "exporter.log") as _exporter,
+            _process(alertmanager, logs / "alertmanager.log") as _alertmanager,
             _process(prometheus, logs / "prometheus.log") as prom_proc,
         ):
             _wait("API ready", lambda: _http_ok(f"{api_url}/readyz"), 120, api)
@@ -298,6 +356,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
 
                 redis_proc.kill()
                 redis_proc.wait(10)
+                stopped = time.time()
                 states: list[str | None] = []
 
                 def alerting() -> bool:
@@ -305,6 +364,16 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
                     return states[-1] in {"pending", "firing"}
 
                 _wait("fallback alert pending or firing after Redis stopped", alerting, 90)
+                _wait(
+                    "fallback alert firing",
+                    lambda: prom.alert_state("StreamrecApiFallbackRatioHigh") == "firing",
+                    60,
+                )
+                # Redis back at once: the ratio over the rule's 1 m window falls under 5%
+                # about a minute later, whatever the outage's length.
+                with _process(redis_cmd, logs / "redis-again.log"):
+                    _check_page_then_resolution(webhook, stopped)
+                assert simulator.poll() is None, "resolved because the load stopped"
             fallbacks = prom.series(
                 'sum by (reason) (streamrec_serving_fallbacks_total{reason="redis_unavailable"})',
                 start,

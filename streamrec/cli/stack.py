@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         "up",
         help="start kafka and redis (idempotent; installs them on first use)",
         description="Start the local services that are not running yet. Default: "
-        f"{' + '.join(stack.DEFAULT_SERVICES)}; --all adds minio (S3) and prometheus.",
+        f"{' + '.join(stack.DEFAULT_SERVICES)}; --all adds minio (S3), alertmanager and "
+        "prometheus.",
     )
     up.add_argument("--all", action="store_true", help=f"start {', '.join(stack.INFRA_SERVICES)}")
     up.add_argument("--timeout", type=float, help="seconds to wait for each service")

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from core.config import Settings
 from schemas.errors import ConfigError
 from streamrec.stack import cluster
+from streamrec.stack.alertmanager import AlertmanagerService
 from streamrec.stack.apps import ApiService, StreamWorkerService
 from streamrec.stack.base import Service, ServiceState, port_open
 from streamrec.stack.errors import PortInUseError, StackError
@@ -27,6 +28,8 @@ SERVICES: dict[str, type[Service]] = {
     "kafka": KafkaService,
     "redis": RedisService,
     "minio": MinioService,  # opt-in: `up --service minio` (built with `go install` once)
+    # Opt-in too; before Prometheus, whose first alerts then find it.
+    "alertmanager": AlertmanagerService,
     "prometheus": PrometheusService,
     # Our own processes, started by the demo (`up --service stream,api`); after the
     # servers they need, and stopped before them.
@@ -35,7 +38,7 @@ SERVICES: dict[str, type[Service]] = {
 }
 DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "redis")
 # Third-party servers (what `up --all` starts); our own processes are started by name.
-INFRA_SERVICES: tuple[str, ...] = ("kafka", "redis", "minio", "prometheus")
+INFRA_SERVICES: tuple[str, ...] = ("kafka", "redis", "minio", "alertmanager", "prometheus")
 
 
 def services(settings: Settings, names: Sequence[str] | None = None) -> list[Service]:

@@ -50,11 +50,13 @@ def render_config(
     ports: Mapping[str, int],
     *,
     interval_s: float | None = None,
+    alertmanager_port: int | None = None,
 ) -> dict[str, Any]:
     """The configuration of ``source`` (a prometheus.yml; None: a minimal fallback) with the
     targets of each job in ``ports`` moved to that port (a port <= 0 drops the job's
     targets: nothing to scrape), rule files as absolute paths and, if given, the scrape and
-    evaluation intervals replaced (tests use 1 s)."""
+    evaluation intervals replaced (tests use 1 s) and the Alertmanager targets moved to
+    ``alertmanager_port``."""
     import yaml  # PyYAML comes with uvicorn[standard]; only `stack up` needs it
 
     if source is None:
@@ -77,6 +79,10 @@ def render_config(
         for static in job.get("static_configs", []):
             targets = static.get("targets", [])
             static["targets"] = [_with_port(t, port) for t in targets] if port > 0 else []
+    if alertmanager_port is not None:
+        for manager in (config.get("alerting") or {}).get("alertmanagers", []):
+            for static in manager.get("static_configs", []):
+                static["targets"] = [_with_port(t, alertmanager_port) for t in static["targets"]]
     return config
 
 
@@ -175,7 +181,10 @@ class PrometheusService(Service):
 
     def prepare(self) -> None:
         (self.settings.data_path / "prometheus").mkdir(parents=True, exist_ok=True)
-        write_config(render_config(self.source_config, self.ports()), self.config_path)
+        config = render_config(
+            self.source_config, self.ports(), alertmanager_port=self.settings.alertmanager_port
+        )
+        write_config(config, self.config_path)
 
     def command(self) -> list[str]:
         return [
