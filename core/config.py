@@ -337,6 +337,12 @@ class Settings(RolloutFields, BaseSettings):
     alertmanager_ticket_webhook_url: SecretStr = Field(
         SecretStr(""), description="The same for every other alert (`severity=warning`)."
     )
+    perses_port: int = Field(
+        8080,
+        ge=1,
+        le=65535,
+        description="Port of the local Perses dashboard server (`stack up --service perses`).",
+    )
 
     @property
     def data_path(self) -> Path:

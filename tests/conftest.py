@@ -74,6 +74,18 @@ def prometheus_bins() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def perses_home() -> Path:
+    """Where perses, percli and Perses' CUE schemas are installed: built from the Go module
+    when missing (as ``stack up --service perses`` does; ~8 min cold on 2 cores, then
+    cached under ~/.cache/streamrec), so the Perses tests run on a fresh machine."""
+    from streamrec.stack.perses import PersesService
+
+    perses = PersesService(_base_settings())
+    perses.ensure_installed()
+    return perses.home
+
+
+@pytest.fixture(scope="session")
 def stack() -> Settings:
     """Ensure Kafka and Redis are up (starting them if needed) and return base settings."""
     from streamrec.stack import up

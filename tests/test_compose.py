@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import io
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from core.config import Settings
 from streamrec.cli import SUBCOMMANDS, build_parser
 from streamrec.stack.cluster import client_env
+from streamrec.stack.perses import PersesService
 
 ROOT = Path(__file__).resolve().parent.parent
 STACK = {
@@ -30,6 +32,7 @@ STACK = {
     "alertmanager",
     "redis-exporter",
     "grafana",
+    "perses",
 }
 APPS = {"topics", "stream", "api", "replay", "trainer", "rollout", "simulator"}
 
@@ -259,6 +262,22 @@ def test_grafana_is_provisioned_with_the_prometheus_data_source():
     path = providers["providers"][0]["options"]["path"]
     mounts = [v.split(":") for v in grafana["volumes"] if isinstance(v, str)]
     assert any(target == path for _src, target, *_ in mounts), f"{path} is not mounted"
+
+
+def test_perses_is_provisioned_like_the_native_stack():
+    """The compose Perses gets what `stack up --service perses` provisions (the project, the
+    Prometheus datasource, pointed at the compose service) and mounts every folder its
+    config provisions from and the config itself where the image reads it."""
+    perses = _services()["perses"]
+    mounts = {target: src for src, target, *_ in (v.split(":") for v in perses["volumes"])}
+    config = yaml.safe_load((ROOT / mounts["/etc/perses/config.yaml"]).read_text())
+    folders = config["provisioning"]["folders"]
+    assert all(folder in mounts for folder in folders), folders
+    assert mounts[folders[-1]] == "./infra/perses/dashboards"
+    resources = json.loads((ROOT / mounts[folders[0]] / "streamrec.json").read_text())
+    native = PersesService(Settings(prometheus_port=9090)).resources()
+    text = json.dumps(native).replace("http://127.0.0.1:9090", "http://prometheus:9090")
+    assert resources == json.loads(text)
 
 
 def test_dockerfile_copies_every_package_and_dockerignore_keeps_them():

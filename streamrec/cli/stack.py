@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         "up",
         help="start kafka and redis (idempotent; installs them on first use)",
         description="Start the local services that are not running yet. Default: "
-        f"{' + '.join(stack.DEFAULT_SERVICES)}; --all adds minio (S3), alertmanager and "
-        "prometheus.",
+        f"{' + '.join(stack.DEFAULT_SERVICES)}; --all adds minio (S3), alertmanager, "
+        "prometheus and perses (dashboards).",
     )
     up.add_argument("--all", action="store_true", help=f"start {', '.join(stack.INFRA_SERVICES)}")
     up.add_argument("--timeout", type=float, help="seconds to wait for each service")
@@ -82,6 +82,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 f"[dim]S3: STREAMREC_S3_ENDPOINT_URL=http://127.0.0.1:{settings.minio_port} "
                 f"STREAMREC_STORAGE_URL=s3://{settings.minio_bucket}/<prefix> "
                 f"(console http://127.0.0.1:{settings.minio_console_port})[/]"
+            )
+        if any(st.name == "perses" for st in states):
+            console.print(
+                f"[dim]Perses: http://127.0.0.1:{settings.perses_port}/api/v1/projects/"
+                "streamrec/dashboards (API only: no UI bundle in this build)[/]"
             )
         console.print(f"[dim]ready in {time.monotonic() - began:.1f} s[/]")
         return 0

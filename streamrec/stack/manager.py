@@ -18,6 +18,7 @@ from streamrec.stack.base import Service, ServiceState, port_open
 from streamrec.stack.errors import PortInUseError, StackError
 from streamrec.stack.kafka import KafkaService
 from streamrec.stack.minio import MinioService
+from streamrec.stack.perses import PersesService
 from streamrec.stack.prometheus import PrometheusService
 from streamrec.stack.redis import RedisService
 
@@ -31,6 +32,8 @@ SERVICES: dict[str, type[Service]] = {
     # Opt-in too; before Prometheus, whose first alerts then find it.
     "alertmanager": AlertmanagerService,
     "prometheus": PrometheusService,
+    # Opt-in (built from its Go module once); after Prometheus, which its datasource proxies.
+    "perses": PersesService,
     # Our own processes, started by the demo (`up --service stream,api`); after the
     # servers they need, and stopped before them.
     "stream": StreamWorkerService,
@@ -38,7 +41,14 @@ SERVICES: dict[str, type[Service]] = {
 }
 DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "redis")
 # Third-party servers (what `up --all` starts); our own processes are started by name.
-INFRA_SERVICES: tuple[str, ...] = ("kafka", "redis", "minio", "alertmanager", "prometheus")
+INFRA_SERVICES: tuple[str, ...] = (
+    "kafka",
+    "redis",
+    "minio",
+    "alertmanager",
+    "prometheus",
+    "perses",
+)
 
 
 def services(settings: Settings, names: Sequence[str] | None = None) -> list[Service]:
