@@ -16,8 +16,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from core.config import Settings
+from schemas.errors import ConfigError
 from streamrec.stack.alertmanager import AlertmanagerService
 from streamrec.stack.base import port_open
 from streamrec.stack.prometheus import render_config
@@ -70,6 +72,9 @@ def test_amtool_accepts_the_shipped_and_the_rendered_config(amtool, tmp_path: Pa
     assert "webhook_configs" not in receivers["ticket"]
     assert svc.config_path.stat().st_mode & 0o077 == 0, "webhook URLs may carry tokens"
     assert f"--config.file={svc.config_path}" in svc.command()
+    bad = s.model_copy(update={"alertmanager_ticket_webhook_url": SecretStr("hooks.example/x")})
+    with pytest.raises(ConfigError, match="alertmanager_ticket_webhook_url"):
+        AlertmanagerService(bad).prepare()
 
 
 def test_every_rule_routes_to_the_receiver_of_its_severity(amtool) -> None:

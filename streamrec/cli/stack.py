@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.stack_action == "down":
         for st in stack.down(settings, args.service, topology="single"):
             what = f"stopped (pid {st.pid})" if st.pid else st.detail
-            console.print(f"[{_STYLE[st.state]}]{st.name:<11}[/] {what}")
+            console.print(f"[{_STYLE[st.state]}]{st.name:<13}[/] {what}")
         return 0
     states = stack.status(settings, args.service, topology="single")
     console.print(_table(states))
@@ -119,7 +119,7 @@ def _run_cluster(args: argparse.Namespace, settings: Settings, console: Console)
     if args.stack_action == "down":
         for st in stack.down(settings, args.service, topology="cluster"):
             what = f"stopped (pid {st.pid})" if st.pid else st.detail
-            console.print(f"[{_STYLE[st.state]}]{st.name:<11}[/] {what}")
+            console.print(f"[{_STYLE[st.state]}]{st.name:<13}[/] {what}")
         return 0
     result = stack.cluster_report(settings, args.service)
     console.print(_table(result.states))
@@ -137,7 +137,7 @@ def _print_up(console: Console, states: list[stack.ServiceState]) -> None:
         where = f"127.0.0.1:{st.port}"
         pid = f"pid {st.pid}" if st.pid else (st.detail or "")
         console.print(
-            f"[{_STYLE[st.state]}]{st.name:<11}{_UP_WORDS[st.state]:<16}[/] {where:<16} {pid}"
+            f"[{_STYLE[st.state]}]{st.name:<13}{_UP_WORDS[st.state]:<16}[/] {where:<16} {pid}"
         )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from schemas.errors import ConfigError
 from streamrec.stack.base import Service, port_open
 from streamrec.stack.install import ensure_apt_package
 from streamrec.stack.prometheus import _ready, write_config
@@ -81,10 +82,14 @@ class AlertmanagerService(Service):
         return self.run_dir / "alertmanager.yml"
 
     def urls(self) -> dict[str, str]:
-        return {
-            name: getattr(self.settings, field).get_secret_value()
-            for name, field in RECEIVER_URLS.items()
-        }
+        urls = {}
+        for name, field in RECEIVER_URLS.items():
+            url = getattr(self.settings, field).get_secret_value()
+            # Alertmanager would refuse the file and exit; say which setting is wrong instead.
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(f"{field} must be an http(s) URL (value not shown: a secret)")
+            urls[name] = url
+        return urls
 
     def ensure_installed(self) -> None:
         self._binary()
