@@ -1,19 +1,17 @@
-"""Alerting, statically and on the stack: Alertmanager's routing (infra/alertmanager) passes
-``amtool check-config`` as shipped and as the stack renders it, routes every alert rule to the
-receiver its severity names, and mutes a service's symptoms while its process is down; every
-rule carries what routing and an on-call person need (a runbook section that exists);
-``stack up`` runs Alertmanager with Prometheus pointed at it. The live delivery (Redis stopped
-under load -> a webhook gets the page, then the resolution) is in
-tests/test_observability_live.py."""
+"""Alerting, statically: Alertmanager's routing (infra/alertmanager) passes ``amtool
+check-config`` as shipped and as the stack renders it, routes every alert rule to the receiver
+its severity names, and mutes a service's symptoms while its process is down; every rule
+carries what routing and an on-call person need (a runbook section that exists); Prometheus'
+config points at the configured Alertmanager. ``stack up`` of both is in
+tests/test_observability_stack.py; the live delivery (Redis stopped under load -> a webhook
+gets the page, then the resolution) in tests/test_observability_live.py."""
 
 from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from pydantic import SecretStr
@@ -21,9 +19,7 @@ from pydantic import SecretStr
 from core.config import Settings
 from schemas.errors import ConfigError
 from streamrec.stack.alertmanager import AlertmanagerService
-from streamrec.stack.base import port_open
 from streamrec.stack.prometheus import render_config
-from tests.ports import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "infra" / "alertmanager" / "alertmanager.yml"
@@ -151,38 +147,3 @@ def test_prometheus_is_pointed_at_the_configured_alertmanager() -> None:
     rendered = render_config(source, {}, alertmanager_port=19095)
     (manager,) = rendered["alerting"]["alertmanagers"]
     assert manager["static_configs"][0]["targets"] == ["127.0.0.1:19095"]
-
-
-@pytest.mark.integration
-@pytest.mark.usefixtures("prometheus_bins", "alertmanager_bins")
-def test_stack_up_runs_alertmanager_and_prometheus_sends_to_it(tmp_path: Path) -> None:
-    from streamrec import stack
-
-    am_port, prom_port, exporter_port = free_ports(3)
-    s = Settings(
-        home=ROOT,
-        data_dir=tmp_path / "data",
-        alertmanager_port=am_port,
-        prometheus_port=prom_port,
-        redis_exporter_port=exporter_port,
-    )
-    try:
-        states = stack.up(s, ["alertmanager", "prometheus"], timeout=60)
-        assert [(st.name, st.state) for st in states] == [
-            ("alertmanager", "started"),
-            ("prometheus", "started"),
-        ]
-        assert (tmp_path / "data" / "alertmanager").is_dir()
-        url = f"http://127.0.0.1:{prom_port}/api/v1/alertmanagers"
-        deadline = time.monotonic() + 30
-        while not httpx.get(url, timeout=10).json()["data"]["activeAlertmanagers"]:
-            assert time.monotonic() < deadline, "Prometheus never found the Alertmanager"
-            time.sleep(0.5)
-        (active,) = httpx.get(url, timeout=10).json()["data"]["activeAlertmanagers"]
-        assert active["url"] == f"http://127.0.0.1:{am_port}/api/v2/alerts"
-        (status,) = stack.status(s, ["alertmanager"])
-        assert status.state == "running" and status.port == am_port
-    finally:
-        down = stack.down(s, ["alertmanager", "prometheus"])
-    assert {st.state for st in down} == {"stopped"}
-    assert not port_open(am_port) and not port_open(prom_port)

@@ -1,5 +1,6 @@
-"""``streamrec stack up --service prometheus`` on ports of its own: Prometheus with the repo's
-rules and the Redis exporter beside it come up, scrape, and ``down`` stops both."""
+"""``streamrec stack up --service alertmanager --service prometheus`` on ports of its own:
+Prometheus with the repo's rules and the Redis exporter beside it come up, scrape, send alerts to
+the Alertmanager, and ``down`` stops all three."""
 
 from __future__ import annotations
 
@@ -13,25 +14,30 @@ from core.config import Settings
 from streamrec.stack.base import port_open
 from tests.ports import free_ports
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prometheus_bins")]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.usefixtures("prometheus_bins", "alertmanager_bins"),
+]
 
 
 def test_stack_up_starts_prometheus_with_rules_and_redis_exporter(
     stack: Settings, tmp_path: Path
 ) -> None:
-    prom_port, exporter_port = free_ports(2)
+    prom_port, exporter_port, am_port = free_ports(3)
     s = stack.model_copy(
         update={
             "data_dir": tmp_path / "data",
             "prometheus_port": prom_port,
             "redis_exporter_port": exporter_port,
+            "alertmanager_port": am_port,
         }
     )
     from streamrec import stack as stack_module  # the `stack` fixture shadows the name
 
     try:
-        (state,) = stack_module.up(s, ["prometheus"], timeout=60)
-        assert state.state == "started"
+        (manager, state) = stack_module.up(s, ["alertmanager", "prometheus"], timeout=60)
+        assert (manager.name, manager.state, state.state) == ("alertmanager", "started", "started")
+        assert (tmp_path / "data" / "alertmanager").is_dir()
         url = f"http://127.0.0.1:{prom_port}"
         rules = httpx.get(f"{url}/api/v1/rules", timeout=10).json()["data"]["groups"]
         names = {r["name"] for g in rules for r in g["rules"]}
@@ -45,6 +51,16 @@ def test_stack_up_starts_prometheus_with_rules_and_redis_exporter(
         while health().get("redis") != "up" or health().get("kafka") != "up":
             assert time.monotonic() < deadline, health()
             time.sleep(1)
+
+        # Prometheus sends its alerts to the Alertmanager on the configured port.
+        def managers() -> list[str]:
+            found = httpx.get(f"{url}/api/v1/alertmanagers", timeout=10).json()["data"]
+            return [m["url"] for m in found["activeAlertmanagers"]]
+
+        while not managers():
+            assert time.monotonic() < deadline, "Prometheus found no Alertmanager"
+            time.sleep(0.5)
+        assert managers() == [f"http://127.0.0.1:{am_port}/api/v2/alerts"]
         scraped = httpx.get(f"{url}/api/v1/query", params={"query": "redis_up"}, timeout=10).json()[
             "data"
         ]["result"]
@@ -52,6 +68,9 @@ def test_stack_up_starts_prometheus_with_rules_and_redis_exporter(
         # Idempotent: a second `up` starts nothing.
         (again,) = stack_module.up(s, ["prometheus"], timeout=60)
         assert again.state == "running" and again.pid == state.pid
+        (status,) = stack_module.status(s, ["alertmanager"])
+        assert (status.state, status.port) == ("running", am_port)
     finally:
-        stack_module.down(s, ["prometheus"])
-    assert not port_open(prom_port) and not port_open(exporter_port)
+        down = stack_module.down(s, ["alertmanager", "prometheus"])
+    assert {st.state for st in down} == {"stopped"}
+    assert not port_open(prom_port) and not port_open(exporter_port) and not port_open(am_port)
