@@ -1,7 +1,9 @@
 """The observability stack, live: a real Prometheus (the Debian binary, our rendered config and
 alert rules) scrapes a real API, a real stream worker, a rollout controller running a canary,
 the broker's JMX exporter and a Redis exporter while `streamrec simulate` sends closed-loop
-simulated users (requests, then watch events to Kafka). Every query of every dashboard panel
+simulated users (requests, then watch events to Kafka). A real Perses (`stack up`'s service on
+a private port) lists every dashboard converted from our Grafana JSON with all its panels and
+refuses a broken one; every query of every panel, run through its datasource proxy,
 must return at least one series, and stopping Redis must drive the fallback alert to pending
 or firing, and through a real Alertmanager (the repo's routing) to a webhook receiver as a page;
 Redis back, the resolution arrives the same way.
@@ -12,7 +14,6 @@ Prometheus data) except the shared broker, which is only read."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -38,12 +39,12 @@ from tests.alert_receiver import (
     alertmanager_config,
     with_short_for,
 )
+from tests.perses_live import check_dashboards, panel_queries, perses_server, series
 from tests.ports import free_port
 from training.pipeline import run_training
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("perses_home")]
 REPO = Path(__file__).resolve().parent.parent
-DASHBOARDS = REPO / "infra" / "grafana" / "dashboards"
 RATE_INTERVAL = "10s"  # what $__rate_interval becomes with 1 s scrapes
 
 
@@ -127,17 +128,6 @@ class Prom:
         alerts = self.get("/api/v1/alerts")["alerts"]
         states = {a["state"] for a in alerts if a["labels"]["alertname"] == name}
         return "firing" if "firing" in states else next(iter(states), None)
-
-
-def _panel_queries() -> list[tuple[str, str, str]]:
-    out = []
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        board = json.loads(path.read_text())
-        for panel in board["panels"]:
-            for t in panel.get("targets", []):
-                expr = t["expr"].replace("$__rate_interval", RATE_INTERVAL)
-                out.append((board["title"], panel["title"], expr))
-    return out
 
 
 def _bad_requests(url: str, n: int = 5) -> list[int]:
@@ -285,6 +275,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
             _process(exporter, logs / "exporter.log") as _exporter,
             _process(alertmanager, logs / "alertmanager.log") as _alertmanager,
             _process(prometheus, logs / "prometheus.log") as prom_proc,
+            perses_server(s, prom_port) as perses,
         ):
             _wait("API ready", lambda: _http_ok(f"{api_url}/readyz"), 120, api)
             _wait(
@@ -292,6 +283,8 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
             )
             prom = Prom(prom_port)
             _wait("prometheus ready", lambda: _http_ok(f"{prom.url}/-/ready"), 60, prom_proc)
+            perses.wait_ready(60)
+            boards = check_dashboards(perses)
             start = time.time()
 
             with (
@@ -323,17 +316,17 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
                     _wait("every target scraped", all_up, 90)
                 assert all_up(), {j: targets.get(j) for j in wanted if targets.get(j) != "up"}
 
-                queries = _panel_queries()
+                queries = panel_queries(boards, RATE_INTERVAL)
                 assert len(queries) > 30
                 missing: list = []
 
                 def all_have_data() -> bool:
-                    missing[:] = [q for q in queries if not prom.series(q[2], start)]
+                    missing[:] = [q for q in queries if not series(perses, q[2], start)]
                     return not missing
 
                 with contextlib.suppress(AssertionError):
                     _wait("every panel query has data", all_have_data, 240)
-                assert not missing, "panel queries without series:\n" + "\n".join(
+                assert not missing, "panel queries without series (via Perses):\n" + "\n".join(
                     f"{b} / {p}: {e}" for b, p, e in missing
                 )
                 # The canary really served and converted, as the rollout panels show.
