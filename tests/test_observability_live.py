@@ -43,7 +43,13 @@ from tests.perses_live import check_dashboards, panel_queries, perses_server, se
 from tests.ports import free_port
 from training.pipeline import run_training
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.usefixtures("perses_home")]
+# perses_home builds Perses on a fresh machine (8-11 min): the 600 s limit is the test's own.
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.usefixtures("perses_home"),
+    pytest.mark.timeout(600, func_only=True),
+]
 REPO = Path(__file__).resolve().parent.parent
 RATE_INTERVAL = "10s"  # what $__rate_interval becomes with 1 s scrapes
 

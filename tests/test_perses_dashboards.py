@@ -36,7 +36,10 @@ def perses_queries(board: dict) -> list[str]:
     ]
 
 
-@pytest.mark.integration  # builds perses/percli once if missing (see the perses_home fixture)
+# perses_home builds perses/percli on a fresh machine (8-11 min on 2 cores): not counted in
+# the 600 s a test may take.
+@pytest.mark.integration
+@pytest.mark.timeout(600, func_only=True)
 def test_shipped_dashboards_are_what_percli_migrate_writes(perses_home: Path) -> None:
     assert _generator().main(["--check"]) == 0, "run `python infra/perses/generate.py`"
 
@@ -68,6 +71,7 @@ def test_every_panel_and_query_survived_the_migration(name: str) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(600, func_only=True)
 def test_stack_up_serves_every_dashboard_and_down_stops_it(
     perses_home: Path, tmp_path: Path
 ) -> None:
