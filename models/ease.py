@@ -38,6 +38,22 @@ def prune_rows(dense: np.ndarray, keep: int, *, block: int = 1024) -> csr_matrix
     )
 
 
+def spd_inverse(a: np.ndarray) -> np.ndarray:
+    """The inverse of a symmetric positive definite matrix by Cholesky (LAPACK potrf +
+    potri, in place on ``a``): about half the work of a general LU inverse."""
+    from scipy.linalg import lapack
+
+    c, info = lapack.dpotrf(a, lower=True, overwrite_a=True, clean=False)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"the Gram matrix is not positive definite (potrf {info})")
+    inv, info = lapack.dpotri(c, lower=True, overwrite_c=True)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"potri failed ({info})")
+    upper = np.triu_indices_from(inv, 1)
+    inv[upper] = inv.T[upper]  # potri fills one triangle only
+    return inv
+
+
 class EaseModel(ItemKNNModel):
     kind: ClassVar[str] = "ease"
 
@@ -47,7 +63,7 @@ class EaseModel(ItemKNNModel):
         data: UserItems,
         *,
         l2: float = 200.0,
-        max_items: int = 8000,
+        max_items: int = 3000,
         neighbours: int = 200,
         binary: bool = True,
     ) -> Self:
@@ -65,7 +81,7 @@ class EaseModel(ItemKNNModel):
         gram[np.diag_indices_from(gram)] += l2
         del xs
         with threadpool_limits(None, "blas"):  # the inversion is all BLAS: use every core
-            p = np.linalg.inv(gram)
+            p = spd_inverse(gram)
         del gram
         b = p / (-np.diag(p))[None, :]
         del p

@@ -83,6 +83,8 @@ class Interactions:
     user_ids: np.ndarray  # object (str)
     item_ids: np.ndarray  # object (str)
     source: TrainingData = field(default_factory=TrainingData)
+    # Built once: every family fitted on these rows shares one matrix (memory at 30M events).
+    _user_items: UserItems | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -95,13 +97,16 @@ class Interactions:
         )  # fmt: skip
 
     def user_items(self) -> UserItems:
+        if self._user_items is not None:
+            return self._user_items
         m = csr_matrix(
             (self.weights, (self.users, self.items)),
             shape=(len(self.user_ids), len(self.item_ids)),
             dtype=np.float32,
         )
         m.sum_duplicates()
-        return UserItems(m, self.user_ids, self.item_ids)
+        self._user_items = UserItems(m, self.user_ids, self.item_ids)
+        return self._user_items
 
 
 def list_snapshots(store: ObjectStore, time_range: TimeRange) -> list[SnapshotFile]:

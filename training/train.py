@@ -43,7 +43,7 @@ class TrainConfig:
     knn_neighbours: int = 200
     knn_similarity: str = "cosine"
     ease_l2: float = 200.0
-    ease_max_items: int = 8000
+    ease_max_items: int = 3000
     ease_neighbours: int = 200
     pop_half_life_days: float | None = None
     n_candidates: int = 200
