@@ -58,6 +58,10 @@ key                                            type    contents (TTL)
                                                        compacted catalog topic (no TTL)
 ``{P}:wm:{topic}:{partition}``                 STRING  highest Kafka offset whose effects are
                                                        applied (no TTL): the idempotency watermark
+``{P}:wm:{topic}:{partition}:ack``             STRING  written before each ``WAIT`` of a durable
+                                                       call (``:oe:wm:`` too), so the ``WAIT``
+                                                       covers what the call found applied
+                                                       (``streams.redis_slots``) (10 min TTL)
 ``{P}:oe:h:{YYYYMMDDHH}``                      HASH    online evaluation counters of the
                                                        responses served in that event-time hour:
                                                        ``{model}|{version}|{variant}|{metric}``

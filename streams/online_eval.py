@@ -286,13 +286,16 @@ class OnlineEval:
         counts: dict[tuple[str, str], int] = {}
         if self.slots is None:
             return counts
-        for partition, batch in list(self._batches.items()):
-            if batch.entries:
-                body = payload(batch, window_s=self.window_s, cap=self.cap)
-                reply = self.slots.run(JOIN_LUA, batch.watermarks[0], [body])
-                for key, n in count_applied(reply).items():  # type: ignore[arg-type]
-                    counts[key] = counts.get(key, 0) + n
-            del self._batches[partition]
+        # Every partition's call at once (one round trip per master); a failure leaves all
+        # batches here for the retry, which the calls' watermarks make a no-op where applied.
+        ready = [b for b in self._batches.values() if b.entries]
+        calls = [
+            (b.watermarks[0], [payload(b, window_s=self.window_s, cap=self.cap)]) for b in ready
+        ]
+        for reply in self.slots.run_many(JOIN_LUA, calls):
+            for key, n in count_applied(reply).items():  # type: ignore[arg-type]
+                counts[key] = counts.get(key, 0) + n
+        self._batches.clear()
         if self.metrics is not None:
             self.metrics.record(counts)
         return counts

@@ -138,8 +138,63 @@ class RedisApplier:
         self._apply_all(by_partition(self._dedupe(work)), {})
 
     def _apply_all(self, groups: dict[int, list[RedisWork]], calls: dict[int, _Call]) -> None:
+        """Send every partition number's call at once (one round trip per master), then
+        settle each; a partition whose call did not apply whole goes round again alone."""
+        rounds: list[tuple[list[RedisWork], _Call]] = []
         for partition, parts in groups.items():
-            self._apply(parts, calls.get(partition))
+            live = [self._above_watermark(w) for w in parts]
+            call = calls.get(partition)
+            if call is None or any(a is not w for a, w in zip(live, parts, strict=True)):
+                # Prepared before the watermarks were known (replay after a crash, a
+                # rebalance): aggregate again what is left.
+                parts = [w for w in live if w is not None]
+                call = self._prepare(parts) if parts else None
+            if call is not None:
+                rounds.append((parts, call))
+        while rounds:
+            for _, call in rounds:
+                self.max_event_ts = max(self.max_event_ts, call.max_ts)
+            t0 = time.perf_counter()
+            results = self._retry(
+                lambda r=rounds: self.redis.apply_many([(c.ranges, c.payload) for _, c in r]),
+                "redis",
+            )
+            applied_at = time.time()
+            self.metrics.redis_seconds.observe(time.perf_counter() - t0)
+            again = [
+                (left, self._prepare(left))
+                for (parts, call), res in zip(rounds, results, strict=True)
+                if (left := self._settle(parts, call, res, applied_at))
+            ]
+            rounds = again
+
+    def _settle(
+        self, parts: list[RedisWork], call: _Call, results: list, applied_at: float
+    ) -> list[RedisWork]:
+        """Move the watermarks by a call's results; returns what must be sent again."""
+        again = []
+        for w, res in zip(parts, results, strict=True):
+            w.st.redis_wm = max(w.st.redis_wm, res.watermark)
+            if res.status == APPLIED:
+                self._observe_freshness(applied_at, w.produced_ms)
+            elif res.status != SKIPPED:
+                if res.status == CONFLICT:  # another writer got there first
+                    log.warning(
+                        "redis watermark of %s[%d] is %d, above this batch's start %d",
+                        w.st.topic,
+                        w.st.partition,
+                        res.watermark,
+                        w.first,
+                    )
+                trimmed = self._above_watermark(w)
+                if trimmed is not None and res.status == DUPLICATE:
+                    trimmed = self._drop_ids(trimmed, res.duplicates)
+                if trimmed is not None:
+                    again.append(trimmed)
+        if all(res.status == APPLIED for res in results):
+            self.ttls.confirm(call.refreshed)
+            self.metrics.redis_batch_events.observe(sum(len(w.events) for w in parts))
+        return again
 
     def _dedupe(self, work: list[RedisWork]) -> list[RedisWork]:
         return [self._drop_repeats(w) for w in work] if self.dedupe_window else work
@@ -173,45 +228,6 @@ class RedisApplier:
         )
         ranges = [PartitionRange(w.st.topic, w.st.partition, w.first, w.last) for w in parts]
         return _Call(ranges, payload, refreshed, deltas.max_ts)
-
-    def _apply(self, parts: list[RedisWork], call: _Call | None) -> None:
-        live = [self._above_watermark(w) for w in parts]
-        if call is None or any(a is not w for a, w in zip(live, parts, strict=True)):
-            # Prepared before the watermarks were known (replay after a crash, a rebalance):
-            # aggregate again what is left.
-            parts, call = [w for w in live if w is not None], None
-        while parts:
-            if call is None:
-                call = self._prepare(parts)
-            self.max_event_ts = max(self.max_event_ts, call.max_ts)
-            t0 = time.perf_counter()
-            results = self._retry(lambda c=call: self.redis.apply(c.ranges, c.payload), "redis")
-            applied_at = time.time()
-            self.metrics.redis_seconds.observe(time.perf_counter() - t0)
-            again = []
-            for w, res in zip(parts, results, strict=True):
-                w.st.redis_wm = max(w.st.redis_wm, res.watermark)
-                if res.status == APPLIED:
-                    self._observe_freshness(applied_at, w.produced_ms)
-                elif res.status != SKIPPED:
-                    if res.status == CONFLICT:  # another writer got there first
-                        log.warning(
-                            "redis watermark of %s[%d] is %d, above this batch's start %d",
-                            w.st.topic,
-                            w.st.partition,
-                            res.watermark,
-                            w.first,
-                        )
-                    trimmed = self._above_watermark(w)
-                    if trimmed is not None and res.status == DUPLICATE:
-                        trimmed = self._drop_ids(trimmed, res.duplicates)
-                    if trimmed is not None:
-                        again.append(trimmed)
-            if all(res.status == APPLIED for res in results):
-                self.ttls.confirm(call.refreshed)
-                self.metrics.redis_batch_events.observe(sum(len(w.events) for w in parts))
-                return
-            parts, call = again, None
 
     def _drop_repeats(self, w: RedisWork) -> RedisWork:
         """``w`` without events whose id came earlier in the batch."""

@@ -73,6 +73,20 @@ class ApplyResult:
     duplicates: frozenset[str] = frozenset()
 
 
+def _results(ranges: Sequence[PartitionRange], reply: list) -> list[ApplyResult]:
+    """The apply script's reply: (status, watermark) per range, then (range number, id)
+    pairs of the ids it refused as already applied."""
+    n = len(ranges)
+    dups: dict[int, set[str]] = {}
+    for k in range(2 * n, len(reply) - 1, 2):  # (1-based range number, id) pairs
+        d = reply[k + 1]
+        dups.setdefault(int(reply[k]) - 1, set()).add(d.decode() if isinstance(d, bytes) else d)
+    return [
+        ApplyResult(r, int(reply[2 * j]), int(reply[2 * j + 1]), frozenset(dups.get(j, ())))
+        for j, r in enumerate(ranges)
+    ]
+
+
 class RedisSink:
     def __init__(
         self,
@@ -116,26 +130,28 @@ class RedisSink:
         ``ranges``) in one script call, atomically with the ranges' watermarks: either all
         are APPLIED, or nothing changed and each result says why. Raises SinkUnavailable if
         Redis cannot be reached."""
-        if not ranges:
-            return []
-        part = ranges[0].partition
-        if any(r.partition != part for r in ranges):
-            raise ValueError("one apply call takes the ranges of one partition number")
-        keys = self.keys.slot(part)
-        args: list = [len(ranges)]
-        for r in ranges:
-            args += (keys.watermark(r.topic, r.partition), r.first, r.last)
-        args.append(payload)
-        reply = self.slots.run(APPLY_LUA, str(args[1]), args)
-        n = len(ranges)
-        dups: dict[int, set[str]] = {}
-        for k in range(2 * n, len(reply) - 1, 2):  # (1-based range number, id) pairs
-            d = reply[k + 1]
-            dups.setdefault(int(reply[k]) - 1, set()).add(d.decode() if isinstance(d, bytes) else d)
-        return [
-            ApplyResult(r, int(reply[2 * j]), int(reply[2 * j + 1]), frozenset(dups.get(j, ())))
-            for j, r in enumerate(ranges)
-        ]
+        return self.apply_many([(ranges, payload)])[0] if ranges else []
+
+    def apply_many(
+        self, calls: Sequence[tuple[Sequence[PartitionRange], bytes]]
+    ) -> list[list[ApplyResult]]:
+        """:meth:`apply` for several calls (one partition number each) at once: one round
+        trip per master, the masters in parallel (:meth:`SlotRunner.run_many`). Each call is
+        atomic on its own; if one master fails, the calls of the others may be applied (a
+        retry finds them SKIPPED)."""
+        script_calls = []
+        for ranges, payload in calls:
+            part = ranges[0].partition
+            if any(r.partition != part for r in ranges):
+                raise ValueError("one apply call takes the ranges of one partition number")
+            keys = self.keys.slot(part)
+            args: list = [len(ranges)]
+            for r in ranges:
+                args += (keys.watermark(r.topic, r.partition), r.first, r.last)
+            args.append(payload)
+            script_calls.append((str(args[1]), args))
+        replies = self.slots.run_many(APPLY_LUA, script_calls)
+        return [_results(ranges, reply) for (ranges, _), reply in zip(calls, replies, strict=True)]
 
     def watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
         parts = list(partitions)
@@ -196,4 +212,7 @@ class RedisSink:
         return time.perf_counter() - t0
 
     def close(self) -> None:
-        self.client.close()
+        try:
+            self.slots.close()
+        finally:
+            self.client.close()

@@ -163,7 +163,8 @@ def test_two_workers_survive_a_worker_a_broker_and_a_redis_master_killed(
                 _kill(_pid_of(cluster_stack, "kafka-2"))
                 produce_events(s, truth, genres, 20_000, start=produced, bad_every=997)
                 produced += 20_000
-                stack.up(cluster_stack, ["kafka"], topology="cluster")  # back, and catches up
+                # A JVM start on a busy 2-core machine can pass the 60 s default: allow more.
+                stack.up(cluster_stack, ["kafka"], topology="cluster", timeout=180)  # catches up
 
                 # 3. A Redis master dies mid-replay: its replica is promoted. Until the old
                 # master is back as a replica, WAIT cannot be satisfied, so offsets are held.
@@ -183,7 +184,7 @@ def test_two_workers_survive_a_worker_a_broker_and_a_redis_master_killed(
                 produce_events(s, truth, genres, 10_000, start=produced, bad_every=997)
                 produced += 10_000
                 time.sleep(3 * cluster_stack.cluster_redis_node_timeout_ms / 1000)
-                stack.up(cluster_stack, ["redis"], topology="cluster")  # waits until whole
+                stack.up(cluster_stack, ["redis"], topology="cluster", timeout=180)  # whole
 
             try:
                 wait_caught_up(s, 240, list(workers.values()))

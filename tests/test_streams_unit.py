@@ -156,6 +156,9 @@ class FakeRedis:
         self.applied.extend(ranges)
         return [ApplyResult(r, APPLIED, r.last) for r in ranges]
 
+    def apply_many(self, calls):
+        return [self.apply(ranges, payload) for ranges, payload in calls]
+
     def watermarks(self, topic, partitions):
         return {}
 
