@@ -52,7 +52,7 @@ class ALSModel(TrainedInteractions, Recommender):
         self.regularization = float(regularization)
         self.alpha = float(alpha)
         self.extra_params = dict(extra_params or {})
-        y = self.item_factors.astype(np.float64)
+        y = self._factors64 = self.item_factors.astype(np.float64)  # fold-in gathers rows
         self._yty = y.T @ y  # the Gram matrix every fold-in solve starts from
         self._yty_reg = self._yty + self.regularization * np.eye(self.factors)
 
@@ -107,7 +107,7 @@ class ALSModel(TrainedInteractions, Recommender):
     def fold_in(self, cols: np.ndarray, values: np.ndarray) -> np.ndarray:
         """The least-squares user factor for confidences ``values`` on items ``cols``
         (implicit's ``recalculate_user`` step: (YtY + reg I + Yt(Cu - I)Y) x = Yt Cu p)."""
-        y = self.item_factors[cols].astype(np.float64)
+        y = self._factors64[cols]
         c = self.alpha * values.astype(np.float64)
         a = self._yty_reg + (y * (c - 1.0)[:, None]).T @ y
         b = y.T @ c
@@ -122,6 +122,12 @@ class ALSModel(TrainedInteractions, Recommender):
         """The user's factor: learned if known and nothing new, else folded in from the
         training row plus the fresh history. None if there is nothing to go on."""
         u, merged = self.fresh_row(user_id, history, history_weights)
+        return self.vector_of(u, merged)
+
+    def vector_of(
+        self, u: int | None, merged: tuple[np.ndarray, np.ndarray] | None
+    ) -> np.ndarray | None:
+        """:meth:`user_vector` from the training row index and :meth:`merged_row`."""
         if merged is None:
             return None if u is None else self.user_factors[u]
         cols, vals = merged
@@ -144,6 +150,22 @@ class ALSModel(TrainedInteractions, Recommender):
         if vec is None:
             return []
         banned = excluded_columns(self.item_index, exclude, history)
+        return top_k(self.scores(vec), k, self.item_ids, banned)
+
+    def recommend_unseen(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        history: Sequence[str] = (),
+        exclude: Collection[str] = (),
+        item_features: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[tuple[str, float]]:
+        vec = self.user_vector(user_id, history)
+        if vec is None:
+            return []
+        seen = self.seen_columns(self.user_index.get(user_id))
+        banned = np.concatenate([excluded_columns(self.item_index, exclude, history), seen])
         return top_k(self.scores(vec), k, self.item_ids, banned)
 
     # -- artifacts ---------------------------------------------------------------------

@@ -47,6 +47,27 @@ class Recommender(ABC):
         no usable history gets ``[]`` from personal models (callers fall back to popularity).
         """
 
+    def recommend_unseen(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        history: Sequence[str] = (),
+        exclude: Collection[str] = (),
+        item_features: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[tuple[str, float]]:
+        """:meth:`recommend` without anything the user has seen: ``history``, ``exclude``
+        and the user's training-time items (:meth:`seen_items`), which is what serving asks.
+        Models holding the training rows override it to ban them by column instead of
+        turning them into item ids and back on every call."""
+        return self.recommend(
+            user_id,
+            k,
+            history=history,
+            exclude=frozenset(exclude).union(self.seen_items(user_id)),
+            item_features=item_features,
+        )
+
     @abstractmethod
     def known_user(self, user_id: str) -> bool:
         """True if the user was in the training data (has a learned representation)."""
@@ -202,10 +223,20 @@ class TrainedInteractions:
         nothing to a known user (use what training learned) or there is nothing at all."""
         u = self.user_index.get(user_id)
         hcols, hvals = history_vector(history, history_weights, self.item_index)
+        return u, self.merged_row(u, hcols, hvals)
+
+    def merged_row(
+        self, u: int | None, hcols: np.ndarray, hvals: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`fresh_row`'s merge, for a history already turned into columns."""
         if u is not None and hcols.size == 0:
-            return u, None
+            return None
         row = csr_row(self.user_items, u) if u is not None else None
-        return u, merge_history(row, hcols, hvals)
+        return merge_history(row, hcols, hvals)
+
+    def seen_columns(self, u: int | None) -> np.ndarray:
+        """The training row's item columns (empty for an unknown user)."""
+        return csr_row(self.user_items, u).indices if u is not None else np.zeros(0, np.int32)
 
 
 def excluded_columns(item_index: Mapping[str, int], *groups: Collection[str]) -> np.ndarray:

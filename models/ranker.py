@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from models.errors import ArtifactError
+
+log = logging.getLogger(__name__)
 
 ARTIFACT = "ranker.txt"
 
@@ -35,6 +41,8 @@ class Ranker:
     def __init__(self, booster: Any, feature_names: Sequence[str]) -> None:
         self.booster = booster
         self.feature_names = tuple(feature_names)
+        self._compiled: Any = None  # lleaves.Model once compiled; False if it cannot be
+        self._compile_lock = threading.Lock()
 
     @classmethod
     def fit(
@@ -69,7 +77,45 @@ class Ranker:
         return int(self.booster.best_iteration or self.booster.current_iteration())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """LightGBM's own prediction (the reference)."""
         return self.booster.predict(x, num_iteration=self.best_iteration, num_threads=1)
+
+    def predict_fast(self, x: np.ndarray) -> np.ndarray:
+        """The same scores from the trees compiled to native code (lleaves): LightGBM spends
+        ~1 us per row walking its trees, which over a request's 200 candidates was the
+        largest single cost of a model call; the compiled function takes a tenth of that.
+        Compiled on first use (about a second; serving's warm-up pays it), LightGBM's own
+        prediction if compiling is not possible. Equal to :meth:`predict` up to float64
+        rounding of the sum (checked by tests/test_serving_fast_path.py)."""
+        compiled = self._compiled if self._compiled is not None else self.compile()
+        if compiled is False:
+            return self.predict(x)
+        return compiled.predict(np.ascontiguousarray(x, dtype=np.float64), n_jobs=1)
+
+    def compile(self) -> Any:
+        """The lleaves model (False when unavailable). Once per ranker, on any thread."""
+        with self._compile_lock:
+            if self._compiled is None:
+                self._compiled = self._compile()
+        return self._compiled
+
+    def _compile(self) -> Any:
+        try:
+            import lleaves
+
+            # lleaves reads the model from a file; the compiled code lives in memory.
+            fd, path = tempfile.mkstemp(suffix=".txt", prefix="ranker-")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(self.to_text())
+                model = lleaves.Model(model_file=path)
+                model.compile()
+            finally:
+                os.unlink(path)
+        except Exception as err:  # a platform without LLVM still serves, more slowly
+            log.warning("ranker not compiled, LightGBM predicts instead: %s", err)
+            return False
+        return model
 
     def to_text(self) -> bytes:
         return self.booster.model_to_string(num_iteration=self.best_iteration).encode()

@@ -78,28 +78,35 @@ class CandidateGenerator:
         exclude: Collection[str] = (),
         item_features: Mapping[str, Mapping[str, float]] | None = None,
         banned: np.ndarray | None = None,
+        exclude_seen: bool = False,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """(candidate item columns best-first by ALS, feature matrix), or None when the user
-        has no representation. ``banned`` adds columns to exclude (training uses it)."""
-        vec = self.als.user_vector(user_id, history, history_weights)
+        has no representation. ``banned`` adds columns to exclude (training uses it);
+        ``exclude_seen`` bans the user's training row too (serving's ask)."""
+        als = self.als
+        u = als.user_index.get(user_id)
+        # The history's known columns, once: the fold-in, the bans and the profile share them.
+        hcols, hvals = history_vector(history, history_weights, als.item_index)
+        vec = als.vector_of(u, als.merged_row(u, hcols, hvals))
         if vec is None:
             return None
-        scores = self.als.scores(vec).astype(np.float64)
-        ban = excluded_columns(self.als.item_index, exclude, history)
+        scores = als.scores(vec).astype(np.float64)
+        bans = [excluded_columns(als.item_index, exclude), hcols]
+        if exclude_seen:
+            bans.append(als.seen_columns(u))
         if banned is not None and banned.size:
-            ban = np.concatenate([ban, banned])
-        scores[ban] = -np.inf
+            bans.append(banned)
+        scores[np.concatenate(bans)] = -np.inf
         n = min(n, int(np.isfinite(scores).sum()))
         if n <= 0:
             return np.zeros(0, np.int64), np.zeros((0, len(FEATURES)), np.float32)
         cand = np.argpartition(-scores, n - 1)[:n] if n < scores.size else np.arange(scores.size)
         cand = cand[np.lexsort((cand, -scores[cand]))]
-        hcols, _ = history_vector(history, history_weights, self.als.item_index)
         if isinstance(item_features, LiveItemFeatures):
-            dense = item_features.dense(self.als.item_ids)  # built once per table and model
+            dense = item_features.dense(als.item_ids)  # built once per table and model
             overrides = dense[cand] if dense is not None else None
         else:
-            overrides = override_block(self.als.item_ids, cand, item_features or {})
+            overrides = override_block(als.item_ids, cand, item_features or {})
         x = feature_matrix(
             self.stats,
             self.profile(user_id, hcols),
@@ -141,6 +148,33 @@ class TwoStageModel(Recommender):
         exclude: Collection[str] = (),
         item_features: Mapping[str, Mapping[str, float]] | None = None,
     ) -> list[tuple[str, float]]:
+        return self._recommend(user_id, k, history, history_weights, exclude, item_features)
+
+    def recommend_unseen(
+        self,
+        user_id: str,
+        k: int,
+        *,
+        history: Sequence[str] = (),
+        exclude: Collection[str] = (),
+        item_features: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> list[tuple[str, float]]:
+        return self._recommend(user_id, k, history, None, exclude, item_features, seen=True)
+
+    def _recommend(
+        self,
+        user_id: str,
+        k: int,
+        history: Sequence[str],
+        history_weights: Sequence[float] | None,
+        exclude: Collection[str],
+        item_features: Mapping[str, Mapping[str, float]] | None,
+        *,
+        seen: bool = False,
+        reference: bool = False,
+    ) -> list[tuple[str, float]]:
+        """``seen``: ban the training row by column; ``reference``: score with LightGBM
+        itself instead of the compiled trees (tests compare the two)."""
         got = self.generator.generate(
             user_id,
             max(self.n_candidates, k),
@@ -148,13 +182,14 @@ class TwoStageModel(Recommender):
             history_weights=history_weights,
             exclude=exclude,
             item_features=item_features,
+            exclude_seen=seen,
         )
         if got is None:  # nobody knows this user yet: the popular items, minus the exclusions
             return self.popularity.recommend(user_id, k, history=history, exclude=exclude)
         cand, x = got
         if cand.size == 0:
             return []
-        scores = self.ranker.predict(x)
+        scores = self.ranker.predict(x) if reference else self.ranker.predict_fast(x)
         order = np.lexsort((np.arange(cand.size), -scores))[:k]
         ids = self.als.item_ids
         return [(str(ids[cand[i]]), float(scores[i])) for i in order]

@@ -17,6 +17,7 @@ from serving.body_limit import BodyLimitMiddleware
 from serving.context import open_context
 from serving.metrics import ServingMetrics
 from serving.problems import install_error_handlers
+from serving.recommendation import Recommendation
 from serving.routes import admin, admin_rollouts, feedback, health, recommend
 
 log = logging.getLogger(__name__)
@@ -29,11 +30,11 @@ Request bodies larger than `STREAMREC_SERVE_MAX_BODY_BYTES` are refused with 413
 
 
 class MetricsMiddleware:
-    """Latency per request, labelled with the route template (bounded cardinality) and the
-    variant / model version the recommend route leaves in ``request.state``; for
-    ``/recommend`` also by the variant the user is assigned to (``state.assigned``) and
-    what answered (``state.answer``), which the rollout controller judges. Plain ASGI:
-    BaseHTTPMiddleware would cost more than some of our endpoints."""
+    """Latency per request, labelled with the route template (bounded cardinality) and, for
+    ``/recommend``, the variant / model version of the :class:`Recommendation` the route
+    leaves in ``request.state``, and by the variant the user was assigned to and what
+    answered, which the rollout controller judges. Plain ASGI: BaseHTTPMiddleware would
+    cost more than some of our endpoints."""
 
     def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
         self.app = app
@@ -58,20 +59,19 @@ class MetricsMiddleware:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             state = scope.get("state") or {}
-            version = state.get("model_version")
+            reco: Recommendation | None = state.get("recommendation")
             elapsed = time.perf_counter() - started
+            answered = reco is not None and reco.done
             self.metrics.request_seconds.labels(
                 endpoint,
-                state.get("variant", "none"),
-                "none" if version is None else str(version),
+                reco.variant if answered else "none",
+                reco.version_label if answered else "none",
                 str(status),
             ).observe(elapsed)
-            assigned = state.get("assigned")
-            if assigned is not None:  # a /recommend request, with the user routed
+            if reco is not None:  # a /recommend request
                 # A 5xx raised before the answer was known still counts for the variant.
-                answered_by, reason = state.get("answer", ("none", "none"))
                 self.metrics.recommend_seconds.labels(
-                    *assigned, answered_by, reason, str(status)
+                    *reco.assignment_labels(), *reco.answer_labels(), str(status)
                 ).observe(elapsed)
 
 

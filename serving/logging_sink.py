@@ -16,6 +16,7 @@ from core.kafka import EventProducer
 from schemas.errors import StreamrecError
 from schemas.events import Event, FeedbackEvent, RecoRequestEvent, RecoResponseEvent
 from serving.metrics import ServingMetrics
+from serving.recommendation import Recommendation
 
 log = logging.getLogger(__name__)
 
@@ -24,39 +25,27 @@ RECO_REQUEST = RecoRequestEvent.model_fields["event_type"].default
 RECO_RESPONSE = RecoResponseEvent.model_fields["event_type"].default
 
 
-def request_payloads(
-    *,
-    request_id: str,
-    user_id: str,
-    k: int,
-    items: list[str],
-    model_name: str,
-    model_version: str,
-    variant: str,
-    fallback_reason: str | None,
-    latency_ms: float,
-    status: int,
-    ts: datetime,
-) -> tuple[bytes, bytes]:
-    """The wire bytes of the request and response events, exactly what ``encode_event``
-    makes of the pydantic events (fields in declaration order, ``None`` left out, UTC as
-    ``Z``) for a fraction of the cost: every field was validated on the way in (user id,
-    k) or comes from the model's own item ids, and this runs on every request."""
+def request_payloads(reco: Recommendation, *, status: int, ts: datetime) -> tuple[bytes, bytes]:
+    """The wire bytes of the request and response events of ``reco``, exactly what
+    ``encode_event`` makes of the pydantic events (fields in declaration order, ``None``
+    left out, UTC as ``Z``) for a fraction of the cost: every field was validated on the way
+    in (user id, k) or comes from the model's own item ids, and this runs on every request."""
+    request_id, user_id = reco.request_id, reco.user_id
     head = {"schema_version": 1, "event_id": f"{request_id}.q", "user_id": user_id, "ts": ts}
-    request = {**head, "event_type": RECO_REQUEST, "request_id": request_id, "k": k}
+    request = {**head, "event_type": RECO_REQUEST, "request_id": request_id, "k": reco.k}
     response = {
         **head,
         "event_id": f"{request_id}.r",
         "event_type": RECO_RESPONSE,
         "request_id": request_id,
-        "items": items,
-        "model_name": model_name,
-        "model_version": model_version,
-        "variant": variant,
+        "items": reco.items,
+        "model_name": reco.model_name,
+        "model_version": reco.version_label,
+        "variant": reco.variant,
     }
-    if fallback_reason is not None:
-        response["fallback_reason"] = fallback_reason
-    response["latency_ms"] = latency_ms
+    if reco.fallback_reason is not None:
+        response["fallback_reason"] = reco.fallback_reason
+    response["latency_ms"] = reco.latency_ms
     response["status"] = status
     return orjson.dumps(request, option=orjson.OPT_UTC_Z), orjson.dumps(
         response, option=orjson.OPT_UTC_Z
@@ -100,34 +89,9 @@ class EventSink:
             self._last_warning = now
             log.warning(message)
 
-    def log_recommendation(
-        self,
-        *,
-        request_id: str,
-        user_id: str,
-        k: int,
-        items: list[str],
-        model_name: str,
-        model_version: str,
-        variant: str,
-        fallback_reason: str | None,
-        latency_ms: float,
-        status: int = 200,
-    ) -> None:
-        request, response = request_payloads(
-            request_id=request_id,
-            user_id=user_id,
-            k=k,
-            items=items,
-            model_name=model_name,
-            model_version=model_version,
-            variant=variant,
-            fallback_reason=fallback_reason,
-            latency_ms=latency_ms,
-            status=status,
-            ts=datetime.now(UTC),
-        )
-        key = user_id.encode()  # Event.key: a user's events stay in one partition
+    def log_recommendation(self, reco: Recommendation, status: int = 200) -> None:
+        request, response = request_payloads(reco, status=status, ts=datetime.now(UTC))
+        key = reco.user_id.encode()  # Event.key: a user's events stay in one partition
         self._produce(RecoRequestEvent.TOPIC, request, key)
         self._produce(RecoResponseEvent.TOPIC, response, key)
 

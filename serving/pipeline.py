@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import logging
-import os
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -19,33 +16,13 @@ from serving import fallback
 from serving.context import ServingContext
 from serving.errors import ModelUnavailable
 from serving.features import UserFeatures, read_user_features
+from serving.recommendation import Recommendation
 from serving.routing import CANARY, FALLBACK, PRODUCTION, choose_version
 
 if TYPE_CHECKING:
     from models.base import Recommender
 
 log = logging.getLogger(__name__)
-
-# Request ids: a random per-process prefix and a counter. uuid4 reads os.urandom on every
-# call, which costs a syscall per request (~0.3 ms on some VMs).
-_ID_PREFIX = f"{os.getpid():x}{int.from_bytes(os.urandom(6), 'big'):012x}"
-_ids = itertools.count()
-
-
-def new_request_id() -> str:
-    return f"{_ID_PREFIX}{next(_ids):08x}"
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    request_id: str
-    user_id: str
-    items: list[str]
-    model_name: str
-    model_version: int | None
-    variant: str  # production | canary | fallback
-    fallback_reason: str | None
-    latency_ms: float
 
 
 class _Deadline:
@@ -71,9 +48,10 @@ async def _features(ctx: ServingContext, user_id: str, k: int, deadline: _Deadli
 
 
 async def _model(
-    ctx: ServingContext, user_id: str, deadline: _Deadline
+    ctx: ServingContext, reco: Recommendation, deadline: _Deadline
 ) -> tuple[Any, str, int | None, str | None]:
-    """(model or None, variant, version, fallback reason)."""
+    """(model or None, variant, version, fallback reason); sets ``reco.assigned`` from the
+    alias document it routes with (the one decision of the user's variant)."""
     try:
         aliases = await ctx.models.aliases(deadline.left())
     except TimeoutError:
@@ -81,7 +59,7 @@ async def _model(
     except Exception as err:
         log.debug("aliases unreadable: %s", err)
         return None, FALLBACK, None, fallback.REGISTRY_UNAVAILABLE
-    choice = choose_version(aliases, user_id)
+    choice = reco.assigned = choose_version(aliases, reco.user_id)
     if choice is None:
         return None, FALLBACK, None, fallback.NO_MODEL
     variant, version = choice
@@ -104,85 +82,94 @@ def has_signal(model: Recommender, user_id: str, history: list[str]) -> bool:
     return model.known_user(user_id) or any(model.knows_item(item) for item in history)
 
 
-async def recommend(ctx: ServingContext, user_id: str, k: int) -> Recommendation:
+def seen_by(ctx: ServingContext, user_id: str, recent: list[str], model: Any) -> frozenset[str]:
+    """Everything this worker knows the user saw: the whole Redis history read with the
+    request and the training-time items of every loaded model version (the routed one
+    included), so a history longer than Redis keeps is still excluded from popularity."""
+    seen = set(recent)
+    models = ctx.models.loaded_models()
+    if model is not None and all(model is not m for m in models):
+        models.append(model)
+    for m in models:
+        try:
+            seen.update(m.seen_items(user_id))
+        except Exception as err:  # the fallback must answer whatever a model does
+            log.warning("seen items of %r unreadable: %s", user_id, err)
+    return frozenset(seen)
+
+
+async def _personal(
+    ctx: ServingContext, reco: Recommendation, model: Any, feats: UserFeatures, deadline
+) -> tuple[list[str], str | None]:
+    """(items, fallback reason) of the model path: memoised, or a model call in the budget."""
+    user_id, k, version = reco.user_id, reco.k, reco.model_version
+    recent = feats.recent
+    history = feats.history(ctx.settings.serve_history_len)
+    key = (version, user_id, k, tuple(recent), ctx.items.generation)
+    cached = ctx.results.get(key)
+    if cached is not None:
+        ctx.metrics.result_cache.labels("hit").inc()
+        return cached, None
+    if not has_signal(model, user_id, history):
+        return [], fallback.UNKNOWN_USER
+    ctx.metrics.result_cache.labels("miss").inc()
+    call = functools.partial(
+        model.recommend_unseen,  # nothing the user saw: Redis history and training
+        user_id,
+        k,
+        history=history,
+        exclude=recent,
+        item_features=ctx.items.features,
+    )
+    try:
+        future = asyncio.get_running_loop().run_in_executor(ctx.compute, call)
+        scored = await asyncio.wait_for(future, deadline.left())
+    except TimeoutError:
+        return [], fallback.TIMEOUT
+    except Exception:
+        log.exception("model v%s failed for user %r", version, user_id)
+        return [], fallback.MODEL_ERROR
+    items = [item for item, _ in scored[:k]]
+    if not items:
+        return [], fallback.EMPTY
+    ctx.results.put(key, items)
+    return items, None
+
+
+async def recommend(
+    ctx: ServingContext, user_id: str, k: int, *, reco: Recommendation | None = None
+) -> Recommendation:
+    """The answer for ``user_id``, filled into ``reco`` (a new record if None) as it is
+    decided, and returned: the user's assigned variant, then the answer and its latency.
+    Logged to Kafka here; the route and the metrics read the same record."""
     started = time.perf_counter()
+    if reco is None:
+        reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)
     deadline = _Deadline(ctx.settings.serve_budget_ms / 1000)
     feats: UserFeatures | None = await _features(ctx, user_id, k, deadline)
-    model, variant, version, reason = None, FALLBACK, None, None
+    model, reason = None, None
     if feats is None:
         reason = fallback.REDIS_UNAVAILABLE
+        # Not routed through the registry this time: the assignment of the aliases in effect.
+        reco.assigned = choose_version(ctx.models.current_aliases, user_id)
     else:
-        model, variant, version, reason = await _model(ctx, user_id, deadline)
-    recent = feats.recent if feats else []
-    history = feats.history(ctx.settings.serve_history_len) if feats else []
-
-    items: list[str] = []
+        model, reco.variant, reco.model_version, reason = await _model(ctx, reco, deadline)
     if model is not None and reason is None:
-        key = (version, user_id, k, tuple(recent), ctx.items.generation)
-        cached = ctx.results.get(key)
-        if cached is not None:
-            ctx.metrics.result_cache.labels("hit").inc()
-            items = cached
-        elif not has_signal(model, user_id, history):
-            reason = fallback.UNKNOWN_USER
-        else:
-            ctx.metrics.result_cache.labels("miss").inc()
-            exclude = frozenset(recent).union(model.seen_items(user_id))
-            call = functools.partial(
-                model.recommend,
-                user_id,
-                k,
-                history=history,
-                exclude=exclude,
-                item_features=ctx.items.features,
-            )
-            try:
-                future = asyncio.get_running_loop().run_in_executor(ctx.compute, call)
-                scored = await asyncio.wait_for(future, deadline.left())
-                items = [item for item, _ in scored[:k]]
-                if items:
-                    ctx.results.put(key, items)
-                else:
-                    reason = fallback.EMPTY
-            except TimeoutError:
-                reason = fallback.TIMEOUT
-            except Exception:
-                log.exception("model v%s failed for user %r", version, user_id)
-                reason = fallback.MODEL_ERROR
+        reco.items, reason = await _personal(ctx, reco, model, feats, deadline)
 
     if reason is not None:
         ctx.metrics.fallbacks.labels(reason).inc()
-        exclude = frozenset(recent)
-        if model is not None:
-            exclude = exclude.union(model.seen_items(user_id))
-        items = fallback.popular_items(
+        recent = feats.recent if feats else []
+        reco.items = fallback.popular_items(
             k,
-            exclude,
+            seen_by(ctx, user_id, recent, model),
             live=feats.trending if feats else (),
             snapshot=ctx.items.trending,
             model=model or ctx.models.any_loaded(),
         )
-        variant, version = FALLBACK, None
-    latency_ms = (time.perf_counter() - started) * 1000
-    reco = Recommendation(
-        request_id=new_request_id(),
-        user_id=user_id,
-        items=items,
-        model_name=ctx.models.name,
-        model_version=version,
-        variant=variant,
-        fallback_reason=reason,
-        latency_ms=latency_ms,
-    )
-    ctx.sink.log_recommendation(
-        request_id=reco.request_id,
-        user_id=user_id,
-        k=k,
-        items=items,
-        model_name=reco.model_name,
-        model_version=str(version) if version is not None else "none",
-        variant=variant,
-        fallback_reason=reason,
-        latency_ms=latency_ms,
-    )
+        reco.variant, reco.model_version = FALLBACK, None
+    reco.fallback_reason = reason
+    reco.latency_ms = (time.perf_counter() - started) * 1000
+    reco.done = True
+    ctx.sink.log_recommendation(reco)
     return reco

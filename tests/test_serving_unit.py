@@ -22,6 +22,7 @@ from serving.fallback import model_popularity, popular_items, take
 from serving.features import _add_days
 from serving.logging_sink import request_payloads
 from serving.problems import status_of as _status_of
+from serving.recommendation import Recommendation
 from serving.routes.recommend import _wants_text
 from serving.routing import CANARY, PRODUCTION, canary_bucket, choose_version
 
@@ -158,6 +159,17 @@ def test_day_sums_add_up_the_newest_days_of_every_partitions_slot() -> None:
 def test_request_log_payloads_are_byte_identical_to_the_event_encoding(
     reason: str | None, ts: datetime
 ) -> None:
+    reco = Recommendation(
+        user_id="u-é",
+        k=2,
+        model_name="reco",
+        request_id="r1",
+        items=["50", "181"],
+        model_version=None if reason else 3,
+        variant="fallback" if reason else "production",
+        fallback_reason=reason,
+        latency_ms=1.25,
+    )
     fields = {
         "request_id": "r1",
         "user_id": "u-é",
@@ -169,7 +181,7 @@ def test_request_log_payloads_are_byte_identical_to_the_event_encoding(
         "latency_ms": 1.25,
         "status": 200,
     }
-    request, response = request_payloads(k=2, ts=ts, **fields)
+    request, response = request_payloads(reco, status=200, ts=ts)
     assert request == encode_event(
         RecoRequestEvent(event_id="r1.q", request_id="r1", user_id="u-é", k=2, ts=ts)
     )

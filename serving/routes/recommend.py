@@ -12,10 +12,9 @@ from pydantic import BaseModel, Field
 from schemas.events import MAX_ID_LENGTH
 from serving.context import ServingContext
 from serving.errors import InvalidRequest
-from serving.metrics import answer_labels, assignment_labels
 from serving.pipeline import recommend
 from serving.problems import ValidationProblem
-from serving.routing import choose_version
+from serving.recommendation import Recommendation
 
 router = APIRouter(tags=["recommend"])
 
@@ -87,24 +86,12 @@ async def get_recommendations(
         k = settings.serve_default_k
     elif k > settings.serve_max_k:
         raise InvalidRequest("k", f"must be at most {settings.serve_max_k}, got {k}")
-    # Read by the metrics middleware for the latency labels: the variant the user is
-    # assigned to (set first, so a failure still counts for it) and what answered.
-    assigned = choose_version(ctx.models.current_aliases, user_id)
-    request.state.assigned = assignment_labels(assigned)
-    reco = await recommend(ctx, user_id, k)
-    request.state.variant = reco.variant
-    request.state.model_version = reco.model_version
-    request.state.answer = answer_labels(assigned, reco.variant, reco.fallback_reason)
+    # One record, read by the metrics middleware for the latency labels (in request.state
+    # first, so a failure still counts for the variant the user was assigned to) and logged.
+    reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)
+    request.state.recommendation = reco
+    await recommend(ctx, user_id, k, reco=reco)
     if _wants_text(format, accept):
         return Response(",".join(reco.items), media_type="text/plain")
-    body = {
-        "user_id": reco.user_id,
-        "items": reco.items,
-        "model_name": reco.model_name,
-        "model_version": reco.model_version,
-        "variant": reco.variant,
-        "fallback_reason": reco.fallback_reason,
-        "request_id": reco.request_id,
-    }
     # Serialised directly (the schema above documents it): this is the hot path.
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(orjson.dumps(reco.body()), media_type="application/json")
