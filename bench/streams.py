@@ -190,6 +190,8 @@ def report(console, args, bases, runs_on, rates, fresh) -> None:
         return f"{med(rates[workload, topo, key]):,.0f}"
 
     for workload in args.workloads.split(","):
+        if not any(k[0] == workload for k in rates):
+            continue  # --runs 0: freshness only
         measure = f"throughput, {workload} (events/s)"
         for engine in runs_on.get("single", []):
             table.add_row(
