@@ -21,21 +21,21 @@ from dataclasses import dataclass
 
 
 def normal_cdf(z: float) -> float:
-    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+    """Standard normal CDF (:data:`scipy.stats.norm`)."""
+    # Imported here, not at module level: scipy.stats costs ~1 s to import, and `rollout`
+    # is imported by CLIs that never reach a decision.
+    from scipy.stats import norm
+
+    return float(norm.cdf(z))
 
 
 def normal_ppf(p: float) -> float:
-    """Inverse of :func:`normal_cdf` (bisection: exact enough, no SciPy at decision time)."""
+    """Inverse of :func:`normal_cdf` (:data:`scipy.stats.norm`)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be within (0, 1), got {p}")
-    lo, hi = -40.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if normal_cdf(mid) < p:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+    from scipy.stats import norm
+
+    return float(norm.ppf(p))
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,8 @@ def samples_needed(
     ``base_rate`` with the given power (normal approximation)."""
     if not 0 < base_rate < 1 or not 0 < drop < base_rate:
         raise ValueError("need 0 < drop < base_rate < 1")
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must be within (0, 1), got {alpha} and {power}")
     p2 = base_rate - drop
     z = normal_ppf(1 - alpha) + normal_ppf(power)
     var = base_rate * (1 - base_rate) + p2 * (1 - p2)
