@@ -172,16 +172,20 @@ def merge_history(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """A user's training row (if any) merged with fresh history columns, keeping the larger
     weight per item, as (columns, weights); None when both are empty."""
-    merged: dict[int, float] = {}
-    if row is not None:
-        merged.update(zip(row.indices.tolist(), row.data.tolist(), strict=True))
-    for j, w in zip(hcols.tolist(), hvals.tolist(), strict=True):
-        merged[j] = max(w, merged.get(j, w))
-    if not merged:
-        return None
-    cols = np.fromiter(merged.keys(), dtype=np.int64, count=len(merged))
-    vals = np.fromiter(merged.values(), dtype=np.float32, count=len(merged))
-    return cols, vals
+    # In arrays, in the order a dict would keep (the row's columns, then the new history
+    # columns in history order): the fold-in sums in this order, so it is part of the
+    # result. ``hcols`` are distinct (history_vector), as are a CSR row's columns.
+    if row is None or row.indices.size == 0:
+        if hcols.size == 0:
+            return None
+        return hcols.astype(np.int64), hvals.astype(np.float32)
+    vals = row.data.astype(np.float32)  # a copy: the max below writes into it
+    same = row.indices[:, None] == hcols[None, :]
+    at_row, at_hist = np.nonzero(same)
+    vals[at_row] = np.maximum(vals[at_row], hvals[at_hist])
+    new = ~same.any(axis=0)
+    cols = np.concatenate([row.indices.astype(np.int64), hcols[new].astype(np.int64)])
+    return cols, np.concatenate([vals, hvals[new].astype(np.float32)])
 
 
 class TrainedInteractions:

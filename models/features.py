@@ -55,6 +55,11 @@ class ItemStats:
     reference_time: float
 
     @cached_property
+    def genre_counts(self) -> np.ndarray:
+        """Genres per item, at least 1 (the affinity's denominator)."""
+        return np.maximum(self.genres.sum(axis=1), 1.0)
+
+    @cached_property
     def log_pop(self) -> np.ndarray:
         return np.log1p(self.table[:, ITEM_FEATURES.index("pop_all")])
 
@@ -129,20 +134,24 @@ def feature_matrix(
     *,
     unit_factors: np.ndarray,
     overrides: np.ndarray | None = None,
+    item_table: np.ndarray | None = None,
 ) -> np.ndarray:
     """``len(candidates) x len(FEATURES)`` float32. ``als_scores`` are the candidates'
     ALS scores, best first; ``unit_factors`` the L2-normalised ALS item factors;
     ``overrides`` optionally replaces the item block (same shape as
-    ``stats.table[candidates]``; NaN keeps the frozen value)."""
+    ``stats.table[candidates]``; NaN keeps the frozen value), or ``item_table`` the whole
+    item table with the overrides already applied (serving keeps one per live table)."""
     n = len(candidates)
-    item_block = stats.table[candidates]
-    if overrides is not None:
-        item_block = np.where(np.isnan(overrides), item_block, overrides)
+    if item_table is not None:
+        item_block = item_table[candidates]
+    else:
+        item_block = stats.table[candidates]
+        if overrides is not None:
+            item_block = np.where(np.isnan(overrides), item_block, overrides)
     cand_genres = stats.genres[candidates]
     if user.items.size and stats.genres.shape[1]:
         profile = stats.genres[user.items].mean(axis=0)
-        n_genres = np.maximum(cand_genres.sum(axis=1), 1.0)
-        affinity = (cand_genres @ profile) / n_genres
+        affinity = (cand_genres @ profile) / stats.genre_counts[candidates]
         gmax = (cand_genres * profile).max(axis=1)
     else:
         affinity = gmax = np.full(n, np.nan, np.float32)

@@ -49,6 +49,7 @@ class CandidateGenerator:
         self.stats = stats
         self.user_rating_mean = user_rating_mean
         self.user_recent = user_recent  # n_users x RECENT_ITEMS item columns, -1 padded
+        self._live: tuple[np.ndarray, np.ndarray] | None = None  # (dense live, merged)
         norms = np.linalg.norm(als.item_factors, axis=1, keepdims=True)
         self.unit_factors = als.item_factors / np.maximum(norms, 1e-9)
 
@@ -102,9 +103,9 @@ class CandidateGenerator:
             return np.zeros(0, np.int64), np.zeros((0, len(FEATURES)), np.float32)
         cand = np.argpartition(-scores, n - 1)[:n] if n < scores.size else np.arange(scores.size)
         cand = cand[np.lexsort((cand, -scores[cand]))]
+        table, overrides = None, None
         if isinstance(item_features, LiveItemFeatures):
-            dense = item_features.dense(als.item_ids)  # built once per table and model
-            overrides = dense[cand] if dense is not None else None
+            table = self.live_table(item_features.dense(als.item_ids))
         else:
             overrides = override_block(als.item_ids, cand, item_features or {})
         x = feature_matrix(
@@ -114,8 +115,20 @@ class CandidateGenerator:
             scores[cand],
             unit_factors=self.unit_factors,
             overrides=overrides,
+            item_table=table,
         )
         return cand, x
+
+    def live_table(self, dense: np.ndarray | None) -> np.ndarray:
+        """The item table with a live table's values (``dense``, NaN: none) in place, built
+        once per live table (a request then gathers its candidates' rows)."""
+        if dense is None:
+            return self.stats.table
+        memo = self._live
+        if memo is None or memo[0] is not dense:
+            # Races between threads only build the same array twice.
+            memo = self._live = (dense, np.where(np.isnan(dense), self.stats.table, dense))
+        return memo[1]
 
 
 class TwoStageModel(Recommender):

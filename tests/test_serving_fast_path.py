@@ -22,25 +22,35 @@ def model() -> TwoStageModel:
     return trained(str(Settings().cache_path)).model
 
 
-def plain(
-    model: TwoStageModel, user: str, history: list[str], live: LiveItemFeatures
-) -> list[str]:
+def plain(model: TwoStageModel, user: str, history: list[str], live: LiveItemFeatures) -> list[str]:
     """The two stages with nothing clever: what the fast path must reproduce."""
     als, gen = model.als, model.generator
-    vec = als.user_vector(user, history)
-    if vec is None:
+    u = als.user_index.get(user)
+    fresh = [als.item_index[i] for i in dict.fromkeys(history) if i in als.item_index]
+    if u is None and not fresh:
         return [i for i, _ in model.popularity.recommend(user, K, exclude=history)]
+    if u is not None and not fresh:
+        vec = als.user_factors[u]
+    else:  # the training row merged with the history in a dict, then the fold-in
+        row = als.user_items[u] if u is not None else None
+        merged = {}
+        if row is not None:
+            merged = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
+        for j in fresh:
+            merged[j] = max(1.0, merged.get(j, 1.0))
+        cols = np.fromiter(merged.keys(), np.int64, len(merged))
+        vec = als.fold_in(cols, np.fromiter(merged.values(), np.float32, len(merged)))
     scores = (als.item_factors @ vec).astype(np.float64)
     ban = excluded_columns(als.item_index, history, als.seen_items(user))
     scores[ban] = -np.inf
     n = min(model.n_candidates, int(np.isfinite(scores).sum()))
     cand = np.argpartition(-scores, n - 1)[:n]
     cand = cand[np.lexsort((cand, -scores[cand]))]
-    hcols = np.asarray([als.item_index[i] for i in dict.fromkeys(history) if i in als.item_index])
+    hcols = np.asarray(fresh, dtype=np.int64)
     dense = live.dense(als.item_ids)
     x = feature_matrix(
         gen.stats,
-        gen.profile(user, hcols.astype(np.int64)),
+        gen.profile(user, hcols),
         cand,
         scores[cand],
         unit_factors=gen.unit_factors,
