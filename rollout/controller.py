@@ -28,21 +28,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from core.config_rollout import RolloutFields
+from models import rollouts
 from models.registry import ModelRegistry
+from models.rollouts import first_error, new_rollout, not_startable
 from rollout.decision import Verdict, enough_samples, evaluate
 from rollout.errors import MetricsUnavailable, RolloutError, RolloutSuperseded
-from rollout.plan import ACTOR, RolloutBook, thresholds
+from rollout.plan import ACTOR, RolloutBook, backoff, thresholds
 from rollout.source import CANARY, PRODUCTION, MetricsSource, Snapshot
 from rollout.sync import DocumentSync
+from schemas.errors import RolloutConflict
 from schemas.manifest import AliasDocument
-from schemas.rollout import (
-    Rollout,
-    RolloutConflict,
-    RolloutDocument,
-    first_error,
-    new_rollout,
-    not_startable,
-)
+from schemas.rollout import Action, Rollout, Status
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +74,7 @@ class Outcome:
 class RolloutController:
     registry: ModelRegistry
     metrics_source: MetricsSource
-    settings: object
+    settings: RolloutFields
     clock: Callable[[], float] = time.monotonic
     _ready_at: dict[tuple[str, int], float] = field(default_factory=dict)
 
@@ -113,21 +110,19 @@ class RolloutController:
             r = new_rollout(self.settings, self.model, version, actor=actor, reason=reason, **plan)
         except ValueError as err:
             raise self._error(f"invalid rollout plan: {first_error(err)}", version) from None
-        self.book.update(lambda d: d.request(r.model_copy(deep=True)))
+        self.book.update(lambda d: rollouts.request(d, r.model_copy(deep=True)))
         log.info("rollout %s of v%d requested by %s", r.rollout_id, version, actor)
         return r
 
     def abort(self, reason: str = "aborted", *, actor: str = "cli") -> Outcome:
         """Mark the active rollout aborted and clear its canary (weight 0) right away."""
+        store = self.registry.store
         try:
-            doc = self.book.update(lambda d: d.abort(reason=reason, actor=actor))
+            r = rollouts.abort_current(
+                store, self.model, reason=reason, actor=actor, on_conflict=backoff
+            )
         except RolloutConflict as err:
-            cur = self.book.read().current
-            if cur is None or cur.applied:
-                return Outcome(IDLE, str(err), state=cur)
-            doc = RolloutDocument(name=self.model, current=cur)  # finish what is pending
-        r = doc.current
-        assert r is not None
+            return Outcome(IDLE, str(err), state=self.book.read().current)
         out = self._settle_final(r, self.registry.aliases())
         return Outcome(ABORTED, f"rollout {r.rollout_id} aborted: {reason}", r, doc=out.doc)
 
@@ -250,7 +245,7 @@ class RolloutController:
             c.production_version = production
             c.started_at = c.step_started_at = datetime.now(UTC)
             c.baseline = baseline.to_json()
-            c.record("start", f"step 1 at {c.weight:g}%")
+            rollouts.record(c, "start", f"step 1 at {c.weight:g}%")
 
         r = self.sync.update(r, start)
         self.sync.sync_running(r, self.registry.aliases())
@@ -268,7 +263,7 @@ class RolloutController:
             c.weight, c.applied = c.evaluated[c.step], False
             c.step_started_at, c.baseline = datetime.now(UTC), baseline.to_json()
             reason = f"step {c.step} passed at {before:g}%: now {c.weight:g}%"
-            c.record("advance", reason, **_evidence(verdict))
+            rollouts.record(c, "advance", reason, **_evidence(verdict))
 
         r = self.sync.update(r, advance)
         doc = self.sync.apply(r)
@@ -276,11 +271,20 @@ class RolloutController:
         return Outcome(ADVANCED, r.decisions[-1].reason, r, verdict=verdict, doc=doc)
 
     def _finish(
-        self, r: Rollout, status: str, action: str, reason: str, verdict: Verdict | None = None
+        self,
+        r: Rollout,
+        status: Status,
+        action: Action,
+        reason: str,
+        verdict: Verdict | None = None,
     ) -> Outcome:
         reason = f"rollout {r.rollout_id} {reason}"
         ev = _evidence(verdict) if verdict else {}
-        r = self.sync.update(r, lambda c: c.finish(status, action, reason, actor=ACTOR, **ev))  # type: ignore[arg-type]
+
+        def finish(c: Rollout) -> None:
+            rollouts.finish(c, status, action, reason, actor=ACTOR, **ev)
+
+        r = self.sync.update(r, finish)
         (log.info if status == "promoted" else log.warning)(reason)
         out = self._settle_final(r, self.registry.aliases(), verdict)
         return Outcome(_FINAL_KIND[status], reason, r, verdict=verdict, doc=out.doc)

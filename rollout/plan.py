@@ -12,10 +12,10 @@ import random
 import time
 from collections.abc import Callable
 
+from models import rollouts
 from models.registry import ModelRegistry
 from rollout.decision import Thresholds
-from schemas.rollout import Rollout, RolloutDocument, update_rollouts
-from schemas.rollout import read_rollouts as _read
+from schemas.rollout import Rollout, RolloutDocument
 
 ACTOR = "rollout"
 EVIDENCE_KEY = "rollout"
@@ -52,10 +52,12 @@ class RolloutBook:
         self.name = registry.name
 
     def read(self) -> RolloutDocument:
-        return _read(self.store, self.name)[0]
+        return rollouts.read(self.store, self.name)[0]
 
     def update(self, fn: Callable[[RolloutDocument], object]) -> RolloutDocument:
-        def backoff(attempt: int) -> None:
-            time.sleep(random.uniform(0, 0.005 * attempt))
+        return rollouts.update(self.store, self.name, fn, on_conflict=backoff)
 
-        return update_rollouts(self.store, self.name, fn, on_conflict=backoff)
+
+def backoff(attempt: int) -> None:
+    """Sleep a little longer after each lost compare-and-swap (writers race rarely)."""
+    time.sleep(random.uniform(0, 0.005 * attempt))

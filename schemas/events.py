@@ -179,7 +179,3 @@ def make_event_id(*parts: object) -> str:
     same source twice produces the same ids (and so no duplicates downstream)."""
     raw = "|".join(str(p) for p in parts)
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

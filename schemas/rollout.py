@@ -10,20 +10,17 @@ The document holds the desired state (status, step, canary weight); the alias do
 holds what serves. Every writer changes the rollout document first (the CAS is the
 serialisation point between the API, the CLI and any controller), then makes the alias
 document match, then sets ``applied``. A crash in between leaves ``applied=False``, which
-the controller finishes on its next poll -- so it resumes after a restart.
+the controller finishes on its next poll -- so it resumes after a restart. Reading and
+changing the document (the compare-and-swap, request, abort) is :mod:`models.rollouts`.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from schemas.errors import RolloutConflict
-from schemas.manifest import AliasDocument
 
 ROLLOUTS_FILE = "rollouts.json"
 FORMAT_VERSION = 1
@@ -48,10 +45,6 @@ MODEL_FAULT_REASONS = frozenset({"timeout", "model_error", "model_unavailable", 
 
 def rollouts_key(name: str) -> str:
     return f"models/{name}/{ROLLOUTS_FILE}"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def parse_steps(text: str | Sequence[float]) -> list[float]:
@@ -133,25 +126,6 @@ class Rollout(RolloutPlan):
     def active(self) -> bool:
         return self.status in ACTIVE
 
-    def record(self, action: Action, reason: str, *, actor: str = "rollout", **ev: Any) -> None:
-        self.decisions.append(
-            RolloutDecision(
-                at=_now(),
-                action=action,
-                step=self.step,
-                weight=self.weight,
-                actor=actor,
-                reason=reason,
-                evidence=ev,
-            )
-        )
-
-    def finish(self, status: Status, action: Action, reason: str, *, actor: str, **ev: Any) -> None:
-        self.status = status
-        self.applied = False
-        self.finished_at = _now()
-        self.record(action, reason, actor=actor, **ev)
-
 
 class RolloutDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -160,131 +134,3 @@ class RolloutDocument(BaseModel):
     revision: int = Field(0, ge=0, description="Bumped on every write.")
     current: Rollout | None = None
     past: list[Rollout] = Field(default_factory=list, description="Finished, oldest first.")
-
-    def request(self, rollout: Rollout) -> None:
-        """Make ``rollout`` the current one; refused while another is active."""
-        cur = self.current
-        if cur is not None and cur.active:
-            raise RolloutConflict(
-                f"rollout {cur.rollout_id} of v{cur.version} is {cur.status}; abort it first",
-                model=self.name,
-                rollout_id=cur.rollout_id,
-            )
-        if cur is not None:
-            self.past = [*self.past, cur][-PAST_KEPT:]
-        rollout.record("request", rollout.reason, actor=rollout.requested_by)
-        self.current = rollout
-
-    def abort(self, *, reason: str, actor: str) -> Rollout:
-        """Mark the active rollout aborted (the caller then clears the canary)."""
-        cur = self.current
-        if cur is None or not cur.active:
-            what = "no rollout" if cur is None else f"rollout {cur.rollout_id} is {cur.status}"
-            raise RolloutConflict(f"nothing to abort: {what}", model=self.name)
-        cur.weight = 0.0
-        cur.finish("aborted", "abort", reason or "aborted", actor=actor)
-        return cur
-
-
-class VersionedStore(Protocol):
-    """The part of ``core.storage.ObjectStore`` the document needs (schemas import nothing
-    of streamrec's, so it is described here rather than imported)."""
-
-    def exists(self, key: str) -> bool: ...
-    def get_with_etag(self, key: str) -> tuple[bytes, str]: ...
-    def put_if_match(self, key: str, data: bytes, etag: str | None) -> bool: ...
-
-
-def read_rollouts(store: VersionedStore, name: str) -> tuple[RolloutDocument, str | None]:
-    """The document and its etag (an empty document and None when there is none yet)."""
-    key = rollouts_key(name)
-    if not store.exists(key):
-        return RolloutDocument(name=name), None
-    raw, etag = store.get_with_etag(key)
-    return RolloutDocument.model_validate_json(raw), etag
-
-
-def update_rollouts(
-    store: VersionedStore,
-    name: str,
-    fn: Callable[[RolloutDocument], object],
-    *,
-    retries: int = 50,
-    on_conflict: Callable[[int], None] | None = None,
-) -> RolloutDocument:
-    """Read-modify-write by compare-and-swap. ``fn`` changes a private copy in place (and
-    may raise to refuse); it runs again when writers race, so it must only depend on the
-    document it is given."""
-    key = rollouts_key(name)
-    for attempt in range(1, retries + 1):
-        current, etag = read_rollouts(store, name)
-        draft = current.model_copy(deep=True)
-        fn(draft)
-        draft.name, draft.revision = name, current.revision + 1
-        if store.put_if_match(key, draft.model_dump_json(indent=2).encode(), etag):
-            return draft
-        if on_conflict is not None:
-            on_conflict(attempt)
-    raise RolloutConflict(f"{key}: still contended after {retries} attempts", model=name)
-
-
-def plan_from_settings(settings: object, version: int, **overrides: Any) -> RolloutPlan:
-    """A plan with the ``rollout_*`` settings as defaults and ``overrides`` (None: default)
-    on top. Raises pydantic's ValidationError (a ValueError) for a bad plan."""
-    g = settings.__getattribute__
-    values: dict[str, Any] = {
-        "version": version,
-        "steps": g("rollout_steps"),
-        "min_samples": g("rollout_min_samples"),
-        "alpha": g("rollout_alpha"),
-        "margin": g("rollout_margin"),
-        "max_error_ratio_increase": g("rollout_max_error_ratio_increase"),
-        "max_p99_ratio": g("rollout_max_p99_ratio"),
-        "p99_slack_ms": g("rollout_p99_slack_ms"),
-        "settle_s": g("rollout_settle_s"),
-    }
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return RolloutPlan(**values)
-
-
-def new_rollout(
-    settings: object, model: str, version: int, *, actor: str, reason: str = "", **overrides: Any
-) -> Rollout:
-    """A requested rollout of ``model`` v``version`` with the settings' defaults under
-    ``overrides`` (None: default), as both the API and the CLI request one. Raises pydantic's
-    ValidationError (a ValueError) for a bad plan."""
-    plan = plan_from_settings(settings, version, **overrides)
-    return Rollout(
-        **plan.model_dump(),
-        rollout_id=uuid.uuid4().hex[:12],
-        model=model,
-        requested_at=datetime.now(UTC),
-        requested_by=actor,
-        reason=reason,
-    )
-
-
-def not_startable(doc: AliasDocument, version: int) -> str | None:
-    """Why ``version`` cannot start a rollout against the alias document ``doc`` (None: it
-    can). Checked when it is requested and again when the controller starts it."""
-    if doc.production is None:
-        return "no production version to compare with; promote one first"
-    if doc.production.version == version:
-        return f"version {version} is already production"
-    if doc.canary is not None:
-        return (
-            f"canary v{doc.canary.version} (rollout {doc.canary.rollout_id}) is live; "
-            "clear it first"
-        )
-    return None
-
-
-def first_error(err: ValueError) -> str:
-    """One line for a pydantic ValidationError (or any ValueError)."""
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        e = errors()[0]
-        where = ".".join(str(x) for x in e.get("loc", ()))
-        msg = str(e.get("msg", err)).removeprefix("Value error, ")
-        return f"{where}: {msg}" if where else msg
-    return str(err)

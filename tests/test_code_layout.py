@@ -59,6 +59,31 @@ def test_imports_go_one_way(package):
     assert not bad, "\n".join(bad)
 
 
+# schemas/ holds contracts: no clock, randomness, environment or settings. A setting read by
+# name (``settings.__getattribute__("rollout_alpha")``) is a dependency on core.config the
+# import check above cannot see, so the names are checked too.
+SCHEMA_MODULES = {"uuid", "random", "os", "time", "secrets"}
+SCHEMA_ATTRS = {"__getattribute__", "now", "utcnow", "today", "getenv", "environ"}
+
+
+def test_schemas_hold_contracts_only():
+    bad = []
+    for path in sorted((ROOT / "schemas").rglob("*.py")):
+        where = path.relative_to(ROOT)
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                mods = {n.split(".")[0] for n in [*names, getattr(node, "module", None) or ""]}
+                bad += [f"{where}:{node.lineno} imports {m}" for m in mods & SCHEMA_MODULES]
+            elif isinstance(node, ast.Attribute) and node.attr in SCHEMA_ATTRS:
+                bad.append(f"{where}:{node.lineno} uses .{node.attr}")
+            elif isinstance(node, ast.Name | ast.arg):
+                name = node.id if isinstance(node, ast.Name) else node.arg
+                if "settings" in name.lower():
+                    bad.append(f"{where}:{node.lineno} reads settings ({name})")
+    assert not bad, "\n".join(bad)
+
+
 def test_modules_stay_small():
     big = [
         f"{p.relative_to(ROOT)}: {n} lines"

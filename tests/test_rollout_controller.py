@@ -30,7 +30,7 @@ from rollout.errors import RolloutError, RolloutSuperseded
 from rollout.plan import RolloutBook
 from rollout.source import MetricsSource, Snapshot
 from schemas.manifest import TrainingData
-from schemas.rollout import RolloutConflict
+from schemas.errors import RolloutConflict
 
 
 class FixedSource(MetricsSource):

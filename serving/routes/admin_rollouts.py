@@ -12,20 +12,12 @@ import asyncio
 from fastapi import APIRouter, Depends
 from pydantic import Field, field_validator
 
-from models import aliases
+from core.config_rollout import RolloutFields
+from models import rollouts as rollout_docs
 from models.registry import ModelRegistry
-from schemas.manifest import AliasDocument
-from schemas.rollout import (
-    Rollout,
-    RolloutConflict,
-    RolloutDocument,
-    first_error,
-    new_rollout,
-    not_startable,
-    parse_steps,
-    read_rollouts,
-    update_rollouts,
-)
+from models.rollouts import first_error, new_rollout, not_startable
+from schemas.errors import RolloutConflict
+from schemas.rollout import Rollout, RolloutDocument, parse_steps
 from serving.bodies import RequestBody, strict_json
 from serving.deps import AdminDep, ContextDep
 from serving.errors import InvalidRequest, NoRollout
@@ -55,7 +47,9 @@ class AbortIn(RequestBody):
     reason: str = Field("aborted by operator", max_length=1000)
 
 
-def _request(registry: ModelRegistry, settings: object, body: RolloutIn, actor: str) -> Rollout:
+def _request(
+    registry: ModelRegistry, settings: RolloutFields, body: RolloutIn, actor: str
+) -> Rollout:
     registry.manifest(body.version)  # 404 for an unknown version
     problem = not_startable(registry.aliases(), body.version)
     if problem is not None:
@@ -67,38 +61,20 @@ def _request(registry: ModelRegistry, settings: object, body: RolloutIn, actor: 
         )
     except ValueError as err:
         raise InvalidRequest("body", first_error(err)) from None
-    update_rollouts(registry.store, registry.name, lambda d: d.request(r.model_copy(deep=True)))
+    rollout_docs.update(
+        registry.store, registry.name, lambda d: rollout_docs.request(d, r.model_copy(deep=True))
+    )
     return r
 
 
 def _abort(registry: ModelRegistry, reason: str, actor: str) -> Rollout:
-    store, name = registry.store, registry.name
-    try:
-        doc = update_rollouts(store, name, lambda d: d.abort(reason=reason, actor=actor))
-    except RolloutConflict:
-        doc = read_rollouts(store, name)[0]
-        pending = doc.current is not None and not doc.current.active and not doc.current.applied
-        if not pending:
-            raise  # nothing to abort: 409
-    r = doc.current
-    assert r is not None
-    last = r.decisions[-1]
+    # RolloutConflict when there is nothing to abort: 409.
+    r = rollout_docs.abort_current(registry.store, registry.name, reason=reason, actor=actor)
     evidence = {
         "rollout": {"rollout_id": r.rollout_id, "version": r.version, "step": r.step},
         "decision": "abort",
     }
-
-    def clear(d: AliasDocument) -> None:
-        if d.canary is not None and d.canary.rollout_id == r.rollout_id:
-            aliases.clear_canary(d, actor=last.actor, reason=last.reason, evidence=evidence)
-
-    registry.update_aliases(clear)
-
-    def applied(d: RolloutDocument) -> None:
-        if d.current is not None and d.current.rollout_id == r.rollout_id:
-            d.current.applied = True
-
-    return update_rollouts(store, name, applied).current or r
+    return rollout_docs.settle_abort(registry, r, evidence)
 
 
 @router.post(
@@ -124,7 +100,7 @@ async def request_rollout(body: RolloutIn, ctx: ContextDep, actor: AdminDep) -> 
 @router.get("", response_model=RolloutDocument, summary="The rollout document")
 async def rollouts(ctx: ContextDep, _actor: AdminDep) -> RolloutDocument:
     registry = ctx.models.registry
-    return (await asyncio.to_thread(read_rollouts, registry.store, registry.name))[0]
+    return (await asyncio.to_thread(rollout_docs.read, registry.store, registry.name))[0]
 
 
 @router.get(
@@ -135,7 +111,7 @@ async def rollouts(ctx: ContextDep, _actor: AdminDep) -> RolloutDocument:
 )
 async def current_rollout(ctx: ContextDep, _actor: AdminDep) -> Rollout:
     registry = ctx.models.registry
-    doc = (await asyncio.to_thread(read_rollouts, registry.store, registry.name))[0]
+    doc = (await asyncio.to_thread(rollout_docs.read, registry.store, registry.name))[0]
     if doc.current is None:
         raise NoRollout(registry.name)
     return doc.current
