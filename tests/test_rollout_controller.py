@@ -29,8 +29,8 @@ from rollout.decision import ArmStats, Verdict
 from rollout.errors import RolloutError, RolloutSuperseded
 from rollout.plan import RolloutBook
 from rollout.source import MetricsSource, Snapshot
-from schemas.manifest import TrainingData
 from schemas.errors import RolloutConflict
+from schemas.manifest import TrainingData
 
 
 class FixedSource(MetricsSource):
