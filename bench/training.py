@@ -19,6 +19,7 @@ best same-run baseline's NDCG@10 on MovieLens-100K.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -47,6 +48,8 @@ def prepare(name: str, root: Path, size: int | None, mode: str = "structured") -
 
 
 def _prepare_here(name: str, root: Path, size: int | None, mode: str) -> None:
+    import numpy as np
+
     from core.config import Settings
     from core.storage import open_store
     from ingest.movielens import load_movielens
@@ -64,7 +67,21 @@ def _prepare_here(name: str, root: Path, size: int | None, mode: str) -> None:
         write_snapshots(store, EventArrays(ml.users, ml.items, ml.ts, ml.ratings))
     else:
         generate = structured_events if mode == "structured" else power_law_events
-        write_snapshots(store, generate(size, seed=7))
+        ev = generate(size, seed=7)
+        # Whole days at a time (a day's files are named by their first offset, so a day
+        # must not be split), about 5M events each: sorting 30M string rows at once would
+        # double the preparer's memory.
+        order = np.argsort(ev.ts, kind="stable")
+        days = ev.ts[order] // 86_400
+        cuts = [0]
+        while cuts[-1] < size:
+            nxt = int(np.searchsorted(days, days[min(cuts[-1] + 5_000_000, size - 1)], "right"))
+            cuts.append(nxt)
+        for lo, hi in itertools.pairwise(cuts):
+            idx = order[lo:hi]
+            part = EventArrays(ev.users[idx], ev.items[idx], ev.ts[idx], ev.ratings[idx],
+                               ev.event_ids[idx])  # fmt: skip
+            write_snapshots(store, part)
     (target / "READY").write_text("ok")
 
 

@@ -239,6 +239,7 @@ def structured_events(
         + s_start[sess]
         + (np.cumsum(gaps) - np.repeat(np.cumsum(gaps)[first] - gaps[first], lengths))
     )
+    del by_pos, pos, gaps  # the id strings below need the room
     ratings = np.clip(np.round(rng.normal(3.6, 1.0, n_events)), 1, 5).astype(np.float32)
     return EventArrays(
         np.char.add("u", s_user[sess].astype(str)),
