@@ -232,6 +232,11 @@ class Settings(RolloutFields, BaseSettings):
         description="Model answers memoised per worker, keyed by every input of the model "
         "call (exact, never stale); 0 disables.",
     )
+    serve_model_inline: bool = Field(
+        False,
+        description="Run model calls on the event loop instead of a thread: no thread "
+        "hand-off per request, but a call past the budget is not cut off.",
+    )
     serve_preload: bool = Field(
         True,
         description="Start loading the production model in the background at startup "

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from serving import fallback
 from serving.context import ServingContext
 from serving.errors import ModelUnavailable
-from serving.features import UserFeatures, read_user_features
+from serving.features import UserFeatures, read_trending, read_user_features
 from serving.recommendation import Recommendation
 from serving.routing import CANARY, FALLBACK, PRODUCTION, choose_version
 
@@ -35,16 +35,23 @@ class _Deadline:
 
 async def _features(ctx: ServingContext, user_id: str, k: int, deadline: _Deadline):
     try:
-        return await read_user_features(
-            ctx.reader,
-            ctx.keys,
-            user_id,
-            trending_n=k + ctx.settings.serve_history_len,
-            timeout=deadline.left(),
-        )
+        return await read_user_features(ctx.reader, ctx.keys, user_id, timeout=deadline.left())
     except (RedisError, OSError, TimeoutError) as err:
         log.debug("redis read for %s failed: %s", user_id, err)
         return None
+
+
+async def _live_trending(ctx: ServingContext, n: int, deadline: _Deadline) -> list[str]:
+    """The trending head read now, only while the item table has none yet (before its first
+    sweep); afterwards the sweep's copy (at most ``serve_item_features_refresh_s`` old, the
+    worker's own recompute cadence) is the fallback's source, with no round trip."""
+    if ctx.items.trending:
+        return []
+    try:
+        return await read_trending(ctx.reader, ctx.keys, n, timeout=max(deadline.left(), 0.005))
+    except (RedisError, OSError, TimeoutError) as err:
+        log.debug("trending read failed: %s", err)
+        return []
 
 
 async def _model(
@@ -122,8 +129,15 @@ async def _personal(
         item_features=ctx.items.features,
     )
     try:
-        future = asyncio.get_running_loop().run_in_executor(ctx.compute, call)
-        scored = await asyncio.wait_for(future, deadline.left())
+        if ctx.settings.serve_model_inline:
+            # A short call costs less than the two thread hand-offs (and, on a busy host,
+            # the waits to be scheduled again) of running it on the compute pool.
+            if deadline.left() <= 0:
+                raise TimeoutError
+            scored = call()
+        else:
+            future = asyncio.get_running_loop().run_in_executor(ctx.compute, call)
+            scored = await asyncio.wait_for(future, deadline.left())
     except TimeoutError:
         return [], fallback.TIMEOUT
     except Exception:
@@ -163,7 +177,7 @@ async def recommend(
         reco.items = fallback.popular_items(
             k,
             seen_by(ctx, user_id, recent, model),
-            live=feats.trending if feats else (),
+            live=await _live_trending(ctx, k + len(recent), deadline) if feats else (),
             snapshot=ctx.items.trending,
             model=model or ctx.models.any_loaded(),
         )

@@ -50,6 +50,14 @@ def test_known_user_gets_personalised_items_without_seen_ones(served: Settings) 
             return (await c.get("/recommend/1?k=10")).json(), (await c.get("/recommend/2")).json()
 
     one, two = asyncio.run(go())
+    # Model calls on the event loop (STREAMREC_SERVE_MODEL_INLINE) answer the same.
+    inline = served.model_copy(update={"serve_model_inline": True})
+
+    async def go_inline():
+        async with running_client(create_app(inline)) as c:
+            return (await c.get("/recommend/1?k=10")).json()
+
+    assert asyncio.run(go_inline())["items"] == one["items"]
     assert one["variant"] == "production" and one["fallback_reason"] is None
     assert one["model_name"] == "reco" and one["model_version"] == 1
     assert len(one["items"]) == 10 and not seen & set(one["items"])
