@@ -1,7 +1,8 @@
 """The popularity fallback: what a user gets when the personalised path cannot answer.
 
-Sources, best first: the live trending set read with this request, the trending set last
-seen by the background sweep (Redis down now), the popularity stored with a loaded model.
+Sources, best first: the trending set read live (only before the item table's first sweep),
+the trending set of the item table's last sweep (also while Redis is down), the popularity
+stored with a loaded model.
 Items the user has already seen are never returned.
 """
 

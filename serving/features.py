@@ -2,7 +2,7 @@
 
 Per request, one pipelined round trip (:class:`serving.redis_reader.RedisReader`, or
 :class:`serving.cluster_reader.ClusterReader` on a Redis Cluster) fetches the user's recent
-items from the slot of the user's Kafka partition and the head of the global trending set.
+items from the slot of the user's Kafka partition (the trending set comes with the item table).
 Item stats feed the ranker for whatever candidates the model generates, which are only known
 inside the model call, so they are kept in an in-process table that :class:`ItemFeatureTable`
 re-reads in the background (every few seconds, in short pipelined slices between requests).
@@ -52,10 +52,9 @@ def _slots(keys: RedisKeys) -> tuple[RedisKeys, ...]:
 @dataclass(frozen=True)
 class UserFeatures:
     """``recent``: every item of the user's Redis history, newest first (all are excluded
-    from answers); ``trending``: the head of the live trending set, best first."""
+    from answers)."""
 
     recent: list[str]
-    trending: list[str]
 
     def history(self, n: int) -> list[str]:
         return self.recent[:n]
@@ -72,20 +71,30 @@ async def read_user_features(
     keys: RedisKeys,
     user_id: str,
     *,
-    trending_n: int,
     timeout: float | None = None,
 ) -> UserFeatures:
-    """One pipelined round trip (one node for the user's slot, on a cluster maybe a second
-    for the trending set). Raises redis' ConnectionError, or TimeoutError past ``timeout``
-    seconds."""
-    recent, trending = await reader.execute(
-        # The recent set is capped by the writer (USER_RECENT_CAP): reading it whole is bounded.
+    """One round trip to one node: the user's slot. (The trending set, which only the
+    fallback needs, comes from the item table's sweep: reading it here made every request on
+    a cluster a second node's round trip.) Raises redis' ConnectionError, or TimeoutError
+    past ``timeout`` seconds."""
+    # The recent set is capped by the writer (USER_RECENT_CAP): reading it whole is bounded.
+    (recent,) = await reader.execute(
         ("ZREVRANGE", user_keys(keys, user_id).user_recent(user_id), "0", "-1"),
-        # Without scores: the order is all the fallback needs, and score parsing is not free.
-        ("ZREVRANGE", keys.base.trending, "0", str(max(trending_n - 1, 0))),
         timeout=timeout,
     )
-    return UserFeatures(recent=recent, trending=trending)
+    return UserFeatures(recent=recent)
+
+
+async def read_trending(
+    reader: Reader, keys: RedisKeys, n: int, *, timeout: float | None = None
+) -> list[str]:
+    """The head of the live trending set, best first (for a fallback before the item
+    table's first sweep)."""
+    # Without scores: the order is all the fallback needs, and score parsing is not free.
+    (items,) = await reader.execute(
+        ("ZREVRANGE", keys.base.trending, "0", str(max(n - 1, 0))), timeout=timeout
+    )
+    return list(items)
 
 
 def _to_float(value: str | float | None) -> float | None:

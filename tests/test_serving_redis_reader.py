@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from core.config import Settings
 from schemas.redis_keys import RedisKeys
-from serving.features import read_item_table, read_user_features, user_keys
+from serving.features import read_item_table, read_trending, read_user_features, user_keys
 from serving.redis_reader import RedisReader, pack
 from tests.test_serving_support import free_port, throwaway_redis
 
@@ -84,13 +84,14 @@ def test_user_features_match_what_redis_py_reads(settings: Settings) -> None:
     async def go():
         reader = RedisReader(settings.redis_url)
         try:
-            return await read_user_features(reader, keys, "u1", trending_n=3, timeout=5)
+            feats = await read_user_features(reader, keys, "u1", timeout=5)
+            return feats, await read_trending(reader, keys, 3, timeout=5)
         finally:
             await reader.aclose()
 
-    feats = asyncio.run(go())
+    feats, trending = asyncio.run(go())
     assert feats.recent == r.zrevrange(home.user_recent("u1"), 0, -1) == ["i2", "i3", "i1"]
-    assert feats.trending == ["t9", "t8", "t7"]
+    assert trending == ["t9", "t8", "t7"]
 
 
 def test_database_and_password_from_the_url(tmp_path: Path) -> None:
