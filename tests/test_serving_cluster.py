@@ -60,7 +60,12 @@ def test_recommend_and_feedback_on_the_redis_cluster(on_cluster: Settings) -> No
 
     async def go():
         async with running_client(create_app(s)) as c:
-            ready = await c.get("/readyz")
+            # Ready once the model is loaded and warmed (seconds on a busy machine).
+            for _ in range(120):
+                ready = await c.get("/readyz")
+                if ready.status_code == 200:
+                    break
+                await asyncio.sleep(0.5)
             personal = (await c.get(f"/recommend/{user}")).json()
             stranger = (await c.get("/recommend/stranger?k=3")).json()
             first = await c.post("/feedback", json=event)
