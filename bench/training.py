@@ -19,7 +19,6 @@ best same-run baseline's NDCG@10 on MovieLens-100K.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import subprocess
@@ -48,8 +47,6 @@ def prepare(name: str, root: Path, size: int | None, mode: str = "structured") -
 
 
 def _prepare_here(name: str, root: Path, size: int | None, mode: str) -> None:
-    import numpy as np
-
     from core.config import Settings
     from core.storage import open_store
     from ingest.movielens import load_movielens
@@ -61,27 +58,24 @@ def _prepare_here(name: str, root: Path, size: int | None, mode: str) -> None:
     )
 
     target = root / name
-    store = open_store(f"file://{target / 'storage'}")
+    store = open_store(f"file://{(target / 'storage').resolve()}")
     if size is None:
         ml = load_movielens(Settings().cache_path)
         write_snapshots(store, EventArrays(ml.users, ml.items, ml.ts, ml.ratings))
     else:
-        generate = structured_events if mode == "structured" else power_law_events
-        ev = generate(size, seed=7)
-        # Whole days at a time (a day's files are named by their first offset, so a day
-        # must not be split), about 5M events each: sorting 30M string rows at once would
-        # double the preparer's memory.
-        order = np.argsort(ev.ts, kind="stable")
-        days = ev.ts[order] // 86_400
-        cuts = [0]
-        while cuts[-1] < size:
-            nxt = int(np.searchsorted(days, days[min(cuts[-1] + 5_000_000, size - 1)], "right"))
-            cuts.append(nxt)
-        for lo, hi in itertools.pairwise(cuts):
-            idx = order[lo:hi]
-            part = EventArrays(ev.users[idx], ev.items[idx], ev.ts[idx], ev.ratings[idx],
-                               ev.event_ids[idx])  # fmt: skip
-            write_snapshots(store, part)
+        # Parts of at most 5M events sharing one item world (each its own users), each
+        # written with its own offsets: the preparer's memory stays that of 5M events.
+        parts = max(1, -(-size // 5_000_000)) if mode == "structured" else 1
+        n_users, n_items = max(100, size // 100), max(200, int(size**0.5) * 4)
+        for k in range(parts):
+            kw = {"n_users": n_users // parts, "n_items": n_items, "seed": 7}
+            if mode == "structured":
+                ev = structured_events(
+                    size // parts, part=k, first_user=k * (n_users // parts), **kw
+                )
+            else:
+                ev = power_law_events(size, seed=7)
+            write_snapshots(store, ev, first_offset=k * 10**9)
     (target / "READY").write_text("ok")
 
 

@@ -37,10 +37,12 @@ def write_snapshots(
     event_type: str = "rate",
     partitions: int = 4,
     max_rows: int = 250_000,
+    first_offset: int = 0,
 ) -> list[str]:
     """Write ``events`` as snapshot files: one file per (partition, day), at most
     ``max_rows`` rows each, users hashed to partitions, offsets counting up per partition
-    in time order (as a Kafka replay would produce them). Returns the keys written."""
+    in time order from ``first_offset`` (as a Kafka replay would produce them; a later batch
+    written separately needs a higher one). Returns the keys written."""
     if event_type not in ("rate", "watch"):
         raise ValueError(f"event_type must be rate or watch, got {event_type!r}")
     if event_type == "rate" and events.ratings is None:
@@ -60,7 +62,7 @@ def write_snapshots(
         rows = np.flatnonzero(part == p)
         if rows.size == 0:
             continue
-        offsets = np.arange(len(rows), dtype=np.int64)
+        offsets = first_offset + np.arange(len(rows), dtype=np.int64)
         days = ts[rows] // DAY_S
         cuts = np.flatnonzero(np.r_[True, days[1:] != days[:-1], True])
         for a, b in pairwise(cuts.tolist()):
@@ -169,6 +171,8 @@ def structured_events(
     seq_prob: float = 0.5,
     start: int = 1_700_000_000,
     seed: int = 0,
+    part: int = 0,
+    first_user: int = 0,
 ) -> EventArrays:
     """Synthetic ratings with the structure real logs have (``power_law_events`` is the
     uniform negative control):
@@ -182,7 +186,9 @@ def structured_events(
     - sequential dependence: with probability ``seq_prob`` the next item of a session is the
       successor of the previous one (items of a topic form chains, like a series).
 
-    Fully vectorised (no Python loop per event): 30M events take about a minute."""
+    Fully vectorised (no Python loop per event). Large sets are made in parts sharing one
+    item world (same ``seed`` and ``n_items``): each ``part`` draws its own users, named
+    from ``first_user`` on, and its own sessions."""
     rng = np.random.default_rng(seed)
     n_users = n_users or max(100, n_events // 100)
     n_items = n_items or max(200, int(n_events**0.5) * 4)
@@ -194,6 +200,8 @@ def structured_events(
     appeal = rng.permutation(np.arange(1, n_items + 1, dtype=np.float64) ** -exponent)
     launch = rng.uniform(-days, days, n_items)
     half_life = rng.lognormal(np.log(15.0), 0.6, n_items)
+    if part:
+        rng = np.random.default_rng([seed, part])  # users and sessions of this part only
     age = np.arange(days, dtype=np.float64)[:, None] - launch[None, :]  # days x items
     life = np.where(
         age >= 0, (1 - np.exp(-np.maximum(age, 0) / 2.0)) * np.exp2(-age / half_life), 0
@@ -242,9 +250,9 @@ def structured_events(
     del by_pos, pos, gaps  # the id strings below need the room
     ratings = np.clip(np.round(rng.normal(3.6, 1.0, n_events)), 1, 5).astype(np.float32)
     return EventArrays(
-        np.char.add("u", s_user[sess].astype(str)),
+        np.char.add("u", (first_user + s_user[sess]).astype(str)),
         np.char.add("m", items.astype(str)),
         ts.astype(np.int64),
         ratings,
-        np.char.add("e", np.arange(n_events).astype(str)),
+        np.char.add(f"e{part}-" if part else "e", np.arange(n_events).astype(str)),
     )
