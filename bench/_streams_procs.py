@@ -88,7 +88,8 @@ def workers_rate(s: Settings, n: int, workers: int, engine: str = "confluent") -
         raise RuntimeError(f"workers processed {processed} of {n} events")
     started = min(o["t_first"] for o in outs if o["processed"])
     # The backlog over the time: events read twice after a rebalance count once.
-    return n / (max(o["t_end"] for o in outs) - started)
+    rate = n / (max(o["t_end"] for o in outs) - started)
+    return rate, sum(o["cpu_s"] for o in outs) / n * 1e6
 
 
 def _one_worker() -> None:
@@ -97,14 +98,23 @@ def _one_worker() -> None:
     worker = create_app(Settings(), until_caught_up=True)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    t_first = 0.0
+    t_first = cpu_first = 0.0
     while thread.is_alive():
-        if not t_first and worker.processor is not None and worker.processor.totals.processed:
-            t_first = time.time()
+        if not t_first and worker.totals.processed:
+            t_first, cpu_first = time.time(), time.process_time()
         time.sleep(0.002)
-    t_end = time.time()
-    processed = worker.processor.totals.processed if worker.processor is not None else 0
-    sys.stdout.write(json.dumps({"processed": processed, "t_first": t_first, "t_end": t_end}))
+    t_end, cpu = time.time(), time.process_time()
+    processed = worker.totals.processed
+    sys.stdout.write(
+        json.dumps(
+            {
+                "processed": processed,
+                "t_first": t_first,
+                "t_end": t_end,
+                "cpu_s": cpu - cpu_first if t_first else 0.0,  # every thread of the worker
+            }
+        )
+    )
     sys.stdout.write("\n")
 
 

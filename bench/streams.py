@@ -58,7 +58,7 @@ from bench._streams_load import (  # noqa: E402
     produce_movielens,
     worker_rate,
 )
-from bench._streams_procs import workers_rate  # noqa: E402
+from bench._streams_procs import workers_run  # noqa: E402
 from core.config import Settings  # noqa: E402
 from core.kafka import ensure_topics  # noqa: E402
 from streamrec.stack.cluster import client_settings  # noqa: E402
@@ -168,7 +168,7 @@ def throughput_run(
         for label, tag, workers, ack in CLUSTER_VARIANTS:
             es = engine_settings(s, tag, redis_min_replicas_ack=ack)
             try:
-                out[label] = workers_rate(es, n, workers)
+                out[label], out[f"{label} cpu"] = workers_run(es, n, workers)
             finally:
                 cleanup_keys(es)
     finally:
@@ -216,11 +216,17 @@ def report(console, args, bases, runs_on, rates, fresh) -> None:
                 "same, redis_min_replicas_ack=0",
             ),
             ("cluster, bare consumer", "bare", ("single", "bare"), "single, bare consumer"),
+            (
+                "cluster, 2 workers (summed)",
+                "2 workers cpu",
+                ("cluster", "1 worker cpu"),
+                "cluster, 1 worker",
+            ),
         )
         for setup, key, (btopo, bkey), what in rows:
             if (workload, btopo, bkey) in rates:
                 table.add_row(
-                    measure,
+                    f"CPU per event, {workload} (us)" if key.endswith(" cpu") else measure,
                     setup,
                     rate(workload, "cluster", key),
                     rate(workload, btopo, bkey),
