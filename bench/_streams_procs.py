@@ -52,9 +52,14 @@ def settings_env(s: Settings) -> dict[str, str]:
     return env
 
 
-def workers_rate(s: Settings, n: int, workers: int, engine: str = "confluent") -> float:
-    """Combined events/s of ``workers`` processes sharing ``s``'s group over a backlog of
-    ``n`` events: the backlog over first event processed (by any) to last worker caught up."""
+def workers_run(
+    s: Settings, n: int, workers: int, engine: str = "confluent"
+) -> tuple[float, float]:
+    """(combined events/s of ``workers`` processes sharing ``s``'s group over a backlog of
+    ``n`` events: the backlog over first event processed (by any) to last worker caught up;
+    CPU microseconds per event summed over the workers). On a
+    machine with fewer free cores than workers the rate cannot scale, but the CPU per event
+    says whether the work divides without overhead (equal) or costs more when shared."""
     env = {**settings_env(s), "STREAMREC_STREAM_ENGINE": engine, "STREAMREC_LOG_LEVEL": "WARNING"}
     # Started together, they join in the group's first rebalance (the broker delays it).
     # stderr to files: a full pipe would stall a worker that is not being read yet.
