@@ -89,16 +89,22 @@ def alertmanager_command(binary: str, config: Path, port: int, storage: Path) ->
     ]
 
 
-def with_short_for(config: dict[str, Any], dest: Path, for_s: float) -> dict[str, Any]:
+def with_short_for(
+    config: dict[str, Any], dest: Path, for_s: float, minute_window: str | None = None
+) -> dict[str, Any]:
     """``config`` (a rendered prometheus.yml) reading copies of its rule files in ``dest``
-    whose ``for:`` is at most ``for_s``: the expressions, labels and annotations stay the
-    repo's, only the wait before firing is cut (promtool's unit tests check the real one)."""
+    whose ``for:`` is at most ``for_s`` and, with ``minute_window``, whose one-minute rate
+    windows (``[1m]``) are that long instead: the expressions, labels and annotations stay the
+    repo's, only the waits before firing and resolving are cut (promtool's unit tests check
+    the real ones). With 1 s scrapes a 15 s window still holds 15 samples."""
     dest.mkdir(parents=True, exist_ok=True)
     files = []
     for pattern in config.get("rule_files", []):
         path = Path(pattern)
         for rules in sorted(path.parent.glob(path.name)):
             text = re.sub(r"(?m)^(\s+for: ).*$", rf"\g<1>{for_s:g}s", rules.read_text())
+            if minute_window:
+                text = text.replace("[1m]", f"[{minute_window}]")
             assert yaml.safe_load(text), rules
             (dest / rules.name).write_text(text)
             files.append(str(dest / rules.name))

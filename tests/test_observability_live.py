@@ -240,8 +240,9 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
             interval_s=1,
             alertmanager_port=am_port,
         )
-        # The rules' `for:` cut to 1 s, or the page would come minutes after Redis stops.
-        config = with_short_for(config, tmp_path / "rules", 1)
+        # The rules' `for:` cut to 1 s, or the page would come minutes after Redis stops; their
+        # 1-minute rate windows to 15 s, or the resolution would come a minute after it is back.
+        config = with_short_for(config, tmp_path / "rules", 1, minute_window="15s")
         prom_config = write_config(config, tmp_path / "prometheus.yml")
         am_config = alertmanager_config(
             REPO / "infra" / "alertmanager" / "alertmanager.yml",
