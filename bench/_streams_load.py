@@ -119,12 +119,12 @@ def worker_rate(s: Settings, n: int, engine: str = "confluent") -> float:
     worker = create_app(s, until_caught_up=True, engine=engine)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    while worker.processor is None or worker.processor.totals.processed == 0:
+    while worker.totals.processed == 0:
         time.sleep(0.005)
     t_first = time.perf_counter()
     thread.join()
     elapsed = time.perf_counter() - t_first
-    return worker.processor.totals.processed / elapsed
+    return worker.totals.processed / elapsed
 
 
 def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: int) -> None:

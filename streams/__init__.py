@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from streams.app import Summary
-    from streams.worker import StreamWorker
+    from streams.parts import Worker
 
 __all__ = ["create_app", "run_worker"]
 
 
-def create_app(settings: Any, **kwargs: Any) -> StreamWorker:
+def create_app(settings: Any, **kwargs: Any) -> Worker:
     from streams.app import create_app as _create
 
     return _create(settings, **kwargs)

@@ -1,6 +1,6 @@
-"""The stream app: a :class:`StreamWorker` with its ``/metrics`` endpoint, run until
-stopped (SIGINT/SIGTERM) or, with ``until_caught_up``, until every assigned partition has
-no lag and everything is committed. Nothing happens at import time."""
+"""The stream app: a stream worker (:class:`streams.parts.Worker`) with its ``/metrics``
+endpoint, run until stopped (SIGINT/SIGTERM) or, with ``until_caught_up``, until every
+assigned partition has no lag and everything is committed. Nothing happens at import time."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from core.config import Settings
 from streams.errors import StreamError
 from streams.metrics import StreamMetrics
+from streams.parts import Worker
 from streams.worker import StreamWorker
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ class Summary:
 
 def create_app(
     settings: Settings, *, until_caught_up: bool = False, engine: str | None = None
-) -> StreamWorker:
+) -> Worker:
     """A stream worker (not started) with its own metrics registry, on ``engine``
     (default ``settings.stream_engine``): "confluent" or "faust"."""
     engine = engine or settings.stream_engine
@@ -59,7 +60,7 @@ def run_worker(
     *,
     until_caught_up: bool = False,
     metrics_port: int | None = None,
-    on_tick: Callable[[StreamWorker], None] | None = None,
+    on_tick: Callable[[Worker], None] | None = None,
     handle_signals: bool = True,
     engine: str | None = None,
 ) -> Summary:
@@ -92,12 +93,12 @@ def run_worker(
             on_tick(worker)
     if errors:
         raise errors[0]
-    totals = worker.processor.totals if worker.processor else None
+    totals = worker.totals
     return Summary(
-        processed=totals.processed if totals else 0,
-        dead_lettered=totals.dead_lettered if totals else 0,
-        files_written=totals.files_written if totals else 0,
-        duplicates=totals.duplicates if totals else 0,
+        processed=totals.processed,
+        dead_lettered=totals.dead_lettered,
+        files_written=totals.files_written,
+        duplicates=totals.duplicates,
         elapsed_s=time.monotonic() - t0,
         metrics_port=bound,
     )

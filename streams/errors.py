@@ -20,24 +20,6 @@ class SinkUnavailable(StreamError):
         super().__init__(f"{sink} at {target} is unavailable: {type(cause).__name__}: {cause}")
 
 
-class WatermarkConflict(StreamError):
-    """A Redis batch overlaps offsets already applied (after a crash or a rebalance). The
-    caller re-sends only the offsets above ``watermark``."""
-
-    def __init__(self, topic: str, partition: int, watermark: int) -> None:
-        self.topic = topic
-        self.partition = partition
-        self.watermark = watermark
-        super().__init__(f"{topic}[{partition}] already applied up to offset {watermark}")
-
-
-class CommitFailed(StreamError):
-    def __init__(self, offsets: dict[tuple[str, int], int], cause: BaseException | str) -> None:
-        self.offsets = offsets
-        self.cause = cause
-        super().__init__(f"committing {len(offsets)} partition offset(s) failed: {cause}")
-
-
 class KafkaRejected(StreamError):
     """Kafka refused something for good (a record over a size limit, an invalid record, a
     denied authorization): no retry can succeed, so the worker stops with this error rather

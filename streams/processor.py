@@ -23,7 +23,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import TypeVar
 
+from core.config import Settings
+from schemas.dead_letter import DeadLetter
 from schemas.redis_keys import RedisKeys
 from streams.dead_letters import DeadLetterSender
 from streams.decode import RawRecord, decode_batch
@@ -39,13 +43,14 @@ from streams.snapshots import SnapshotWriter, split_by_day
 from streams.state import TP, PartitionState, Totals
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Processor:
     def __init__(
         self,
         *,
-        settings: object,
+        settings: Settings,
         event_types: Mapping[str, str],  # full topic name -> event type
         redis: RedisSink,
         writer: SnapshotWriter,
@@ -54,6 +59,7 @@ class Processor:
         commit: Callable[[dict[TP, int]], None],
         metrics: StreamMetrics,
         stop: threading.Event,
+        totals: Totals | None = None,
     ) -> None:
         s = settings
         self.event_types = event_types
@@ -62,23 +68,23 @@ class Processor:
         self._commit = commit
         self.metrics = metrics
         self.stop = stop
-        self.keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)  # type: ignore[attr-defined]
+        self.keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
         self.limits = Limits.from_settings(s)
-        self.flush_events = s.stream_flush_events  # type: ignore[attr-defined]
-        self.flush_interval = s.stream_flush_interval_s  # type: ignore[attr-defined]
-        self.retry_max = s.stream_retry_max_s  # type: ignore[attr-defined]
+        self.flush_events = s.stream_flush_events
+        self.flush_interval = s.stream_flush_interval_s
+        self.retry_max = s.stream_retry_max_s
         self.parts: dict[TP, PartitionState] = {}
-        self.totals = Totals()
+        self.totals = Totals() if totals is None else totals  # the worker's, read by its callers
         self._pending_since: float | None = None
         self._buffered = 0
         # A refresh window far below every TTL, so a skipped EXPIRE never lets a key lapse.
         lim = self.limits
         min_ttl = min(lim.user_ttl_s, lim.item_ttl_s, lim.pop_hour_ttl_s, lim.pop_day_ttl_s)
-        self.ttls = TtlTracker(min(s.stream_ttl_refresh_s, min_ttl / 10))  # type: ignore[attr-defined]
+        self.ttls = TtlTracker(min(s.stream_ttl_refresh_s, min_ttl / 10))
         self.flusher = BackgroundFlusher(
             writer,
             lambda fn, sink: self._retry(fn, sink),
-            writers=s.stream_parquet_writers,  # type: ignore[attr-defined]
+            writers=s.stream_parquet_writers,
         )
         self.applier = RedisApplier(
             redis=redis,
@@ -88,7 +94,7 @@ class Processor:
             ttls=self.ttls,
             metrics=metrics,
             retry=lambda fn, sink: self._retry(fn, sink),
-            dedupe_window=s.stream_dedupe_window,  # type: ignore[attr-defined]
+            dedupe_window=s.stream_dedupe_window,
         )
         # Online evaluation (issue 7): each batch's join runs once its features are in
         # Redis and before its offsets can be committed (see streams.online_eval).
@@ -100,7 +106,7 @@ class Processor:
         """Newest event time applied to Redis (epoch seconds; 0: none yet)."""
         return self.applier.max_event_ts
 
-    def _retry(self, fn: Callable, sink: str):  # type: ignore[no-untyped-def]
+    def _retry(self, fn: Callable[[], T], sink: str) -> T:
         return retry(
             fn, sink=sink, metrics=self.metrics, stop=self.stop, max_backoff_s=self.retry_max
         )
@@ -112,17 +118,14 @@ class Processor:
         self.applier.wait()  # a call in flight may still move watermarks of these
         for (topic, p), off in committed.items():
             etype = self.event_types[topic]
-            self._retry(
-                lambda e=etype, p=p, o=off: self.writer.remove_uncommitted(e, p, max(o, 0)),
-                "storage",
-            )
+            self._retry(partial(self.writer.remove_uncommitted, etype, p, max(off, 0)), "storage")
             st = PartitionState(topic, p, etype, committed=off, next_offset=off, flushed_to=off)
             self.parts[(topic, p)] = st
         by_topic: dict[str, list[int]] = {}
         for topic, p in committed:
             by_topic.setdefault(topic, []).append(p)
         for topic, ps in by_topic.items():
-            wms = self._retry(lambda t=topic, ps=ps: self.redis.watermarks(t, ps), "redis")
+            wms = self._retry(partial(self.redis.watermarks, topic, ps), "redis")
             for p, wm in wms.items():
                 self.parts[(topic, p)].redis_wm = wm
 
@@ -140,7 +143,7 @@ class Processor:
         the next batch meanwhile."""
         now = time.time()
         work: list[RedisWork] = []
-        dead = []
+        dead: list[DeadLetter] = []
         for tp, recs in batches.items():
             st = self.parts.get(tp)
             if st is None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
 from streams.dedupe import dedupe_plan, repeats
+from streams.fast_decode import EventRecord
 from streams.features import Limits, TtlTracker, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
 from streams.redis_sink import APPLIED, CONFLICT, DUPLICATE, SKIPPED, PartitionRange, RedisSink
@@ -52,7 +53,7 @@ class RedisWork:
     st: PartitionState
     first: int
     last: int
-    events: list[Event]
+    events: list[Event | EventRecord]  # decoded by the fast path (watch, rate) or pydantic
     offsets: list[int]
     produced_ms: list[float | None]
     dropped: set[int] = field(default_factory=set)

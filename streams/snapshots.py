@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from core.storage import ObjectStore
 from schemas.events import Event
 from schemas.snapshots import SnapshotFile, arrow_schema, prefix_for
+from streams.fast_decode import EventRecord
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def to_table(
 
 
 def split_by_day(
-    events: Sequence[Event],
+    events: Sequence[Event | EventRecord],
     offsets: Sequence[int],
     into: dict[int, tuple[list, list]] | None = None,
 ) -> dict[int, tuple[list, list]]:

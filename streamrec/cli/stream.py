@@ -7,6 +7,7 @@ is committed, with a progress display and a one-line summary."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
@@ -14,6 +15,9 @@ from rich.text import Text
 
 from core.config import Settings
 from core.kafka import check_kafka
+
+if TYPE_CHECKING:
+    from streams.parts import Worker
 
 
 def register(subs: argparse._SubParsersAction, help_text: str) -> None:
@@ -53,14 +57,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     else:
         with Live(Text("starting..."), console=console, refresh_per_second=4) as live:
 
-            def tick(worker) -> None:  # type: ignore[no-untyped-def]
-                totals = worker.processor.totals if worker.processor else None
-                p = worker.progress
+            def tick(worker: Worker) -> None:
+                totals, p = worker.totals, worker.progress
                 live.update(
                     Text(
-                        f"processed {totals.processed if totals else 0:,}  "
-                        f"dead-lettered {totals.dead_lettered if totals else 0:,}  "
-                        f"files {totals.files_written if totals else 0:,}  "
+                        f"processed {totals.processed:,}  "
+                        f"dead-lettered {totals.dead_lettered:,}  "
+                        f"files {totals.files_written:,}  "
                         f"partitions {p.assigned}  "
                         f"lag {'?' if p.lag < 0 else f'{p.lag:,}'}"
                     )
