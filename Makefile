@@ -34,15 +34,17 @@ demo: install ## The main job: stack, replay, stream, train, serve, recommendati
 	$(STREAMREC) demo
 
 test: install ## Start the stack if needed and run every test (unit + integration)
+	$(PY) -m mypy
 	$(STREAMREC) stack up
 	$(PY) -m pytest --no-skips --durations=25 $(PYTEST_ARGS)
 
 test-unit: install ## Only the tests that need no services
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-lint: install ## ruff lint + format check
+lint: install ## ruff lint + format check + mypy (configured in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(PY) -m mypy
 
 format: install ## Apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.config import Settings
@@ -19,6 +19,9 @@ from schemas.catalog import ItemRecord
 from schemas.codec import encode_event
 from schemas.events import Event
 from schemas.topics import CATALOG, PARTITIONER, TOPICS
+
+# Kafka record headers as confluent-kafka's produce() takes them.
+Headers = list[tuple[str, str | bytes | None]]
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class EventProducer:
         topic: str,
         value: bytes,
         key: bytes | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
         *,
         block: bool = True,
         on_failure: Callable[[str], None] | None = None,
@@ -259,9 +262,7 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
         fut.result()
 
 
-def _offset_consumer(settings: Settings, group_id: str):
-    from confluent_kafka import Consumer
-
+def _offset_consumer(settings: Settings, group_id: str) -> Consumer:
     return Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,

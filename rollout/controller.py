@@ -207,7 +207,7 @@ class RolloutController:
     ) -> Outcome:
         """Call :meth:`step` every ``poll_s`` until the rollout ends (or ``should_stop``);
         with ``forever``, keep picking up requested rollouts until ``should_stop``."""
-        poll = self.settings.rollout_poll_s if poll_s is None else poll_s  # type: ignore[attr-defined]
+        poll = self.settings.rollout_poll_s if poll_s is None else poll_s
         while True:
             try:
                 out = self.step()

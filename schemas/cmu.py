@@ -12,8 +12,9 @@ so nanoseconds are truncated (the event id still hashes the full line).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -55,7 +56,10 @@ def parse_timestamp(text: str) -> datetime:
 _MAX_DIGITS = 20
 
 
-def _number(text: str, name: str, kind: type[int] | type[float]) -> int | float:
+N = TypeVar("N", int, float)
+
+
+def _number(text: str, name: str, kind: Callable[[str], N]) -> N:
     if len(text) > _MAX_DIGITS:
         raise ValueError(f"{name}: {len(text)} digits is out of range")
     return kind(text)

@@ -21,7 +21,7 @@ MAX_EVENT_BYTES = 64 * 1024  # far above any real event; guards the worker again
 
 
 @cache
-def _any_event() -> TypeAdapter:
+def _any_event() -> TypeAdapter[Event]:
     return TypeAdapter(AnyEvent)
 
 
@@ -94,7 +94,7 @@ def _event_type_hint(data: Any) -> str | None:
     return None
 
 
-def decode_event(raw: bytes | str | dict, *, expected_type: str | None = None) -> Event:
+def decode_event(raw: bytes | str | dict[str, Any], *, expected_type: str | None = None) -> Event:
     """Validate one event from JSON bytes/str or a dict. Raises EventValidationError."""
     if isinstance(raw, bytes | bytearray | memoryview | str):
         if len(raw) > MAX_EVENT_BYTES:
@@ -110,7 +110,7 @@ def decode_event(raw: bytes | str | dict, *, expected_type: str | None = None) -
         data = raw
     if not isinstance(data, dict):
         raise EventValidationError([("event", "must be a JSON object")])
-    if raw is not data and (dup := duplicate_key(raw)) is not None:  # type: ignore[arg-type]
+    if not isinstance(raw, dict) and (dup := duplicate_key(raw)) is not None:
         raise EventValidationError(
             [(dup[:64], "duplicate key: a JSON object must not repeat a key")],
             event_type=_event_type_hint(data) or expected_type,
@@ -150,7 +150,7 @@ def encode_event(event: Event | ItemRecord) -> bytes:
     return orjson.dumps(event.model_dump(mode="json", exclude_none=True))
 
 
-def decode_item(raw: bytes | str | dict) -> ItemRecord:
+def decode_item(raw: bytes | str | dict[str, Any]) -> ItemRecord:
     try:
         if isinstance(raw, dict):
             return ItemRecord.model_validate(raw)

@@ -91,8 +91,9 @@ class DeadLetter:
             key_sha256=key.sha256 if key.truncated else None,
         )
 
-    def headers(self) -> list[tuple[str, bytes]]:
-        out = [
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
+        """Kafka record headers (the value type confluent-kafka's produce() takes)."""
+        out: list[tuple[str, str | bytes | None]] = [
             (HEADER_SOURCE_TOPIC, self.source_topic.encode()),
             (HEADER_SOURCE_PARTITION, str(self.source_partition).encode()),
             (HEADER_SOURCE_OFFSET, str(self.source_offset).encode()),

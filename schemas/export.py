@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-
-from pydantic import BaseModel
+from typing import Any
 
 from schemas.catalog import ItemRecord
-from schemas.events import EVENT_TYPES
+from schemas.events import EVENT_TYPES, Event
 
 SCHEMA_DIR = Path(__file__).parent / "jsonschema"
-MODELS: dict[str, type[BaseModel]] = {**EVENT_TYPES, "catalog": ItemRecord}
+MODELS: dict[str, type[Event] | type[ItemRecord]] = {**EVENT_TYPES, "catalog": ItemRecord}
 
 
-def schema_of(model: type[BaseModel]) -> dict:
+def schema_of(model: type[Event] | type[ItemRecord]) -> dict[str, Any]:
     schema = model.model_json_schema(mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"streamrec/{schema['title']}/v{model.SCHEMA_VERSION}"
@@ -32,11 +31,11 @@ def file_for(name: str, version: int) -> Path:
     return SCHEMA_DIR / f"{name}.v{version}.json"
 
 
-def render(schema: dict) -> str:
+def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
-def incompatibilities(old: dict, new: dict) -> list[str]:
+def incompatibilities(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Why documents valid under ``old`` might be rejected under ``new`` (empty: compatible).
 
     Rules: no new required field; no field removed while extra fields are forbidden; a kept
@@ -79,7 +78,7 @@ def incompatibilities(old: dict, new: dict) -> list[str]:
     return problems
 
 
-def _types(spec: dict) -> set[str]:
+def _types(spec: dict[str, Any]) -> set[str]:
     if "type" in spec:
         t = spec["type"]
         return set(t) if isinstance(t, list) else {t}

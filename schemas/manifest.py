@@ -15,7 +15,7 @@ is written.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,7 +52,7 @@ class ModelManifest(BaseModel):
     created_at: datetime
     code_version: str
     training_data: TrainingData
-    params: dict = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
     # model label -> metric -> value, the candidate and its baselines on the same holdout.
     metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
     artifacts: dict[str, ArtifactInfo]
@@ -82,7 +82,7 @@ class AliasChange(BaseModel):
     weight: float | None = None
     actor: str = "cli"
     reason: str = ""
-    evidence: dict = Field(default_factory=dict, description="Numbers behind a decision.")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Numbers behind a decision.")
 
 
 class AliasDocument(BaseModel):

@@ -71,7 +71,7 @@ class RolloutDecision(BaseModel):
     weight: float | None = None
     actor: str = "rollout"
     reason: str = ""
-    evidence: dict = Field(default_factory=dict, description="The numbers behind it.")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="The numbers behind it.")
 
 
 class RolloutPlan(BaseModel):
@@ -112,7 +112,9 @@ class Rollout(RolloutPlan):
     reason: str = ""
     started_at: datetime | None = None
     step_started_at: datetime | None = None
-    baseline: dict = Field(default_factory=dict, description="Counters when the step began.")
+    baseline: dict[str, Any] = Field(
+        default_factory=dict, description="Counters when the step began."
+    )
     finished_at: datetime | None = None
     decisions: list[RolloutDecision] = Field(default_factory=list)
 

@@ -89,14 +89,16 @@ class Catalog:
         for m in msgs:
             if m.error():
                 continue
-            seen[m.partition()] = m.offset()
-            if m.value() is None:  # tombstone: the item left the catalog
+            # A message without error has its partition and offset.
+            seen[m.partition()] = m.offset()  # type: ignore[index,assignment]
+            value = m.value()
+            if value is None:  # tombstone: the item left the catalog
                 key = m.key()
                 if key:
                     self.genres.pop(key.decode(errors="replace"), None)
                 continue
             try:
-                item = decode_item(m.value())
+                item = decode_item(value)
             except EventValidationError as err:
                 self.invalid += 1
                 log.warning("catalog record at offset %d skipped: %s", m.offset(), err)

@@ -103,7 +103,7 @@ def fast_decode(value: bytes, event_type: str) -> EventRecord | None:
     if value.count(b'"') != 2 * (len(d) + 4 + ("event_type" in d)):
         return None
     try:
-        dt = _fromiso(ts)
+        dt = _fromiso(ts)  # type: ignore[arg-type]  # a str: the join above raised otherwise
     except ValueError:
         return None
     # As schemas.events._utc: a naive time is UTC, an aware one is converted to UTC, and

@@ -91,7 +91,8 @@ def create_faust_app(
     batch_n, within = s.stream_redis_batch_events, s.stream_redis_batch_ms / 1000
 
     async def process(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(batch_n, within=within):
+        # take_events is a method of faust's Stream that its StreamT protocol does not list.
+        async for events in stream.take_events(batch_n, within=within):  # type: ignore[attr-defined]
             batch, stale = group_batch(events, app.consumer_generation_id)
             await on_batch(batch, stale)
 
@@ -100,11 +101,13 @@ def create_faust_app(
     def tps(raw: Iterable[FaustTP]) -> list[TP]:
         return sorted((tp.topic, tp.partition) for tp in raw if tp.topic in names)
 
-    @app.on_partitions_revoked.connect
+    # faust's signal stubs want receivers with a keyword-only ``signal`` parameter; faust
+    # passes it in ``**kwargs``, which ours take.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(_sender: object, revoked: set[FaustTP], **_: object) -> None:
         await on_revoked(tps(revoked))
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _assigned(_sender: object, assigned: set[FaustTP], **_: object) -> None:
         await on_assigned(tps(assigned))
 

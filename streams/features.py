@@ -109,10 +109,11 @@ def compute_deltas(
     n = 0
     for ev in events:
         n += 1
+        # Every concrete event (and EventRecord) has event_type; the Event base does not.
         etype = ev.event_type  # type: ignore[attr-defined]
         if etype not in ACTIVITY:
             continue
-        ts = ev.epoch  # type: ignore[attr-defined]
+        ts = ev.epoch
         if ts != int(ts):  # round() is slow; most event times are whole seconds
             ts = round(ts, 3)
         uid = ev.user_id

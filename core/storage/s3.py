@@ -95,7 +95,8 @@ class S3Store(ObjectStore):
         full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
         if prefix.endswith("/") and not full.endswith("/"):
             full += "/"
-        keys, token = [], None
+        keys: list[str] = []
+        token: str | None = None
         strip = len(self.prefix) + 1 if self.prefix else 0
         while True:
             kwargs: dict[str, Any] = {"Prefix": full}

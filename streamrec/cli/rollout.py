@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from core.config import Settings
+
+if TYPE_CHECKING:
+    from rollout import RolloutController
+    from rollout.controller import Outcome
+    from schemas.rollout import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.set_defaults(func=run)
 
 
-def _controller(args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
+def _controller(args: argparse.Namespace, settings: Settings) -> RolloutController:
     from models.registry import ModelRegistry
     from rollout import LiveMetricsSource, RolloutController
 
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return _run_loop(ctl, settings, console, forever=args.action == "run")
 
 
-def _describe(r) -> str:  # type: ignore[no-untyped-def]
+def _describe(r: Rollout) -> str:
     steps = ", ".join(f"{s:g}%" for s in r.steps)
     lines = [
         f"rollout {r.rollout_id} of v{r.version}: {r.status}, step {r.step + 1}/"
@@ -97,7 +103,9 @@ def _describe(r) -> str:  # type: ignore[no-untyped-def]
     return "\n".join(lines)
 
 
-def _run_loop(ctl, settings: Settings, console: Console, *, forever: bool) -> int:  # type: ignore[no-untyped-def]
+def _run_loop(
+    ctl: RolloutController, settings: Settings, console: Console, *, forever: bool
+) -> int:
     from prometheus_client import start_http_server
 
     from rollout.metrics import ControllerMetrics
@@ -111,7 +119,7 @@ def _run_loop(ctl, settings: Settings, console: Console, *, forever: bool) -> in
         log.warning("no /metrics on :%d: %s", settings.rollout_metrics_port, err)
     last = [""]
 
-    def show(out) -> None:  # type: ignore[no-untyped-def]
+    def show(out: Outcome) -> None:
         metrics.observe(ctl.model, out)
         if out.message != last[0]:
             last[0] = out.message
@@ -129,7 +137,7 @@ def _run_loop(ctl, settings: Settings, console: Console, *, forever: bool) -> in
     return EXIT_ROLLED_BACK if out.kind in ("rolled_back", "aborted", "failed") else 0
 
 
-def _numbers(out) -> Table:  # type: ignore[no-untyped-def]
+def _numbers(out: Outcome) -> Table:
     table = Table(title="this step" if out.verdict is None else "the deciding step")
     cols = ("variant", "served", "converted", "conversion", "requests", "failed", "p99 ms")
     for col in cols:
@@ -139,6 +147,7 @@ def _numbers(out) -> Table:  # type: ignore[no-untyped-def]
         if ev:
             a = ev[variant]
         else:
+            assert out.stats is not None  # callers pass an outcome with a verdict or stats
             arm = out.stats.arm(variant)
             a = arm.as_dict()
         p99 = a["p99_ms"]
