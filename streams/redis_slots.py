@@ -170,6 +170,8 @@ class SlotRunner:
                 elif isinstance(reply, MOVING):
                     self._refresh()
                     raise SinkUnavailable("redis", self.url, reply)
+                elif isinstance(reply, DOWN):  # out of memory: held and retried, as down
+                    raise SinkUnavailable("redis", self.url, reply)
                 elif isinstance(reply, Exception):
                     raise reply
                 else:
