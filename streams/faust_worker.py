@@ -16,7 +16,6 @@ import asyncio
 import functools
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,14 +26,13 @@ import faust
 from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP as FaustTP
 
-from core.config import Settings
 from core.errors import KafkaError
 from streams.errors import StreamError
 from streams.faust_app import Batch, create_faust_app
-from streams.metrics import StreamMetrics
 from streams.parts import (
     Parts,
     Progress,
+    Worker,
     bootstrap_catalog,
     build_parts,
     freeze_heap,
@@ -45,7 +43,7 @@ from streams.parts import (
 )
 from streams.processor import Processor
 from streams.retry import Stopped
-from streams.state import TP, Totals
+from streams.state import TP
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -61,26 +59,9 @@ class OffsetGap(StreamError):
         super().__init__(f"{tp[0]}[{tp[1]}]: expected offset {expected}, got {got}")
 
 
-class FaustWorker:
+class FaustWorker(Worker):
     """Same interface as :class:`streams.worker.StreamWorker` (:class:`streams.parts.Worker`):
     :meth:`run` in a thread, :meth:`stop`."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: StreamMetrics | None = None,
-        *,
-        until_caught_up: bool = False,
-    ) -> None:
-        self.settings = settings
-        self.metrics = metrics or StreamMetrics()
-        self.until_caught_up = until_caught_up
-        self.stop_event = threading.Event()
-        self.progress = Progress()
-        self.totals = Totals()
-
-    def stop(self) -> None:
-        self.stop_event.set()
 
     def run(self) -> Progress:
         with ThreadPoolExecutor(1, thread_name_prefix="streams-faust") as pool:

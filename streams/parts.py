@@ -10,10 +10,10 @@ from __future__ import annotations
 import gc
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 from confluent_kafka import KafkaException
 
@@ -67,17 +67,30 @@ class Progress:
     caught_up: bool = False
 
 
-class Worker(Protocol):
+class Worker(ABC):
     """What callers of either engine use: run it in a thread of its own, stop it from
-    another; ``progress`` and ``totals`` may be read meanwhile."""
+    another; ``progress`` and ``totals`` may be read meanwhile. Holds the state both engines
+    keep the same way; each engine brings its own :meth:`run`."""
 
-    settings: Settings
-    metrics: StreamMetrics
-    progress: Progress
-    totals: Totals
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: StreamMetrics | None = None,
+        *,
+        until_caught_up: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or StreamMetrics()
+        self.until_caught_up = until_caught_up
+        self.stop_event = threading.Event()
+        self.progress = Progress()
+        self.totals = Totals()
 
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    @abstractmethod
     def run(self) -> Progress: ...
-    def stop(self) -> None: ...
 
 
 class Trending:

@@ -9,7 +9,6 @@ by :meth:`Processor.flush`, never automatically. Workers sharing the group id
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
 
@@ -23,6 +22,7 @@ from streams.parts import (
     GC_THRESHOLDS,
     Parts,
     Progress,
+    Worker,
     bootstrap_catalog,
     build_parts,
     event_topics,
@@ -34,7 +34,7 @@ from streams.parts import (
 )
 from streams.processor import Processor
 from streams.retry import Stopped
-from streams.state import TP, Totals
+from streams.state import TP
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +97,8 @@ class Rebalance:
         )
 
 
-class StreamWorker:
+class StreamWorker(Worker):
     """Run with :meth:`run` in a thread of its own; stop with :meth:`stop`."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        metrics: StreamMetrics | None = None,
-        *,
-        until_caught_up: bool = False,
-    ) -> None:
-        self.settings = settings
-        self.metrics = metrics or StreamMetrics()
-        self.until_caught_up = until_caught_up
-        self.stop_event = threading.Event()
-        self.progress = Progress()
-        self.totals = Totals()
-
-    def stop(self) -> None:
-        self.stop_event.set()
 
     def run(self) -> Progress:
         s = self.settings
