@@ -7,13 +7,12 @@ exactly like item-kNN (whose artifact layout and serving code it reuses)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
 from typing import ClassVar, Self
 
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from models.base import UserItems, excluded_columns, top_k
+from models.base import UserItems
 from models.knn import ItemKNNModel
 
 
@@ -102,23 +101,8 @@ class EaseModel(ItemKNNModel):
                     "binary": binary},
         )  # fmt: skip
 
-    def recommend(
-        self,
-        user_id: str,
-        k: int,
-        *,
-        history: Sequence[str] = (),
-        history_weights: Sequence[float] | None = None,
-        exclude: Collection[str] = (),
-        item_features: Mapping[str, Mapping[str, float]] | None = None,
-    ) -> list[tuple[str, float]]:
-        row = self.user_row(user_id, history, history_weights)
-        if row is None:
-            return []
-        scores = np.asarray((row @ self.similarity).todense()).ravel()
+    def _drop_unreached(self, scores: np.ndarray, row: csr_matrix) -> None:
         # EASE weights may be negative; only items nothing points at are not recommendations.
         reached = np.zeros(len(scores), dtype=bool)
         reached[self.similarity[row.indices].indices] = True
         scores[~reached] = np.nan
-        banned = excluded_columns(self.item_index, exclude, history)
-        return top_k(scores, k, self.item_ids, banned)

@@ -101,10 +101,14 @@ class ItemKNNModel(TrainedInteractions, Recommender):
         if row is None:
             return []
         scores = np.asarray((row @ self.similarity).todense()).ravel()
-        # Items no neighbour points at score exactly 0: they are not recommendations.
-        scores[scores <= 0] = np.nan
+        self._drop_unreached(scores, row)
         banned = excluded_columns(self.item_index, exclude, history)
         return top_k(scores, k, self.item_ids, banned)
+
+    def _drop_unreached(self, scores: np.ndarray, row: csr_matrix) -> None:
+        """Set to NaN (not recommendations) the items none of ``row``'s items points at."""
+        # Items no neighbour points at score exactly 0.
+        scores[scores <= 0] = np.nan
 
     def params(self) -> dict:
         return dict(self._params)
