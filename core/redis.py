@@ -82,11 +82,7 @@ def connect(url: str, *, cluster: bool, check: bool = True, **options: Any) -> A
     except redis.exceptions.RedisClusterException as err:
         text = str(err)
         if "not enabled" in text.lower():
-            raise RedisConfigError(
-                f"redis at {url} is not a cluster node but STREAMREC_REDIS_CLUSTER=true: "
-                "unset it, or point STREAMREC_REDIS_URL at a node of the cluster",
-                url=url,
-            ) from None
+            raise _not_a_cluster_node(url, url) from None
         if "slots" in text.lower() and "covered" in text.lower():
             raise RedisConfigError(
                 f"redis cluster at {url} does not cover all 16384 hash slots "
@@ -123,13 +119,17 @@ def check_kind(url: str, *, cluster: bool, timeout_s: float = 2.0) -> None:
         finally:
             client.close()
         if not enabled:
-            raise RedisConfigError(
-                f"redis at {seed} is not a cluster node but STREAMREC_REDIS_CLUSTER=true: "
-                "unset it, or point STREAMREC_REDIS_URL at a node of the cluster",
-                url=url,
-            )
+            raise _not_a_cluster_node(seed, url)
         connect(url, cluster=True, **options).close()  # slots covered, map readable
         return
+
+
+def _not_a_cluster_node(node: str, url: str) -> RedisConfigError:
+    return RedisConfigError(
+        f"redis at {node} is not a cluster node but STREAMREC_REDIS_CLUSTER=true: "
+        "unset it, or point STREAMREC_REDIS_URL at a node of the cluster",
+        url=url,
+    )
 
 
 def is_cluster_client(client: Any) -> bool:
