@@ -15,7 +15,7 @@ COPY serving serving
 COPY rollout rollout
 COPY streamrec streamrec
 # Wheels for streamrec and exactly the pinned versions of its dependencies.
-RUN pip wheel --wheel-dir /wheels -c requirements.lock .
+RUN pip wheel --wheel-dir /wheels -c requirements.lock '.[sequential]'
 
 FROM python:3.11.7-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
@@ -24,7 +24,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels streamrec && rm -rf /wheels
+RUN pip install --no-index --find-links /wheels 'streamrec[sequential]' && rm -rf /wheels
 # Non-root; data and download cache dirs exist (and are owned) before volumes mount there.
 RUN useradd --create-home --uid 10001 streamrec \
     && mkdir -p /home/streamrec/data /home/streamrec/.cache \

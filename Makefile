@@ -16,7 +16,7 @@ help: ## Show this help
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev,sequential]'
 	@touch $@
 
 install: $(VENV)/.installed ## Create .venv and install streamrec with pinned dependencies
