@@ -5,16 +5,11 @@ stay in offset order; the job's offsets are committed, on the consumer thread, o
 all its files are durable.
 
 Writing Parquet (Arrow encode, compression, fsync) releases the GIL, so it overlaps with
-the loop; done inline it paused the loop for 60-300 ms per flush on this machine. A job's
-files are written by ``writers`` threads at once: a time-ordered replay spanning months
-writes a file per event type, day and partition (~1,600 files for the MovieLens replay).
-Each file is fsynced before it is renamed into place (``put_deferred``); the directory
-entries are fsynced once per directory for the whole job (``sync``), after the last file and
-before the job counts as done, so before its commit. The replay has ~2 files per directory
-and job; done back to back, the first directory fsync commits the journal and the rest find
-little to write (a job's ~200-400 take 40-70 ms here, not ~1 ms each spread over the files).
-What remains per file is mostly CPU (Arrow table, Parquet encode, ~0.5 ms), which bounds a
-job's duration on 2 cores.
+the loop; done inline it paused the loop for 60-300 ms per flush on this machine. A job
+writes one file per partition (files are dated by arrival, see :mod:`schemas.snapshots`),
+``writers`` threads at once. Each file is fsynced before it is renamed into place
+(``put_deferred``); the directory entries are fsynced once per directory for the whole job
+(``sync``), after the last file and before the job counts as done, so before its commit.
 """
 
 from __future__ import annotations
@@ -23,8 +18,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import date
 
-from streams.snapshots import SnapshotWriter, to_table
+from streams.snapshots import SnapshotWriter, arrival_day, to_table
 from streams.state import PartitionState
 
 
@@ -32,8 +28,10 @@ from streams.state import PartitionState
 class FlushJob:
     # Each partition with the offset to commit once the files are durable.
     parts: list[tuple[PartitionState, int]]
-    # (event type, day, partition, (events, offsets)) per file to write.
-    files: list[tuple[str, int, int, tuple[list, list[int]]]] = field(default_factory=list)
+    # (event type, partition, (events, offsets)) per file to write.
+    files: list[tuple[str, int, tuple[list, list[int]]]] = field(default_factory=list)
+    # The files' arrival_date: the UTC day the job was cut.
+    arrival: date = field(default_factory=arrival_day)
     events: int = 0
     started: float = field(default_factory=time.perf_counter)
 
@@ -42,12 +40,12 @@ def cut_job(states: list[PartitionState]) -> FlushJob:
     """Take the buffers of ``states`` into a job and mark their offsets as being flushed."""
     job = FlushJob(parts=[])
     for st in states:
-        for day, rows in sorted(st.buffers.items()):
-            job.files.append((st.event_type, day, st.partition, rows))
+        if st.buffered:
+            job.files.append((st.event_type, st.partition, st.buffer))
         job.parts.append((st, st.next_offset))
         job.events += st.buffered
         st.flushed_to = st.next_offset
-        st.buffers = {}
+        st.buffer = ([], [])
         st.buffered = 0
     return job
 
@@ -84,7 +82,7 @@ class BackgroundFlusher:
 
     def _write(self, job: FlushJob) -> int:
         assert self._files is not None
-        futures = [self._files.submit(self._write_file, *f) for f in job.files]
+        futures = [self._files.submit(self._write_file, job.arrival, *f) for f in job.files]
         # Every write finished (failed ones too) before the job counts as done, so no write
         # of this job is still running when the next one starts.
         wait(futures)
@@ -94,11 +92,13 @@ class BackgroundFlusher:
         self._retry(lambda: self.writer.sync(keys), "storage")
         return len(job.files)
 
-    def _write_file(self, etype: str, day: int, partition: int, rows: tuple[list, list]) -> str:
+    def _write_file(
+        self, arrival: date, etype: str, partition: int, rows: tuple[list, list]
+    ) -> str:
         table = to_table(etype, rows[0], rows[1], partition)  # one table per file
         write = self.writer.write
         return self._retry(  # type: ignore[return-value]
-            lambda: write(etype, day, partition, [table], deferred=True), "storage"
+            lambda: write(etype, arrival, partition, [table], deferred=True), "storage"
         )
 
     def wait(self) -> FlushJob:

@@ -39,7 +39,7 @@ from streams.online_eval import OnlineEval
 from streams.redis_apply import RedisApplier, RedisWork
 from streams.redis_sink import RedisSink
 from streams.retry import retry
-from streams.snapshots import SnapshotWriter, split_by_day
+from streams.snapshots import SnapshotWriter
 from streams.state import TP, PartitionState, Totals
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,8 @@ class Processor:
         self._joining = work
         for w in work:
             st = w.st
-            split_by_day(w.events, w.offsets, into=st.buffers)
+            st.buffer[0].extend(w.events)
+            st.buffer[1].extend(w.offsets)
             st.buffered += len(w.events)
             self._buffered += len(w.events)
             st.next_offset = w.last + 1

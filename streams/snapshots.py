@@ -3,11 +3,12 @@ them in the object store under the layout of :mod:`schemas.snapshots`.
 
 Exactly-once in the union of snapshots rests on two rules:
 
-- a file is named by its event type, date, Kafka partition and first/last row offset, and
-  ``put`` replaces a file of the same name whole;
-- on partition assignment the writer removes the partition's files whose rows lie at or
-  after the committed offset: they were written but never committed (the worker died
-  between the put and the commit), and their events are about to be read again.
+- a file is named by its event type, arrival date, Kafka partition and first/last row offset
+  (and its rows' event-time range), and ``put`` replaces a file of the same name whole;
+- on partition assignment the writer removes the partition's files (of any date, and of
+  the legacy layout too) whose rows lie at or after the committed offset: they were written
+  but never committed (the worker died between the put and the commit), and their events are
+  about to be read again.
 
 On assignment it also removes the partition's temporary files (a local store's
 ``.part-p<P>-...tmp``, left by a writer killed mid-write) that were last written before this
@@ -21,27 +22,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.storage import ObjectStore
 from schemas.events import Event
 from schemas.snapshots import SnapshotFile, arrow_schema, prefix_for
-from streams.fast_decode import EventRecord
 
 log = logging.getLogger(__name__)
 
-_EPOCH = date(1970, 1, 1)
 _SPECIAL = {"ts", "kafka_partition", "kafka_offset"}
 # Older than this, a temporary file is no live write's (one file takes well under a second).
 STALE_TEMP_S = 60.0
 
 
-def day_of(epoch: float) -> int:
-    """Days since 1970-01-01 (UTC) of an epoch timestamp."""
-    return int(epoch // 86400)
+def arrival_day(now: float | None = None) -> date:
+    """The UTC day of ``now`` (default: the clock): the ``arrival_date`` of files written now."""
+    return datetime.fromtimestamp(time.time() if now is None else now, UTC).date()
 
 
 def to_table(
@@ -65,46 +65,40 @@ def to_table(
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def split_by_day(
-    events: Sequence[Event | EventRecord],
-    offsets: Sequence[int],
-    into: dict[int, tuple[list, list]] | None = None,
-) -> dict[int, tuple[list, list]]:
-    """Group a partition's events by event-time day, keeping offset order (appended to the
-    groups of ``into`` if given)."""
-    out: dict[int, tuple[list, list]] = {} if into is None else into
-    for ev, off in zip(events, offsets, strict=True):
-        day = int(ev.epoch // 86400)
-        group = out.get(day)
-        if group is None:
-            group = out[day] = ([], [])
-        group[0].append(ev)
-        group[1].append(off)
-    return out
-
-
 # Dictionary encoding only where values repeat: on the unique columns (event id, time,
 # offset) it cost time and bytes (MovieLens replay, ~115 rows a file: 527 -> 376 us and
 # 4.9 -> 4.4 kB a file; 20k rows: 6.5 -> 4.0 ms, 365 -> 261 kB).
 _DICTIONARY_COLUMNS = ("user_id", "item_id")
 
 
+# Row groups of a big file (a catch-up with a large STREAMREC_STREAM_FLUSH_EVENTS): each has
+# min/max statistics on ``ts``, so a time filter skips row groups as well as files.
+ROW_GROUP_ROWS = 131_072
+
+
 def to_parquet(table: pa.Table, compression: str = "zstd") -> bytes:
     sink = pa.BufferOutputStream()
     names = table.column_names
     dictionary = [c for c in _DICTIONARY_COLUMNS if c in names]
-    pq.write_table(table, sink, compression=compression, use_dictionary=dictionary)
+    pq.write_table(
+        table,
+        sink,
+        compression=compression,
+        use_dictionary=dictionary,
+        row_group_size=ROW_GROUP_ROWS,
+    )
     return sink.getvalue().to_pybytes()
 
 
-def snapshot_file(event_type: str, day: int, partition: int, table: pa.Table) -> SnapshotFile:
+def snapshot_file(event_type: str, arrival: date, partition: int, table: pa.Table) -> SnapshotFile:
     offsets = table.column("kafka_offset")
-    return SnapshotFile(
-        event_type=event_type,
-        date=_EPOCH + timedelta(days=day),
-        partition=partition,
-        first_offset=offsets[0].as_py(),
-        last_offset=offsets[-1].as_py(),
+    ts = pc.min_max(table.column("ts").cast(pa.int64()))
+    return SnapshotFile.of_rows(
+        event_type,
+        arrival,
+        partition,
+        (offsets[0].as_py(), offsets[-1].as_py()),
+        (ts["min"].as_py(), ts["max"].as_py()),
     )
 
 
@@ -121,7 +115,7 @@ class SnapshotWriter:
     def write(
         self,
         event_type: str,
-        day: int,
+        arrival: date,
         partition: int,
         tables: Sequence[pa.Table],
         *,
@@ -130,7 +124,7 @@ class SnapshotWriter:
         """Put one file and return its key; ``deferred``: durable only once :meth:`sync`
         of the key returns (a flush job syncs its files at once, before its commit)."""
         table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
-        meta = snapshot_file(event_type, day, partition, table)
+        meta = snapshot_file(event_type, arrival, partition, table)
         put = self.store.put_deferred if deferred else self.store.put
         put(meta.key, to_parquet(table, self.compression))
         return meta.key

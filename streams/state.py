@@ -17,9 +17,9 @@ class PartitionState:
     redis_wm: int = -1  # Redis watermark: highest offset whose features are applied
     # Offsets below this are in snapshot files written or being written (the next commit).
     flushed_to: int = -1
-    # Rows waiting for the next flush job, per event-time day: (events, offsets). Tables are
+    # Rows waiting for the next flush job: (events, offsets), in offset order. The table is
     # built once per file by the flush job, off the consumer thread.
-    buffers: dict[int, tuple[list, list[int]]] = field(default_factory=dict)
+    buffer: tuple[list, list[int]] = field(default_factory=lambda: ([], []))
     buffered: int = 0
 
     @property

@@ -153,7 +153,8 @@ def test_temp_files_of_a_killed_writer_are_removed_on_assignment(topics: Setting
 
     def temp_of(partition: int, first: int, mtime: float) -> Path:
         # Exactly what a writer killed between its write and its rename leaves behind.
-        key = SnapshotFile("watch", date(2024, 6, 1), partition, first, first + 9).key
+        ts = (1_717_200_000_000_000, 1_717_200_009_000_000)
+        key = SnapshotFile.of_rows("watch", date(2024, 6, 1), partition, (first, first + 9), ts).key
         path = Path(store._write_tmp(store._path(key), b"half a parquet file"))
         os.utime(path, (mtime, mtime))
         return path

@@ -91,15 +91,16 @@ def test_a_job_syncs_all_its_files_once_before_its_commit(tmp_path) -> None:
     proc, writer, commits = make_processor(tmp_path, stream_flush_events=100)
     writer.store = store = SyncLog(tmp_path, commits)
     writer.gate.set()
-    tp = ("p.watch", 0)
-    proc.assign({tp: -1})
-    proc.process({tp: [(i, b"u1", watch(i, t=T0 + i * 86400), None) for i in range(3)]})
+    a, b = ("p.watch", 0), ("p.watch", 1)
+    proc.assign({a: -1, b: -1})
+    days = [(i, b"u1", watch(i, t=T0 + i * 86400), None) for i in range(3)]
+    proc.process({a: days, b: batch(0, 2)})
     proc.flush()
     puts = sorted(k for op, k, *_ in store.log if op == "put")
-    assert len(puts) == 3  # a file per event-time day
-    assert [e[0] for e in store.log] == ["put", "put", "put", "sync"]
-    assert store.log[3] == ("sync", puts, 0)  # every file, once, before any commit
-    assert commits == [{tp: 3}]
+    assert len(puts) == 2  # a file per partition (3 event-time days in one: dated by arrival)
+    assert [e[0] for e in store.log] == ["put", "put", "sync"]
+    assert store.log[2] == ("sync", puts, 0)  # every file, once, before any commit
+    assert commits == [{a: 3, b: 2}]
     assert store.list("events/") == puts
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 import pyarrow as pa
@@ -22,7 +22,7 @@ from streams.features import Limits, compute_deltas, to_payload, trending_plan
 from streams.metrics import StreamMetrics
 from streams.processor import Processor
 from streams.redis_sink import APPLIED, ApplyResult
-from streams.snapshots import SnapshotWriter, split_by_day, to_parquet, to_table
+from streams.snapshots import SnapshotWriter, to_parquet, to_table
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
 
@@ -112,26 +112,38 @@ def test_trending_plan_decays_by_half_life() -> None:
     assert plan[1][0] == "x:{p0}:pop:h:" + time.strftime("%Y%m%d%H", time.gmtime(T0 - 3600))
 
 
-def test_snapshot_table_is_typed_and_named_by_offsets(tmp_path) -> None:
+def test_snapshot_table_is_typed_and_named_by_offsets_and_event_times(tmp_path) -> None:
     from streams.decode import decode_one
 
+    # Two event-time days in one batch: one file (the layout is dated by arrival).
     evs = [decode_one(watch(i, t=T0 + i * 20_000), "watch") for i in range(4)]
-    groups = split_by_day(evs, [100, 101, 102, 103])
-    assert sorted(len(g[0]) for g in groups.values()) == [1, 3]
     store = LocalStore(tmp_path)
     writer = SnapshotWriter(store, "zstd")
-    keys = []
-    for day, (e, o) in sorted(groups.items()):
-        table = to_table("watch", e, o, partition=2)
-        assert table.schema == arrow_schema("watch")
-        keys.append(writer.write("watch", day, 2, [table]))
+    table = to_table("watch", evs, [100, 101, 102, 103], partition=2)
+    assert table.schema == arrow_schema("watch")
+    arrived = date(2026, 11, 29)
+    keys = [
+        writer.write("watch", arrived, 2, [table]),
+        writer.write(
+            "watch", arrived + timedelta(days=1), 2, [to_table("watch", evs[:1], [104], 2)]
+        ),
+    ]
+    assert keys[0] == (
+        "events/event_type=watch/arrival_date=2026-11-29/part-p2-o00000000000000000100"
+        "-00000000000000000103-t20240501T120000-20240502T044000.parquet"
+    )
     metas = [SnapshotFile.parse(k) for k in keys]
     assert [(m.partition, m.first_offset, m.last_offset) for m in metas] == [
-        (2, 100, 102),
-        (2, 103, 103),
+        (2, 100, 103),
+        (2, 104, 104),
     ]
+    first = metas[0]
+    assert first.ts_min == datetime.fromtimestamp(T0, UTC)
+    assert first.may_hold(None, first.ts_min + timedelta(seconds=1))
+    assert not first.may_hold(first.ts_max + timedelta(seconds=1), None)
+    assert not first.may_hold(None, first.ts_min)  # [since, until) is half-open
     back = pq.read_table(pa.BufferReader(store.get(keys[0])))
-    assert back.column("event_id").to_pylist() == ["w0", "w1", "w2"]
+    assert back.column("event_id").to_pylist() == ["w0", "w1", "w2", "w3"]
     assert (
         pq.ParquetFile(pa.BufferReader(store.get(keys[0])))
         .metadata.row_group(0)
@@ -139,10 +151,21 @@ def test_snapshot_table_is_typed_and_named_by_offsets(tmp_path) -> None:
         .compression.lower()
         == "zstd"
     )
+    # A file of the layout before arrival dates: parsed (bounded by its event day) and
+    # cleaned up like the others.
+    legacy = (
+        "events/event_type=watch/date=2024-05-01/"
+        "part-p2-o00000000000000000105-00000000000000000106.parquet"
+    )
+    store.put(legacy, to_parquet(to_table("watch", evs[:2], [105, 106], 2)))
+    old = SnapshotFile.parse(legacy)
+    assert old is not None and old.legacy and old.key == legacy
+    assert old.may_hold(datetime(2024, 5, 1, 23, tzinfo=UTC), None)
+    assert not old.may_hold(datetime(2024, 5, 2, 0, 0, 1, tzinfo=UTC), None)
     # Rewriting the same batch replaces the file; files at/after the committed offset go.
-    writer.write("watch", sorted(groups)[0], 2, [to_table("watch", *groups[sorted(groups)[0]], 2)])
-    assert len(store.list("events/")) == 2
-    assert writer.remove_uncommitted("watch", 2, committed=103) == [keys[1]]
+    writer.write("watch", arrived, 2, [table])
+    assert len(store.list("events/")) == 3
+    assert writer.remove_uncommitted("watch", 2, committed=104) == [keys[1], legacy]
     assert writer.remove_uncommitted("watch", 1, committed=0) == []
     assert store.list("events/") == [keys[0]]
     assert len(to_parquet(table, "snappy")) > 0

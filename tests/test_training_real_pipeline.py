@@ -1,7 +1,8 @@
 """The trainer on data that went through the real pipeline: MovieLens-100K's train split
 replayed into Kafka, consumed by the stream processor into Parquet snapshots, then
 ``streamrec train`` (catalog from the compacted topic), publishing, tampering and two
-trainers racing to publish."""
+trainers racing to publish. The snapshot store it writes is also checked as a data lake
+(:func:`tests.lake.check_lake`: file count, time pruning, the README's DuckDB query)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from core.config import Settings
 from ingest.movielens import load_movielens
 from ingest.replay import replay_movielens
 from models import IntegrityError, ModelRegistry
+from tests.lake import check_lake
 from training.pipeline import CANDIDATE, run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -25,13 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 def test_replayed_movielens_trains_publishes_and_races(topics: Settings) -> None:
     from streams import run_worker
 
-    s = topics.model_copy(update={"stream_flush_interval_s": 2.0, "train_threads": 2})
+    s = topics.model_copy(update={"train_threads": 2})  # default flush cadence: issue 20
     ml = load_movielens(s.cache_path)
     train_split = ml.subset("train")
     stats = replay_movielens(s, train_split)
     assert stats.events == 2 * len(train_split)  # a watch and a rate per rating
     summary = run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
     assert summary.processed == stats.events and summary.files_written > 0
+    check_lake(s.storage, summary.files_written)
 
     report = run_training(s, catalog_source="topic")
     m = report.metrics

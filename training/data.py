@@ -1,8 +1,9 @@
 """Stage 1: read the event snapshots and build weighted user-item interactions.
 
 Only the files needed are read: snapshot keys are listed per event type, parsed with
-:class:`schemas.snapshots.SnapshotFile` and filtered by their ``date=`` partition before any
-byte is fetched; row-level time filtering happens in the Parquet scan. Events are deduped by
+:class:`schemas.snapshots.SnapshotFile` and filtered by the event-time range in their name
+(a legacy ``date=`` file: by its day) before any byte is fetched; row groups and rows are
+filtered by time in the Parquet scan. Events are deduped by
 ``event_id`` (the stream processor already guarantees it; this is belt and braces).
 
 Weights: each (user, item) pair gets ``watch_weight * log2(1 + n_watch_events)`` plus
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -51,12 +52,6 @@ class TimeRange:
             raise TrainingError(
                 f"empty time range: since {self.since} is not before until {self.until}"
             )
-
-    def keeps_day(self, day: date) -> bool:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        if self.since and start + timedelta(days=1) <= self.since:
-            return False
-        return not (self.until and start >= self.until)
 
 
 def parse_day_or_time(text: str, *, end: bool = False) -> datetime:
@@ -114,7 +109,7 @@ def list_snapshots(store: ObjectStore, time_range: TimeRange) -> list[SnapshotFi
     for event_type in EVENT_TYPES:
         for key in store.list(prefix_for(event_type)):
             snap = SnapshotFile.parse(key)
-            if snap is not None and time_range.keeps_day(snap.date):
+            if snap is not None and snap.may_hold(time_range.since, time_range.until):
                 files.append(snap)
     return sorted(files)
 

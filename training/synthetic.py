@@ -39,7 +39,7 @@ def write_snapshots(
     max_rows: int = 250_000,
     first_offset: int = 0,
 ) -> list[str]:
-    """Write ``events`` as snapshot files: one file per (partition, day), at most
+    """Write ``events`` as snapshot files: one file per (partition, event day), at most
     ``max_rows`` rows each, users hashed to partitions, offsets counting up per partition
     in time order from ``first_offset`` (as a Kafka replay would produce them; a later batch
     written separately needs a higher one). Returns the keys written."""
@@ -92,7 +92,14 @@ def write_snapshots(
                     cols["seconds"] = pa.nulls(hi - lo, pa.float64())
                 table = pa.table({f.name: cols[f.name] for f in schema}, schema=schema)
                 day = np.datetime64(int(days[lo]), "D").astype(object)
-                snap = SnapshotFile(event_type, day, p, int(offsets[lo]), int(offsets[hi - 1]))
+                # Arrival date = event day, as a live stream writes them.
+                snap = SnapshotFile.of_rows(
+                    event_type,
+                    day,
+                    p,
+                    (int(offsets[lo]), int(offsets[hi - 1])),
+                    (int(ts[idx].min()) * 1_000_000, int(ts[idx].max()) * 1_000_000),
+                )
                 sink = pa.BufferOutputStream()
                 pq.write_table(table, sink, compression="zstd")
                 store.put(snap.key, sink.getvalue().to_pybytes())
