@@ -96,6 +96,7 @@ _LEGACY = re.compile(
     r"part-p(?P<partition>\d+)-o(?P<first>\d{20})-(?P<last>\d{20})\.parquet$"
 )
 _STAMP = "%Y%m%dT%H%M%S"
+_Day = date  # the class below has a field named ``date``
 
 
 def _stamp(t: datetime) -> str:
@@ -125,7 +126,7 @@ class SnapshotFile:
     def of_rows(
         cls,
         event_type: str,
-        arrival: date,
+        arrival: _Day,
         partition: int,
         offsets: tuple[int, int],
         ts_us: tuple[int, int],
