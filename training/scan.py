@@ -2,9 +2,9 @@
 files whose event-time range meets the window (:func:`training.data.list_snapshots`), the time
 filter pushed into the Parquet scan (row groups skipped by their ``ts`` statistics), user
 and item ids read as dictionary codes (so no id string is materialised per row), and each
-batch's ``event_id`` reduced to a 64-bit hash right away: duplicates are dropped by hash, and the id strings (the widest column) never
-sit in memory all at once. Local stores are scanned as one ``pyarrow.dataset`` per event
-type; other stores are fetched a file at a time.
+batch's ``event_id`` reduced to a 64-bit hash right away: duplicates are dropped by hash, and
+the id strings (the widest column) never sit in memory all at once. Local stores are scanned
+as one ``pyarrow.dataset`` per event type; other stores are fetched a file at a time.
 """
 
 from __future__ import annotations
