@@ -34,6 +34,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 _SKIPPED: list[str] = []
 
+# Tests on the clustered stack kill and restart its brokers and Redis masters, and check the
+# cluster whole between steps: under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`)
+# they all go to one process, in order, so no two of them fault the shared cluster at once.
+_CLUSTER_GROUP = "cluster-stack"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if "cluster_stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(_CLUSTER_GROUP))
+
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.skipped and not hasattr(report, "wasxfail"):

@@ -46,13 +46,16 @@ def ensure_apt_package(
     else:
         raise NotInstalledError(service, program, f"run `apt-get install -y {package}` as root")
 
-    install = [*prefix, "apt-get", "install", "-y", "--no-install-recommends", package]
+    # Several installers may run at once (test processes, another `stack up`): apt-get waits
+    # for dpkg's lock instead of failing at once on "Could not get lock".
+    wait = ["-o", "DPkg::Lock::Timeout=600"]
+    install = [*prefix, "apt-get", *wait, "install", "-y", "--no-install-recommends", package]
     log.info("%s: installing %s with apt-get (one-time)...", service, package)
     result = _run(install)
     if result.returncode != 0:
         # Usually stale package lists on a fresh machine (404 on an old .deb version).
         log.info("%s: apt-get install failed; running apt-get update and retrying", service)
-        update = _run([*prefix, "apt-get", "update"])
+        update = _run([*prefix, "apt-get", *wait, "update"])
         if update.returncode != 0:
             raise InstallError(service, update.args, update.stdout)
         result = _run(install)
