@@ -196,7 +196,7 @@ def run_bench(args: argparse.Namespace) -> None:
         **os.environ,
         "STREAMREC_TOPIC_PREFIX": tag,
         "STREAMREC_REDIS_KEY_PREFIX": tag,
-        "STREAMREC_STORAGE_URL": settings.storage,
+        "STREAMREC_STORAGE_URL": settings.storage.location,
         "STREAMREC_LOG_LEVEL": "WARNING",
     }
     if args.no_result_cache:

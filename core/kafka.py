@@ -42,7 +42,7 @@ class DeliveryStats:
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.kafka.bootstrap,
         # Idempotence gives exactly-once per partition for retries inside librdkafka and
         # implies acks=all; set both so the intent reads from the config.
         "enable.idempotence": True,
@@ -59,7 +59,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "partitioner": PARTITIONER,
         # How long librdkafka retries a message before reporting it failed: long enough to
         # ride out a broker restart (the queue fills meanwhile and send() waits).
-        "message.timeout.ms": settings.kafka_delivery_timeout_ms,
+        "message.timeout.ms": settings.kafka.delivery_timeout_ms,
     }
     conf.update(overrides)
     return conf
@@ -120,7 +120,7 @@ class EventProducer:
                 self._producer.poll(0.05)  # let deliveries drain the queue
             except KafkaException as err:
                 raise KafkaError(
-                    f"cannot produce to {topic}: {err}", bootstrap=self.settings.kafka_bootstrap
+                    f"cannot produce to {topic}: {err}", bootstrap=self.settings.kafka.bootstrap
                 ) from err
 
     def send(
@@ -154,7 +154,7 @@ class EventProducer:
         reported failed within the delivery timeout, so this waits that long (plus
         ``grace_s``) at most. Whatever is still queued then is purged, which reports it
         failed too. Returns how many were purged."""
-        timeout = self.settings.kafka_delivery_timeout_ms / 1000 + grace_s
+        timeout = self.settings.kafka.delivery_timeout_ms / 1000 + grace_s
         remaining = self._producer.flush(timeout)
         if remaining:
             self._producer.purge(in_queue=True, in_flight=True)
@@ -170,7 +170,7 @@ class EventProducer:
             self.stats.reasons.append(f"{remaining} still queued after {timeout:.0f} s")
         if self.stats.failed:
             raise DeliveryFailed(
-                self.stats.failed, self.stats.reasons, bootstrap=self.settings.kafka_bootstrap
+                self.stats.failed, self.stats.reasons, bootstrap=self.settings.kafka.bootstrap
             )
         return self.stats
 
@@ -185,7 +185,7 @@ class EventProducer:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
 
 
 def check_kafka(settings: Settings, timeout: float = 5.0) -> None:
@@ -194,8 +194,8 @@ def check_kafka(settings: Settings, timeout: float = 5.0) -> None:
         admin_client(settings).list_topics(timeout=timeout)
     except KafkaException as err:
         raise KafkaError(
-            f"Kafka at {settings.kafka_bootstrap} is unreachable: {err}",
-            bootstrap=settings.kafka_bootstrap,
+            f"Kafka at {settings.kafka.bootstrap} is unreachable: {err}",
+            bootstrap=settings.kafka.bootstrap,
         ) from None
 
 
@@ -207,24 +207,24 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as err:
         raise KafkaError(
-            f"Kafka at {settings.kafka_bootstrap} is unreachable: {err}",
-            bootstrap=settings.kafka_bootstrap,
+            f"Kafka at {settings.kafka.bootstrap} is unreachable: {err}",
+            bootstrap=settings.kafka.bootstrap,
         ) from None
     new = []
     for spec in TOPICS:
         name = settings.topic(spec.name)
         if name in existing:
             continue
-        config = {"retention.ms": str(settings.topic_retention_ms), **spec.config}
-        if settings.topic_min_insync_replicas > 1:  # 1 leaves the broker default in force
-            config["min.insync.replicas"] = str(settings.topic_min_insync_replicas)
+        config = {"retention.ms": str(settings.kafka.topic_retention_ms), **spec.config}
+        if settings.kafka.topic_min_insync_replicas > 1:  # 1 leaves the broker default in force
+            config["min.insync.replicas"] = str(settings.kafka.topic_min_insync_replicas)
         if spec.compacted:
             config.pop("retention.ms")
         new.append(
             NewTopic(
                 name,
-                num_partitions=spec.partitions or settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
+                num_partitions=spec.partitions or settings.kafka.topic_partitions,
+                replication_factor=settings.kafka.topic_replication_factor,
                 config=config,
             )
         )
@@ -238,7 +238,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         except KafkaException as err:
             if "TOPIC_ALREADY_EXISTS" not in str(err):  # lost a race with another creator
                 raise KafkaError(
-                    f"cannot create topic {name}: {err}", bootstrap=settings.kafka_bootstrap
+                    f"cannot create topic {name}: {err}", bootstrap=settings.kafka.bootstrap
                 ) from None
     # Metadata propagates asynchronously; wait so a producer right after sees the topics.
     deadline = time.monotonic() + timeout
@@ -265,7 +265,7 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
 def _offset_consumer(settings: Settings, group_id: str) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            "bootstrap.servers": settings.kafka.bootstrap,
             "group.id": group_id,
             "enable.auto.commit": False,
         }
@@ -290,7 +290,7 @@ def end_offsets(
     except KafkaException as err:
         raise KafkaError(
             f"cannot read the offsets of {', '.join(topics)}: {err}",
-            bootstrap=settings.kafka_bootstrap,
+            bootstrap=settings.kafka.bootstrap,
         ) from None
     finally:
         consumer.close()
@@ -314,7 +314,7 @@ def group_lag(settings: Settings, group_id: str, topics: list[str], timeout: flo
         return lag
     except KafkaException as err:
         raise KafkaError(
-            f"cannot read the lag of group {group_id}: {err}", bootstrap=settings.kafka_bootstrap
+            f"cannot read the lag of group {group_id}: {err}", bootstrap=settings.kafka.bootstrap
         ) from None
     finally:
         consumer.close()

@@ -1,33 +1,32 @@
-"""Render the configuration table of the README from :class:`core.config.Settings`
-(``python -m core.settings_doc``); a test checks the README lists every setting."""
+"""Render the configuration table of the README from :class:`core.config.Settings` and its
+sections (``python -m core.settings_doc``); a test checks the README lists every setting."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from core.config import Settings
+from core.config import Settings, flat_names, sections
 
 
-def rows() -> list[tuple[str, str, str]]:
+def rows() -> list[tuple[str, str, str, str]]:
+    """(variable, field in code, default, meaning), in the order of :class:`Settings`: its own
+    fields, then each section's."""
     out = []
-    fields = Settings.model_fields
-    # Settings' own sections first, then the sections it inherits (core/config_*.py): the
-    # order the sections are read in.
-    own = [n for n in fields if n in Settings.__annotations__]
-    for name in own + [n for n in fields if n not in own]:
-        field = fields[name]
+    for flat, (section, name) in flat_names().items():
+        field = (sections()[section] if section else Settings).model_fields[name]
         default = field.default
-        if name == "home":
+        if flat == "home":
             default = "the checkout (or the working directory)"
         shown = "unset" if default is None else str(default)
-        out.append((f"STREAMREC_{name.upper()}", shown, field.description or ""))
+        where = f"{section}.{name}" if section else name
+        out.append((f"STREAMREC_{flat.upper()}", where, shown, field.description or ""))
     return out
 
 
 def markdown() -> str:
-    lines = ["| variable | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{n}` | `{d}` | {m} |" for n, d, m in rows()]
+    lines = ["| variable | in code: `settings.` | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{n}` | `{w}` | `{d}` | {m} |" for n, w, d, m in rows()]
     return "\n".join(lines) + "\n"
 
 

@@ -71,7 +71,7 @@ class ModelRegistry:
     @classmethod
     def from_settings(cls, settings: Settings, name: str | None = None) -> ModelRegistry:
         """The registry of ``name`` (default ``settings.model_name``) in ``settings.storage``."""
-        store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
+        store = open_store(settings.storage)
         return cls(store, name or settings.model_name)
 
     def __repr__(self) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from core.config_rollout import RolloutFields
+from core.config_rollout import RolloutSettings
 from core.storage import ObjectStore
 from models import aliases
 from models.registry import ModelRegistry
@@ -164,26 +164,26 @@ def settle_abort(registry: ModelRegistry, r: Rollout, evidence: dict[str, Any]) 
 
 
 # --- building a request ------------------------------------------------------------------
-def plan_from_settings(settings: RolloutFields, version: int, **overrides: Any) -> RolloutPlan:
-    """A plan with the ``rollout_*`` settings as defaults and ``overrides`` (None: default)
+def plan_from_settings(rollout: RolloutSettings, version: int, **overrides: Any) -> RolloutPlan:
+    """A plan with the rollout section as defaults and ``overrides`` (None: default)
     on top. Raises pydantic's ValidationError (a ValueError) for a bad plan."""
     values: dict[str, Any] = {
         "version": version,
-        "steps": settings.rollout_steps,
-        "min_samples": settings.rollout_min_samples,
-        "alpha": settings.rollout_alpha,
-        "margin": settings.rollout_margin,
-        "max_error_ratio_increase": settings.rollout_max_error_ratio_increase,
-        "max_p99_ratio": settings.rollout_max_p99_ratio,
-        "p99_slack_ms": settings.rollout_p99_slack_ms,
-        "settle_s": settings.rollout_settle_s,
+        "steps": rollout.steps,
+        "min_samples": rollout.min_samples,
+        "alpha": rollout.alpha,
+        "margin": rollout.margin,
+        "max_error_ratio_increase": rollout.max_error_ratio_increase,
+        "max_p99_ratio": rollout.max_p99_ratio,
+        "p99_slack_ms": rollout.p99_slack_ms,
+        "settle_s": rollout.settle_s,
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     return RolloutPlan(**values)
 
 
 def new_rollout(
-    settings: RolloutFields,
+    rollout: RolloutSettings,
     model: str,
     version: int,
     *,
@@ -194,7 +194,7 @@ def new_rollout(
     """A requested rollout of ``model`` v``version`` with the settings' defaults under
     ``overrides`` (None: default), as both the API and the CLI request one. Raises pydantic's
     ValidationError (a ValueError) for a bad plan."""
-    plan = plan_from_settings(settings, version, **overrides)
+    plan = plan_from_settings(rollout, version, **overrides)
     return Rollout(
         **plan.model_dump(),
         rollout_id=uuid.uuid4().hex[:12],

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from core.config_rollout import RolloutFields
+from core.config_rollout import RolloutSettings
 from models import rollouts
 from models.registry import ModelRegistry
 from models.rollouts import first_error, new_rollout, not_startable
@@ -74,7 +74,7 @@ class Outcome:
 class RolloutController:
     registry: ModelRegistry
     metrics_source: MetricsSource
-    settings: RolloutFields
+    settings: RolloutSettings
     clock: Callable[[], float] = time.monotonic
     _ready_at: dict[tuple[str, int], float] = field(default_factory=dict)
 
@@ -207,7 +207,7 @@ class RolloutController:
     ) -> Outcome:
         """Call :meth:`step` every ``poll_s`` until the rollout ends (or ``should_stop``);
         with ``forever``, keep picking up requested rollouts until ``should_stop``."""
-        poll = self.settings.rollout_poll_s if poll_s is None else poll_s
+        poll = self.settings.poll_s if poll_s is None else poll_s
         while True:
             try:
                 out = self.step()

@@ -16,6 +16,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import RedisClusterException
 
+from core.config import Settings
 from core.redis import connect
 from rollout.decision import ArmStats
 from rollout.errors import MetricsUnavailable
@@ -106,15 +107,17 @@ class LiveMetricsSource(MetricsSource):
         self._http = httpx.Client(timeout=timeout_s)
 
     @classmethod
-    def from_settings(cls, settings: object, api_url: str | None = None) -> LiveMetricsSource:
-        g = settings.__getattribute__
-        url = api_url or g("rollout_api_url") or f"http://127.0.0.1:{g('serve_port')}"
+    def from_settings(cls, settings: Settings, api_url: str | None = None) -> LiveMetricsSource:
+        """Redis of the Redis section; the API's /metrics at ``api_url``, else the rollout
+        section's, else the local API's port (the serve section's)."""
+        s = settings
+        url = api_url or s.rollout.api_url or f"http://127.0.0.1:{s.serve.port}"
         return cls(
-            redis_url=g("redis_url"),
-            key_prefix=g("redis_key_prefix"),
+            redis_url=s.redis.url,
+            key_prefix=s.redis.key_prefix,
             api_url=url,
-            partitions=g("topic_partitions"),
-            cluster=g("redis_cluster"),
+            partitions=s.kafka.topic_partitions,
+            cluster=s.redis.cluster,
         )
 
     def counters(

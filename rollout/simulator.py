@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
+from core.config import Settings
 from core.kafka import EventProducer
 from rollout.errors import SimulatorError
 from schemas.events import WatchEvent, make_event_id
@@ -120,7 +121,7 @@ class SimStats:
 class Simulator:
     def __init__(
         self,
-        settings: object,
+        settings: Settings,
         api_url: str,
         future: Mapping[str, frozenset[str]],
         *,
@@ -138,9 +139,9 @@ class Simulator:
         self.users = sorted(self.future)
         self.rate, self.k, self.concurrency = rate, k, concurrency
         self.rng = random.Random(seed)
-        self.watch_prob = settings.simulate_watch_prob  # type: ignore[attr-defined]
-        self.noise_prob = settings.simulate_noise_prob  # type: ignore[attr-defined]
-        self.producer = producer or EventProducer(settings)  # type: ignore[arg-type]
+        self.watch_prob = settings.simulate.watch_prob
+        self.noise_prob = settings.simulate.noise_prob
+        self.producer = producer or EventProducer(settings)
         self.stats = SimStats()
 
     async def _one(self, client: httpx.AsyncClient, user: str) -> None:

@@ -72,7 +72,7 @@ async def open_context(
     # parallel beat one request fanned out over every core (and oversubscription).
     limits = threadpool_limits(limits=1)
     redis = _redis_client(settings)
-    store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
+    store = open_store(settings.storage)
     # Both connect lazily: serving starts (and falls back) while Redis is down.
     reader = (ClusterReader if settings.redis_cluster else RedisReader)(
         settings.redis_url, connect_timeout=settings.serve_redis_timeout_ms / 1000

@@ -34,8 +34,8 @@ def create_app(
     settings: Settings, *, until_caught_up: bool = False, engine: str | None = None
 ) -> Worker:
     """A stream worker (not started) with its own metrics registry, on ``engine``
-    (default ``settings.stream_engine``): "confluent" or "faust"."""
-    engine = engine or settings.stream_engine
+    (default ``settings.stream.engine``): "confluent" or "faust"."""
+    engine = engine or settings.stream.engine
     if engine == "faust":
         from streams.faust_worker import FaustWorker  # faust is imported only when used
 
@@ -68,8 +68,8 @@ def run_worker(
     waits for it, calls ``on_tick`` about 4 times a second and turns SIGINT/SIGTERM into a
     graceful stop (flush, commit, leave the group)."""
     worker = create_app(settings, until_caught_up=until_caught_up, engine=engine)
-    port = metrics_port if metrics_port is not None else settings.stream_metrics_port
-    host = settings.stream_metrics_host
+    port = metrics_port if metrics_port is not None else settings.stream.metrics_port
+    host = settings.stream.metrics_host
     bound = serve_metrics(worker.metrics, port, host) if port >= 0 else None
     if bound is not None:
         log.info("metrics on http://%s:%d/metrics", host, bound)

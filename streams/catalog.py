@@ -28,10 +28,10 @@ class Catalog:
         self._on_items = on_items
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 # Required by librdkafka, but never joined or committed (the partitions are
                 # assigned): one stable id per app instead of a fresh one per start.
-                "group.id": f"{settings.topic_prefix}.{settings.stream_app_id}.catalog-reader",
+                "group.id": f"{settings.kafka.topic(settings.stream.app_id)}.catalog-reader",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": False,

@@ -39,8 +39,8 @@ FLUSH_TIMEOUT_S = MESSAGE_TIMEOUT_MS / 1000 + 10
 class DeadLetterSender:
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic(DEAD_LETTER)
-        self.bootstrap = settings.kafka_bootstrap
-        self.max_bytes = settings.stream_dead_letter_max_bytes
+        self.bootstrap = settings.kafka.bootstrap
+        self.max_bytes = settings.stream.dead_letter_max_bytes
         conf = producer_config(
             settings,
             **{

@@ -69,7 +69,7 @@ def create_faust_app(
     s = settings
     app = faust.App(
         group,  # the group id: the same as the confluent engine's (one committed position)
-        broker=faust_broker(s.kafka_bootstrap),
+        broker=faust_broker(s.kafka.bootstrap),
         key_serializer="raw",
         value_serializer="raw",
         autodiscover=False,
@@ -78,17 +78,17 @@ def create_faust_app(
         topic_allow_declare=False,  # ensure_topics made them, with our configuration
         datadir=str(datadir),
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=s.stream_session_timeout_ms / 1000,
-        broker_heartbeat_interval=max(0.5, s.stream_session_timeout_ms / 5000),
-        broker_max_poll_interval=s.stream_max_poll_interval_ms / 1000,
-        stream_buffer_maxsize=max(4096, 2 * s.stream_redis_batch_events),
+        broker_session_timeout=s.stream.session_timeout_ms / 1000,
+        broker_heartbeat_interval=max(0.5, s.stream.session_timeout_ms / 5000),
+        broker_max_poll_interval=s.stream.max_poll_interval_ms / 1000,
+        stream_buffer_maxsize=max(4096, 2 * s.stream.redis_batch_events),
         # No tracked messages (acks are off), so a revoke has nothing of Faust's to wait for;
         # the on_revoked hook flushes and commits our own work synchronously instead.
         stream_wait_empty=False,
     )
     names = [s.topic(c.TOPIC) for c in EVENT_TYPES.values()]
     topic = app.topic(*names, acks=False, key_serializer="raw", value_serializer="raw")
-    batch_n, within = s.stream_redis_batch_events, s.stream_redis_batch_ms / 1000
+    batch_n, within = s.stream.redis_batch_events, s.stream.redis_batch_ms / 1000
 
     async def process(stream: faust.StreamT) -> None:
         # take_events is a method of faust's Stream that its StreamT protocol does not list.

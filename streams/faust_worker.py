@@ -79,7 +79,7 @@ class FaustWorker(Worker):
 
         def commit(offsets: dict[TP, int]) -> None:
             # Only ever called once the app below has started (commits follow processing).
-            commit_through(app, loop, offsets, s.kafka_bootstrap)
+            commit_through(app, loop, offsets, s.kafka.bootstrap)
 
         build = functools.partial(
             build_parts,
@@ -93,7 +93,7 @@ class FaustWorker(Worker):
         # Committed offsets are read with a group-less client of the same group id (an
         # OffsetFetch, no membership), as the confluent engine does on assignment.
         offsets = Consumer(
-            {"bootstrap.servers": s.kafka_bootstrap, "group.id": group_id(s)}, logger=log
+            {"bootstrap.servers": s.kafka.bootstrap, "group.id": group_id(s)}, logger=log
         )
         run = _Run(self, parts.processor, offsets, call)
         datadir = tempfile.TemporaryDirectory(prefix="streamrec-faust-")

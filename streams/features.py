@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from core.config import StreamSettings
 from schemas import redis_keys as rk
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
@@ -27,7 +28,7 @@ ACTIVITY = frozenset({"watch", "rate", "feedback", "reco_request"})
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps and TTLs (configurable through Settings)."""
+    """Caps and TTLs: the stream section's (whose defaults are these, the key layout's)."""
 
     recent_cap: int = rk.USER_RECENT_CAP
     user_ttl_s: int = rk.USER_TTL_S
@@ -37,15 +38,14 @@ class Limits:
     pop_cap: int = rk.POP_CAP
 
     @classmethod
-    def from_settings(cls, s: object) -> Limits:
-        g = s.__getattribute__
+    def from_settings(cls, stream: StreamSettings) -> Limits:
         return cls(
-            recent_cap=g("stream_user_recent_cap"),
-            user_ttl_s=g("stream_user_ttl_s"),
-            item_ttl_s=g("stream_item_ttl_s"),
-            pop_hour_ttl_s=g("stream_pop_hour_ttl_s"),
-            pop_day_ttl_s=g("stream_pop_day_ttl_s"),
-            pop_cap=g("stream_pop_cap"),
+            recent_cap=stream.user_recent_cap,
+            user_ttl_s=stream.user_ttl_s,
+            item_ttl_s=stream.item_ttl_s,
+            pop_hour_ttl_s=stream.pop_hour_ttl_s,
+            pop_day_ttl_s=stream.pop_day_ttl_s,
+            pop_cap=stream.pop_cap,
         )
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import orjson
 from prometheus_client import CollectorRegistry
 
+from core.config import OnlineEvalSettings
 from schemas import redis_keys as rk
 from schemas.events import Event, RecoResponseEvent
 from schemas.redis_keys import RedisKeys
@@ -247,15 +248,18 @@ class OnlineEval:
 
     @classmethod
     def from_settings(
-        cls, settings: object, sink: object, registry: CollectorRegistry | None = None
+        cls,
+        settings: OnlineEvalSettings,
+        keys: RedisKeys,
+        sink: object,
+        registry: CollectorRegistry | None = None,
     ) -> OnlineEval:
-        """For the processor's Redis sink (its ``slots``) and the worker's registry."""
-        g = settings.__getattribute__
+        """For the processor's Redis keys and sink (its ``slots``) and the worker's registry."""
         return cls(
             getattr(sink, "slots", None),
-            RedisKeys(g("redis_key_prefix"), g("topic_partitions")),
-            window_s=g("online_eval_window_s"),
-            cap=g("online_eval_pending_cap"),
+            keys,
+            window_s=settings.window_s,
+            cap=settings.pending_cap,
             metrics=OnlineEvalMetrics.of(registry) if registry is not None else None,
         )
 

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def group_id(settings: Settings) -> str:
-    return f"{settings.topic_prefix}.{settings.stream_app_id}"
+    return f"{settings.kafka.topic_prefix}.{settings.stream.app_id}"
 
 
 def event_topics(settings: Settings) -> dict[str, str]:
@@ -156,10 +156,8 @@ def build_parts(
     commits through ``commit`` once its work is durable)."""
     s = settings
     ensure_topics(s)
-    redis = RedisSink.from_settings(s)
-    writer = SnapshotWriter(
-        open_store(s.storage, endpoint_url=s.s3_endpoint_url), s.stream_parquet_compression
-    )
+    redis = RedisSink.from_settings(s.redis, s.kafka)
+    writer = SnapshotWriter(open_store(s.storage), s.stream.parquet_compression)
     dead_letters = DeadLetterSender(s)
 
     def write_catalog(items: list[ItemRecord]) -> None:
@@ -168,7 +166,7 @@ def build_parts(
             sink="redis",
             metrics=metrics,
             stop=stop,
-            max_backoff_s=s.stream_retry_max_s,
+            max_backoff_s=s.stream.retry_max_s,
         )
 
     catalog = Catalog(s, on_items=write_catalog)
@@ -184,7 +182,7 @@ def build_parts(
         stop=stop,
         totals=totals,
     )
-    trending = Trending(redis, cap=s.stream_trending_cap, interval_s=s.stream_trending_interval_s)
+    trending = Trending(redis, cap=s.stream.trending_cap, interval_s=s.stream.trending_interval_s)
     return Parts(redis, dead_letters, catalog, processor, trending)
 
 
@@ -197,7 +195,7 @@ def bootstrap_catalog(
         sink="kafka",
         metrics=metrics,
         stop=stop,
-        max_backoff_s=settings.stream_retry_max_s,
+        max_backoff_s=settings.stream.retry_max_s,
     )
 
 

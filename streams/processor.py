@@ -68,11 +68,11 @@ class Processor:
         self._commit = commit
         self.metrics = metrics
         self.stop = stop
-        self.keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
-        self.limits = Limits.from_settings(s)
-        self.flush_events = s.stream_flush_events
-        self.flush_interval = s.stream_flush_interval_s
-        self.retry_max = s.stream_retry_max_s
+        self.keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
+        self.limits = Limits.from_settings(s.stream)
+        self.flush_events = s.stream.flush_events
+        self.flush_interval = s.stream.flush_interval_s
+        self.retry_max = s.stream.retry_max_s
         self.parts: dict[TP, PartitionState] = {}
         self.totals = Totals() if totals is None else totals  # the worker's, read by its callers
         self._pending_since: float | None = None
@@ -80,11 +80,11 @@ class Processor:
         # A refresh window far below every TTL, so a skipped EXPIRE never lets a key lapse.
         lim = self.limits
         min_ttl = min(lim.user_ttl_s, lim.item_ttl_s, lim.pop_hour_ttl_s, lim.pop_day_ttl_s)
-        self.ttls = TtlTracker(min(s.stream_ttl_refresh_s, min_ttl / 10))
+        self.ttls = TtlTracker(min(s.stream.ttl_refresh_s, min_ttl / 10))
         self.flusher = BackgroundFlusher(
             writer,
             lambda fn, sink: self._retry(fn, sink),
-            writers=s.stream_parquet_writers,
+            writers=s.stream.parquet_writers,
         )
         self.applier = RedisApplier(
             redis=redis,
@@ -94,11 +94,13 @@ class Processor:
             ttls=self.ttls,
             metrics=metrics,
             retry=lambda fn, sink: self._retry(fn, sink),
-            dedupe_window=s.stream_dedupe_window,
+            dedupe_window=s.stream.dedupe_window,
         )
         # Online evaluation (issue 7): each batch's join runs once its features are in
         # Redis and before its offsets can be committed (see streams.online_eval).
-        self.online_eval = OnlineEval.from_settings(s, redis, metrics.registry)
+        self.online_eval = OnlineEval.from_settings(
+            s.online_eval, self.keys, redis, metrics.registry
+        )
         self._joining: list[RedisWork] = []  # the batch in Redis now, to join once applied
 
     @property

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from core.config import KafkaSettings, RedisSettings
 from core.redis import connect
 from schemas.catalog import ItemRecord
 from schemas.redis_keys import GENRE_SEPARATOR, RedisKeys
@@ -111,14 +112,14 @@ class RedisSink:
         )
 
     @classmethod
-    def from_settings(cls, s: object) -> RedisSink:
-        g = s.__getattribute__
+    def from_settings(cls, redis: RedisSettings, kafka: KafkaSettings) -> RedisSink:
+        """The sink of the Redis section, for the event topics' partitions."""
         return cls(
-            g("redis_url"),
-            RedisKeys(g("redis_key_prefix"), g("topic_partitions")),
-            cluster=g("redis_cluster"),
-            min_replicas=g("redis_min_replicas_ack"),
-            wait_timeout_ms=g("redis_wait_timeout_ms"),
+            redis.url,
+            RedisKeys(redis.key_prefix, kafka.topic_partitions),
+            cluster=redis.cluster,
+            min_replicas=redis.min_replicas_ack,
+            wait_timeout_ms=redis.wait_timeout_ms,
         )
 
     def run_script(self, lua: str, key: str, args: list) -> object:

@@ -44,16 +44,16 @@ __all__ = ["GC_THRESHOLDS", "Progress", "StreamWorker", "consumer_config", "grou
 
 def consumer_config(settings: Settings) -> dict[str, object]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap,
+        "bootstrap.servers": settings.kafka.bootstrap,
         "group.id": group_id(settings),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "roundrobin",
-        "session.timeout.ms": settings.stream_session_timeout_ms,
-        "heartbeat.interval.ms": max(500, settings.stream_session_timeout_ms // 5),
+        "session.timeout.ms": settings.stream.session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.stream.session_timeout_ms // 5),
         # Holding while Redis or the store is down must not get us kicked out of the group.
-        "max.poll.interval.ms": settings.stream_max_poll_interval_ms,
+        "max.poll.interval.ms": settings.stream.max_poll_interval_ms,
         "fetch.wait.max.ms": 50,
         "queued.min.messages": 200_000,
     }
@@ -109,7 +109,7 @@ class StreamWorker(Worker):
                 metrics=self.metrics,
                 stop=self.stop_event,
                 totals=self.totals,
-                commit=lambda offsets: commit_offsets(consumer, offsets, s.kafka_bootstrap),
+                commit=lambda offsets: commit_offsets(consumer, offsets, s.kafka.bootstrap),
             )
         except BaseException:
             consumer.close()
@@ -137,7 +137,7 @@ class StreamWorker(Worker):
 
     def _loop(self, consumer: Consumer, parts: Parts) -> None:
         s, proc = self.settings, parts.processor
-        batch_n, batch_s = s.stream_redis_batch_events, s.stream_redis_batch_ms / 1000
+        batch_n, batch_s = s.stream.redis_batch_events, s.stream.redis_batch_ms / 1000
         next_tick = 0.0
         while not self.stop_event.is_set():
             msgs: list[Message] = consumer.consume(batch_n, batch_s)

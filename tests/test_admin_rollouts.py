@@ -123,7 +123,7 @@ def test_api_requested_rollout_is_executed_by_the_controller(three_versions):
     s = three_versions
     registry = registry_of(s)
     src = FixedSource()
-    ctl = RolloutController(registry, src, s)
+    ctl = RolloutController(registry, src, s.rollout)
 
     async def calls(c, app):
         out = {"request": await c.post("/admin/rollouts", json={"version": 3}, headers=AUTH)}
@@ -154,7 +154,7 @@ def test_api_abort_clears_the_canary_even_without_a_controller(three_versions):
     s = three_versions
     registry = registry_of(s)
     src = FixedSource()
-    ctl = RolloutController(registry, src, s)
+    ctl = RolloutController(registry, src, s.rollout)
 
     async def calls(c, app):
         out = {"request": await c.post("/admin/rollouts", json={"version": 2}, headers=AUTH)}
@@ -225,4 +225,4 @@ def test_cli_and_api_see_the_same_rollout(three_versions):
     assert "aborted" in status.stdout and current["rollout_id"] in status.stdout
     again = cli("abort", "reco")
     assert again.returncode == 1 and "nothing to abort" in again.stdout
-    assert RolloutController(registry_of(s), FixedSource(), s).status().kind != IDLE
+    assert RolloutController(registry_of(s), FixedSource(), s.rollout).status().kind != IDLE

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from core.config import Settings
+from core.config import KafkaSettings, RedisSettings, Settings, flat_names
 from streamrec.cli import SUBCOMMANDS, build_parser
 from streamrec.stack.cluster import client_env
 from streamrec.stack.perses import PersesService
@@ -124,7 +124,7 @@ def test_service_commands_are_real_streamrec_subcommands(name):
 
 
 def test_streamrec_variables_are_real_settings():
-    fields = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"STREAMREC_{name.upper()}" for name in flat_names()}
     text = (ROOT / "docker-compose.yml").read_text()
     used = set(re.findall(r"\bSTREAMREC_[A-Z0-9_]+", text))
     assert used, "the apps get their configuration through STREAMREC_* settings"
@@ -317,12 +317,11 @@ def test_default_stack_is_single_node_and_documents_the_cluster_switch():
     assert env["STREAMREC_REDIS_URL"] == "redis://redis:6379/0"
     assert env["STREAMREC_KAFKA_BOOTSTRAP"] == "kafka:19092"
     # Left unset, so the single-node defaults hold: no cluster protocol, no WAIT, RF 1.
-    defaults = Settings.model_fields
     for name in ("redis_cluster", "redis_min_replicas_ack", "topic_replication_factor"):
         assert f"STREAMREC_{name.upper()}" not in env, name
-    assert defaults["redis_cluster"].default is False
-    assert defaults["redis_min_replicas_ack"].default == 0
-    assert defaults["topic_replication_factor"].default == 1
+    assert RedisSettings.model_fields["cluster"].default is False
+    assert RedisSettings.model_fields["min_replicas_ack"].default == 0
+    assert KafkaSettings.model_fields["topic_replication_factor"].default == 1
     assert set(client_env(Settings())) | {"STREAMREC_TOPIC_PARTITIONS"} == _cluster_switch()
 
 

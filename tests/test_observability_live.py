@@ -94,7 +94,7 @@ def _env(s: Settings, **extra: str) -> dict[str, str]:
         STREAMREC_TOPIC_PREFIX=s.topic_prefix,
         STREAMREC_REDIS_URL=s.redis_url,
         STREAMREC_REDIS_KEY_PREFIX=s.redis_key_prefix,
-        STREAMREC_STORAGE_URL=s.storage,
+        STREAMREC_STORAGE_URL=s.storage.location,
         STREAMREC_DATA_DIR=str(s.data_path),
         STREAMREC_STREAM_FLUSH_INTERVAL_S="2",
         # Generous on a noisy shared host: before the outage, only unknown users fall back.

@@ -84,7 +84,7 @@ def _start(ctl: RolloutController, version: int, **plan):
 
 def test_a_good_canary_walks_every_step_and_is_promoted(registry, controller_settings):
     src = FixedSource()
-    ctl = RolloutController(registry, src, controller_settings)
+    ctl = RolloutController(registry, src, controller_settings.rollout)
     r = ctl.request(2, actor="test")
     assert r.status == "requested" and registry.aliases().canary is None  # not yet
     assert ctl.step().kind == STARTED
@@ -125,7 +125,7 @@ def test_a_good_canary_walks_every_step_and_is_promoted(registry, controller_set
 
 def test_a_bad_canary_is_rolled_back_at_the_first_step(registry, controller_settings):
     src = FixedSource()
-    ctl = RolloutController(registry, src, controller_settings)
+    ctl = RolloutController(registry, src, controller_settings.rollout)
     _start(ctl, 3)
     src.add("production", 200, 60)
     src.add("canary", 200, 4)
@@ -146,21 +146,21 @@ def test_a_bad_canary_is_rolled_back_at_the_first_step(registry, controller_sett
 def test_a_restarted_controller_resumes_from_the_registry(registry, controller_settings):
     src = FixedSource()
     src.add("production", 1000, 200)  # traffic before the rollout is not part of it
-    _start(RolloutController(registry, src, controller_settings), 2)
+    _start(RolloutController(registry, src, controller_settings.rollout), 2)
     src.add("production", 150, 30)
     src.add("canary", 150, 31)
-    fresh = RolloutController(registry, src, controller_settings)  # "restart"
+    fresh = RolloutController(registry, src, controller_settings.rollout)  # "restart"
     r = RolloutBook(registry).read().current
     assert Snapshot.from_json(r.baseline).arm("production").requests == 1000
     assert fresh.step().kind == ADVANCED
     # Starting the same version again resumes instead of starting over.
-    again = RolloutController(registry, src, controller_settings).request(2)
+    again = RolloutController(registry, src, controller_settings.rollout).request(2)
     assert again.weight == 50 and again.step == 1 and again.rollout_id == r.rollout_id
 
 
 def test_a_crash_between_the_two_documents_is_finished_on_resume(registry, controller_settings):
     src = FixedSource()
-    ctl = RolloutController(registry, src, controller_settings)
+    ctl = RolloutController(registry, src, controller_settings.rollout)
     _start(ctl, 2)
 
     # As if the controller died after writing the next step but before the alias write.
@@ -169,7 +169,7 @@ def test_a_crash_between_the_two_documents_is_finished_on_resume(registry, contr
 
     RolloutBook(registry).update(half_advance)
     assert registry.aliases().canary.weight == 5
-    assert RolloutController(registry, src, controller_settings).step().kind == WAITING
+    assert RolloutController(registry, src, controller_settings.rollout).step().kind == WAITING
     assert registry.aliases().canary.weight == 50
     assert RolloutBook(registry).read().current.applied
 
@@ -178,7 +178,7 @@ def test_settle_time_delays_the_decision(registry):
     s = Settings(rollout_min_samples=10, rollout_settle_s=30)
     now = [0.0]
     src = FixedSource()
-    ctl = RolloutController(registry, src, s, clock=lambda: now[0])
+    ctl = RolloutController(registry, src, s.rollout, clock=lambda: now[0])
     _start(ctl, 2)
     src.add("production", 10, 2)
     src.add("canary", 10, 2)
@@ -189,7 +189,7 @@ def test_settle_time_delays_the_decision(registry):
 
 def test_abort_clears_the_canary_and_a_stale_decision_is_refused(registry, controller_settings):
     src = FixedSource()
-    ctl = RolloutController(registry, src, controller_settings)
+    ctl = RolloutController(registry, src, controller_settings.rollout)
     _start(ctl, 2)
     running = RolloutBook(registry).read().current
     out = ctl.abort("operator said so")
@@ -206,7 +206,7 @@ def test_abort_clears_the_canary_and_a_stale_decision_is_refused(registry, contr
 
 def test_a_canary_changed_by_hand_ends_the_rollout(registry, controller_settings):
     src = FixedSource()
-    ctl = RolloutController(registry, src, controller_settings)
+    ctl = RolloutController(registry, src, controller_settings.rollout)
     r = _start(ctl, 2)
     registry.set_canary(2, 80, rollout_id=r.rollout_id, reason="by hand")
     out = ctl.step()
@@ -215,7 +215,7 @@ def test_a_canary_changed_by_hand_ends_the_rollout(registry, controller_settings
 
 
 def test_start_refuses_what_makes_no_sense(registry, controller_settings):
-    ctl = RolloutController(registry, FixedSource(), controller_settings)
+    ctl = RolloutController(registry, FixedSource(), controller_settings.rollout)
     with pytest.raises(RolloutError, match="already production"):
         ctl.request(1)
     with pytest.raises(RolloutError, match="invalid rollout plan"):
@@ -231,7 +231,7 @@ def test_start_refuses_what_makes_no_sense(registry, controller_settings):
 
 
 def test_a_request_that_no_longer_fits_fails_when_started(registry, controller_settings):
-    ctl = RolloutController(registry, FixedSource(), controller_settings)
+    ctl = RolloutController(registry, FixedSource(), controller_settings.rollout)
     ctl.request(2)
     registry.promote(2, reason="meanwhile, by hand")
     out = ctl.step()

@@ -108,7 +108,7 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
             assert time.monotonic() < deadline, f"no production answers: {sim.stats}"
             time.sleep(0.5)
 
-        ctl = RolloutController(registry, source, s)
+        ctl = RolloutController(registry, source, s.rollout)
         ctl.request(v_random, actor="test")
         bad = ctl.run(on_outcome=outcomes.append, should_stop=_timeout(150))
         assert bad.kind == ROLLED_BACK, bad.message
@@ -130,7 +130,7 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
             timeout=30,
         )
         assert requested.status_code == 202, requested.text
-        ctl = RolloutController(registry, source, s)
+        ctl = RolloutController(registry, source, s.rollout)
         good = ctl.run(on_outcome=outcomes.append, should_stop=_timeout(200))
         assert good.kind == PROMOTED, good.message
         doc = registry.aliases()

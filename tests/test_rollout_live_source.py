@@ -69,7 +69,7 @@ def test_the_cluster_flag_on_a_standalone_redis_is_one_error_line(
         "HOME": str(tmp_path),
         "STREAMREC_REDIS_URL": settings.redis_url,  # the single-node stack's redis-server
         "STREAMREC_REDIS_CLUSTER": "true",
-        "STREAMREC_STORAGE_URL": settings.storage,
+        "STREAMREC_STORAGE_URL": settings.storage.location,
         "STREAMREC_REDIS_KEY_PREFIX": settings.redis_key_prefix,
     }
     out = subprocess.run(

@@ -26,7 +26,7 @@ def _env(s: Settings, **extra: str) -> dict[str, str]:
         **os.environ,
         "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
         "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
-        "STREAMREC_STORAGE_URL": s.storage,
+        "STREAMREC_STORAGE_URL": s.storage.location,
         **extra,
     }
 

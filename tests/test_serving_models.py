@@ -77,7 +77,7 @@ def test_the_lru_evicts_the_least_recently_used_version(topics: Settings) -> Non
 def test_a_tampered_version_is_refused_and_the_answer_falls_back(topics: Settings) -> None:
     s = serving_settings(topics)
     version = publish(s, trained(str(s.cache_path)).model)
-    storage = Path(s.storage.removeprefix("file://"))
+    storage = Path(s.storage.location.removeprefix("file://"))
     artifact = next(
         p for p in (storage / "models/reco" / str(version)).iterdir() if p.suffix == ".npz"
     )

@@ -79,7 +79,7 @@ def test_model_store_gone_after_aliases_were_read_answers_200(served: Settings) 
     r = redis.Redis.from_url(served.redis_url, decode_responses=True)
     write_trending(r, served, TRENDING)
     app = create_app(served)
-    storage = Path(served.storage.removeprefix("file://"))
+    storage = Path(served.storage.location.removeprefix("file://"))
 
     async def go():
         async with running_client(app) as c:
@@ -99,7 +99,7 @@ def test_model_store_gone_after_aliases_were_read_answers_200(served: Settings) 
 
 def test_a_loaded_model_keeps_serving_when_the_store_goes_away(served: Settings) -> None:
     app = create_app(served)
-    storage = Path(served.storage.removeprefix("file://"))
+    storage = Path(served.storage.location.removeprefix("file://"))
 
     async def go():
         async with running_client(app) as c:

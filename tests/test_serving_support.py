@@ -178,7 +178,7 @@ def serve_env(s: Settings, **extra: str) -> dict[str, str]:
         **os.environ,
         "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
         "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
-        "STREAMREC_STORAGE_URL": s.storage,
+        "STREAMREC_STORAGE_URL": s.storage.location,
         "STREAMREC_REDIS_URL": s.redis_url,
         "STREAMREC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
         "STREAMREC_SERVE_BUDGET_MS": str(s.serve_budget_ms),

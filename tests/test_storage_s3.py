@@ -203,7 +203,7 @@ def test_stores_under_different_prefixes_do_not_see_each_other(
 def test_s3_settings_reach_minio_from_a_subprocess(s3_settings: Settings) -> None:
     """What stream-worker and registry tests build on: the settings plus the environment
     the fixture sets are enough for a child process (a CLI command) to use the same prefix."""
-    assert s3_settings.storage.startswith(f"s3://{s3_settings.minio_bucket}/test-")
+    assert s3_settings.storage.location.startswith(f"s3://{s3_settings.minio_bucket}/test-")
     assert s3_settings.topic_prefix.startswith("t")  # still the per-test Kafka/Redis prefixes
     child = (
         "import sys\n"
@@ -211,12 +211,18 @@ def test_s3_settings_reach_minio_from_a_subprocess(s3_settings: Settings) -> Non
         "open_store(sys.argv[1], endpoint_url=sys.argv[2]).put('from-child', b'hi')\n"
     )
     subprocess.run(
-        [sys.executable, "-c", child, s3_settings.storage, str(s3_settings.s3_endpoint_url)],
+        [
+            sys.executable,
+            "-c",
+            child,
+            s3_settings.storage.location,
+            str(s3_settings.s3_endpoint_url),
+        ],
         cwd=ROOT,
         check=True,
         timeout=60,
     )
-    store = open_store(s3_settings.storage, endpoint_url=s3_settings.s3_endpoint_url)
+    store = open_store(s3_settings.storage.location, endpoint_url=s3_settings.s3_endpoint_url)
     assert isinstance(store, S3Store)
     assert store.list() == ["from-child"]
     assert store.get("from-child") == b"hi"

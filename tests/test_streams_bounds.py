@@ -149,7 +149,7 @@ def test_worker_metrics_listen_on_loopback_unless_configured(topics: Settings) -
 
 def test_temp_files_of_a_killed_writer_are_removed_on_assignment(topics: Settings) -> None:
     s = topics.model_copy(update={"stream_flush_interval_s": 1.0})
-    store = LocalStore(s.storage.removeprefix("file://"))
+    store = LocalStore(s.storage.location.removeprefix("file://"))
 
     def temp_of(partition: int, first: int, mtime: float) -> Path:
         # Exactly what a writer killed between its write and its rename leaves behind.

@@ -126,7 +126,7 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
     env.update(
         STREAMREC_TOPIC_PREFIX=s.topic_prefix,
         STREAMREC_REDIS_KEY_PREFIX=s.redis_key_prefix,
-        STREAMREC_STORAGE_URL=s.storage,
+        STREAMREC_STORAGE_URL=s.storage.location,
         STREAMREC_REDIS_URL=s.redis_url,
         STREAMREC_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
         STREAMREC_STREAM_FLUSH_INTERVAL_S="2",
@@ -415,7 +415,7 @@ def test_redis_outage_holds_commits_and_catches_up(topics: Settings, tmp_path: P
 def test_storage_outage_holds_commits_and_catches_up(topics: Settings, tmp_path: Path) -> None:
     # Running as root, a read-only directory would still be writable: the store's root is
     # replaced by a plain file instead, so every put fails as on a lost mount.
-    root = Path(topics.storage.removeprefix("file://"))
+    root = Path(topics.storage.location.removeprefix("file://"))
     away = root.with_name("storage-away")
     truth = Truth()
     genres = produce_catalog(topics, 100)

@@ -17,7 +17,7 @@ import hcl2
 import pytest
 from redis.connection import SSLConnection, parse_url
 
-from core.config import Settings
+from core.config import Settings, flat_names
 from schemas.topics import TOPICS
 from serving.cluster_reader import ClusterReader
 from serving.redis_reader import RedisReader
@@ -228,7 +228,7 @@ def test_stream_workers_follow_the_partitions_and_api_autoscales():
 
 def test_task_environment_uses_real_settings_and_real_subcommands():
     ecs = TF / "modules" / "ecs"
-    fields = {f"STREAMREC_{name.upper()}" for name in Settings.model_fields}
+    fields = {f"STREAMREC_{name.upper()}" for name in flat_names()}
     used = set(re.findall(r"\bSTREAMREC_[A-Z0-9_]+", _text(ecs)))
     assert used and used <= fields, sorted(used - fields)
     from streamrec.cli import SUBCOMMANDS

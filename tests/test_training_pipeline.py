@@ -76,7 +76,7 @@ def test_train_publish_gate_and_cli(ml_settings: Settings) -> None:
     assert forced.decision.forced and forced.decision.reason.startswith("forced")
     assert "gate:production-v1" in forced.manifest.metrics
 
-    env = {**os.environ, "STREAMREC_STORAGE_URL": ml_settings.storage}
+    env = {**os.environ, "STREAMREC_STORAGE_URL": ml_settings.storage.location}
     cli = [sys.executable, "-m", "streamrec", "models"]
     out = subprocess.run([*cli, "list"], env=env, cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0 and "production: v1" in out.stdout

@@ -34,7 +34,7 @@ def test_replayed_movielens_trains_publishes_and_races(topics: Settings) -> None
     assert stats.events == 2 * len(train_split)  # a watch and a rate per rating
     summary = run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
     assert summary.processed == stats.events and summary.files_written > 0
-    check_lake(s.storage, summary.files_written)
+    check_lake(s.storage.location, summary.files_written)
 
     report = run_training(s, catalog_source="topic")
     m = report.metrics
@@ -62,7 +62,7 @@ def test_replayed_movielens_trains_publishes_and_races(topics: Settings) -> None
     # Two trainers racing to publish (forced past the gate: same data, no production).
     env = {
         **os.environ,
-        "STREAMREC_STORAGE_URL": s.storage,
+        "STREAMREC_STORAGE_URL": s.storage.location,
         "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
         "STREAMREC_TRAIN_THREADS": "1",
     }

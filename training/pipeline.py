@@ -103,7 +103,7 @@ def run_training(
         yield stage(label, total)
         timings[label] = time.perf_counter() - t0
 
-    store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
+    store = open_store(settings.storage)
     registry = ModelRegistry(store, name or settings.model_name)
 
     listing = list_snapshots(store, time_range or TimeRange())

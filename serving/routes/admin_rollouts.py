@@ -12,7 +12,7 @@ import asyncio
 from fastapi import APIRouter, Depends
 from pydantic import Field, field_validator
 
-from core.config_rollout import RolloutFields
+from core.config_rollout import RolloutSettings
 from models import rollouts as rollout_docs
 from models.registry import ModelRegistry
 from models.rollouts import first_error, new_rollout, not_startable
@@ -48,7 +48,7 @@ class AbortIn(RequestBody):
 
 
 def _request(
-    registry: ModelRegistry, settings: RolloutFields, body: RolloutIn, actor: str
+    registry: ModelRegistry, rollout: RolloutSettings, body: RolloutIn, actor: str
 ) -> Rollout:
     registry.manifest(body.version)  # 404 for an unknown version
     problem = not_startable(registry.aliases(), body.version)
@@ -57,7 +57,7 @@ def _request(
     overrides = body.model_dump(exclude={"version", "reason"})
     try:
         r = new_rollout(
-            settings, registry.name, body.version, actor=actor, reason=body.reason, **overrides
+            rollout, registry.name, body.version, actor=actor, reason=body.reason, **overrides
         )
     except ValueError as err:
         raise InvalidRequest("body", first_error(err)) from None
@@ -94,7 +94,7 @@ def _abort(registry: ModelRegistry, reason: str, actor: str) -> Rollout:
     dependencies=[Depends(strict_json)],
 )
 async def request_rollout(body: RolloutIn, ctx: ContextDep, actor: AdminDep) -> Rollout:
-    return await asyncio.to_thread(_request, ctx.models.registry, ctx.settings, body, actor)
+    return await asyncio.to_thread(_request, ctx.models.registry, ctx.settings.rollout, body, actor)
 
 
 @router.get("", response_model=RolloutDocument, summary="The rollout document")

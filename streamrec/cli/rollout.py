@@ -60,7 +60,7 @@ def _controller(args: argparse.Namespace, settings: Settings) -> RolloutControll
 
     registry = ModelRegistry.from_settings(settings, args.model)
     source = LiveMetricsSource.from_settings(settings, args.api)
-    return RolloutController(registry, source, settings)
+    return RolloutController(registry, source, settings.rollout)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,7 +12,7 @@ import time
 from pydantic import ValidationError
 from rich.console import Console
 
-from core.config import Settings
+from core.config import ServeSettings, Settings
 from core.redis import check_kind
 from schemas.errors import ConfigError
 
@@ -50,13 +50,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     overrides = {k: getattr(args, k) for k in _ENV if getattr(args, k) is not None}
-    fields = {f"serve_{k}": v for k, v in overrides.items()}
     try:
-        settings = Settings.model_validate({**settings.model_dump(), **fields})
+        serve = ServeSettings.model_validate({**settings.serve.model_dump(), **overrides})
     except ValidationError as err:
         first = err.errors()[0]
-        option = "--" + str(first["loc"][0]).removeprefix("serve_").replace("_", "-")
+        option = "--" + str(first["loc"][-1]).replace("_", "-")
         raise ConfigError(f"{option}: {first['msg']}") from None
+    settings = settings.model_copy(update={"serve": serve})
     for key, value in overrides.items():
         os.environ[_ENV[key]] = str(value)
     _check_port_free(settings.serve_host, settings.serve_port)
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     console.print(
         f"[bold]streamrec serve[/] on http://{settings.serve_host}:{settings.serve_port} "
         f"({settings.serve_workers} worker(s), model {settings.model_name!r}, "
-        f"budget {settings.serve_budget_ms:g} ms, storage {settings.storage}); docs at /docs"
+        f"budget {settings.serve_budget_ms:g} ms, storage {settings.storage.url}); docs at /docs"
     )
     started = time.monotonic()
     try:

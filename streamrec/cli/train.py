@@ -156,7 +156,7 @@ def _tune(settings: Settings, time_range, console: Console) -> int:
     from training.train import TrainConfig
     from training.tune import tune
 
-    store = open_store(settings.storage, endpoint_url=settings.s3_endpoint_url)
+    store = open_store(settings.storage)
     with console.status("reading snapshots"):
         events, files = read_events(store, time_range)
         data = build_interactions(events, files)

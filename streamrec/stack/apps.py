@@ -10,8 +10,6 @@ import sys
 import urllib.error
 import urllib.request
 
-from pydantic import SecretStr
-
 from streamrec.stack.base import Service
 
 
@@ -35,15 +33,7 @@ class _AppService(Service):
     def environment(self) -> dict[str, str]:
         # The child builds Settings from its environment: pass ours down explicitly so a
         # demo run with a custom prefix/port starts its processes with the same values.
-        env = dict(os.environ)
-        for name in type(self.settings).model_fields:
-            value = getattr(self.settings, name)
-            if value is None:
-                continue
-            if isinstance(value, SecretStr):  # str() of a secret is its mask
-                value = value.get_secret_value()
-            env[f"STREAMREC_{name.upper()}"] = str(value)
-        return env
+        return {**os.environ, **self.settings.environment()}
 
 
 class StreamWorkerService(_AppService):
