@@ -15,6 +15,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "item-knn": ("models.knn", "ItemKNNModel"),
     "ease": ("models.ease", "EaseModel"),
     "als+lgbm": ("models.two_stage", "TwoStageModel"),
+    # Causal self-attention over the user's item sequence; numpy inference, JAX training.
+    "sasrec": ("models.sasrec", "SASRecModel"),
     # A random ranking: the negative control of canary rollouts (rollout tests, demos).
     "random": ("models.random_model", "RandomModel"),
 }

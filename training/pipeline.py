@@ -28,10 +28,10 @@ from training.evaluate import make_holdout
 from training.publish import GateDecision, publish_version, quality_gate
 from training.select import (
     BASELINES,
-    FAMILIES,
     TWO_STAGE,
     Cut,
     Selection,
+    families,
     learn_ranker,
     only_users,
     pick,
@@ -66,7 +66,7 @@ class TrainReport:
     @property
     def best_baseline(self) -> tuple[str, float]:
         """The best same-run baseline on the holdout other than the winner."""
-        others = [b for b in BASELINES if b != self.winner]
+        others = [b for b in BASELINES if b != self.winner and b in self.metrics]
         label = max(others, key=lambda b: self.metrics[b]["ndcg@10"])
         return label, self.metrics[label]["ndcg@10"]
 
@@ -134,18 +134,18 @@ def run_training(
     ranker_users, eval_users = split_users(valid, cfg, max_users)
     with timed("fit on validation cut", None) as tick:
         ranker, eval_facts = learn_ranker(c_inner.generator(), valid, ranker_users, cfg, tick)
-        models = {f: c_inner.model(f, ranker) for f in FAMILIES}
+        models = {f: c_inner.model(f, ranker) for f in families(cfg)}
     v_holdout = make_holdout(inner, only_users(valid, eval_users), seed=cfg.seed)
-    with timed("validate", len(v_holdout) * len(FAMILIES)) as tick:
+    with timed("validate", len(v_holdout) * len(models)) as tick:
         validation = score_all(models, v_holdout, tick)
     selection = Selection(pick(validation), validation)
     del models, c_inner
 
     # The report: every family fitted on train, scored on the holdout.
     with timed("fit on train cut", None):
-        models = {f: c_train.model(f, ranker) for f in FAMILIES}
+        models = {f: c_train.model(f, ranker) for f in families(cfg)}
     holdout = make_holdout(train, test, max_users=max_users, seed=cfg.seed)
-    with timed("evaluate", len(holdout) * len(FAMILIES)) as tick:
+    with timed("evaluate", len(holdout) * len(models)) as tick:
         selection.holdout = score_all(models, holdout, tick)
     winner = selection.winner
     log.info("%s", selection.summary())

@@ -14,6 +14,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from models.ranker import Ranker
 from models.two_stage import CandidateGenerator, TwoStageModel
 from training.catalog import ItemCatalog
 from training.data import Interactions
+
+if TYPE_CHECKING:
+    from training.sasrec import SASRecConfig
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,16 @@ class TrainConfig:
     seed: int = 42
     threads: int = 0
     ranker_threads: int = 1
+    # SASRec (training/sasrec.py): 0 epochs leaves the sequential family out of the run.
+    sasrec_epochs: int = 0
+    sasrec_cache_dir: str | None = None  # JAX's compilation cache (settings.cache_path/jax)
+
+    def sasrec(self) -> SASRecConfig:
+        from training.sasrec import SASRecConfig
+
+        return SASRecConfig(
+            epochs=self.sasrec_epochs, seed=self.seed, cache_dir=self.sasrec_cache_dir
+        )
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -76,6 +90,8 @@ class TrainConfig:
             seed=settings.train_seed,
             threads=settings.train_threads,
             ranker_threads=settings.train_ranker_threads,
+            sasrec_epochs=settings.train_sasrec_epochs,
+            sasrec_cache_dir=str(settings.cache_path / "jax"),
         )
 
 
