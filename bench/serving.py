@@ -24,7 +24,10 @@ user's requests and the result cache hits only as it really would.
 
     .venv/bin/python bench/serving.py [--workers 1] [--runs 3] [--duration 10]
         [--topology single,cluster] [--no-result-cache] [--compare-workers] [--inline]
-        [--realistic [--events-rate 1000]]
+        [--realistic [--events-rate 1000]] [--sasrec EPOCHS]
+
+``--sasrec EPOCHS`` adds ours serving a SASRec version (``bench/_serving_sasrec.py``) beside
+the ALS+LightGBM one, on the same Redis histories, in the same alternation.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ sys.path.insert(0, str(REPO))
 
 from bench._load import ensure_wrk, paced, served_counts, shares, wrk_max  # noqa: E402
 from bench._serving_live import LiveEvents, worker_memory, zipf_users  # noqa: E402
+from bench._serving_sasrec import publish_sasrec  # noqa: E402
 from bench._serving_setup import cleanup, prepare  # noqa: E402
 
 ITEMS = [str(i) for i in range(1, 21)]
@@ -106,6 +110,7 @@ LABELS = {
     "ours2": "/recommend (model), 2 workers",
     "inline": "/recommend (model), model calls inline",
     "bare2": "bare FastAPI, 2 workers",
+    "sasrec": "/recommend (SASRec, Redis sequence)",
 }
 # --compare-workers: these kinds run with 2 workers (the others with --workers).
 TWO_WORKERS = ("ours2", "bare2")
@@ -170,6 +175,13 @@ def main() -> None:
     )
     ap.add_argument("--events-rate", type=float, default=1000.0)
     ap.add_argument(
+        "--sasrec",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="also ours serving a SASRec version trained for EPOCHS epochs (needs JAX)",
+    )
+    ap.add_argument(
         "--inline",
         action="store_true",
         help="also ours with STREAMREC_SERVE_MODEL_INLINE=true (model calls on the loop)",
@@ -210,17 +222,23 @@ def run_bench(args: argparse.Namespace) -> None:
         kinds = ["ours", "ours2", "bare", "bare2"]
     if args.inline:
         kinds.insert(1, "inline")
+    if args.sasrec:
+        kinds.insert(1, "sasrec")
     ports = {kind: args.port + i for i, kind in enumerate(kinds)}
     procs: list[subprocess.Popen] = []
     try:
         users = prepare(settings, console, [s for s, _ in stacks.values()])
+        if args.sasrec:
+            seq_name = publish_sasrec(settings, console, args.sasrec)
         for kind in kinds:
             topo = next((t for t in stacks if KIND_OF[t] == kind), args.topologies[0])
             workers = 2 if kind in TWO_WORKERS else args.workers
             kind_env = stacks[topo][1]
             if kind == "inline":
                 kind_env = {**kind_env, "STREAMREC_SERVE_MODEL_INLINE": "true"}
-            server = "ours" if kind == "inline" else kind.rstrip("2")
+            if kind == "sasrec":  # the same Redis, the sequential model's registry name
+                kind_env = {**kind_env, "STREAMREC_MODEL_NAME": seq_name}
+            server = "ours" if kind in ("inline", "sasrec") else kind.rstrip("2")
             procs.append(start_server(server, ports[kind], workers, kind_env))
         if args.realistic:
             res = measure_live(args, settings, env, users, ports, console)
