@@ -88,8 +88,8 @@ class LiveEvents:
         p = EventProducer(s)
         p.produce(s.topic("watch"), self._event("live-probe", self.items[0], -1), b"live-probe")
         p.flush(30)
-        keys = RedisKeys(s.redis_key_prefix, s.topic_partitions).user_slot("live-probe")
-        r = connect(s.redis_url, cluster=s.redis_cluster)
+        keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions).user_slot("live-probe")
+        r = connect(s.redis.url, cluster=s.redis.cluster)
         deadline = time.monotonic() + 90
         while not r.exists(keys.user_recent("live-probe")):
             if self._proc.poll() is not None or time.monotonic() > deadline:

@@ -51,8 +51,8 @@ def fill_redis(settings, ml) -> list[str]:
     from schemas.redis_keys import RedisKeys
     from schemas.topics import partition_of
 
-    r = connect(settings.redis_url, cluster=settings.redis_cluster, decode_responses=True)
-    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
+    r = connect(settings.redis.url, cluster=settings.redis.cluster, decode_responses=True)
+    keys = RedisKeys(settings.redis.key_prefix, settings.kafka.topic_partitions)
     pipe = r.pipeline(transaction=False)
     order = np.argsort(ml.ts, kind="stable")
     recent: dict[str, dict[str, float]] = {}
@@ -87,8 +87,8 @@ def cleanup(settings) -> None:
     from core.redis import connect
 
     # On a cluster, SCAN visits every master and DEL is split by slot.
-    r = connect(settings.redis_url, cluster=settings.redis_cluster)
-    keys = list(r.scan_iter(f"{settings.redis_key_prefix}:*", count=10_000))
+    r = connect(settings.redis.url, cluster=settings.redis.cluster)
+    keys = list(r.scan_iter(f"{settings.redis.key_prefix}:*", count=10_000))
     for i in range(0, len(keys), 5000):
         r.delete(*keys[i : i + 5000])
     with contextlib.suppress(Exception):  # cleanup must not hide the benchmark's own error

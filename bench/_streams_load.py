@@ -40,8 +40,8 @@ def cleanup(s: Settings) -> None:
 
 
 def cleanup_keys(s: Settings) -> None:
-    r = connect(s.redis_url, cluster=s.redis_cluster)
-    keys = list(r.scan_iter(f"{s.redis_key_prefix}:*", count=10_000))
+    r = connect(s.redis.url, cluster=s.redis.cluster)
+    keys = list(r.scan_iter(f"{s.redis.key_prefix}:*", count=10_000))
     for i in range(0, len(keys), 10_000):
         r.delete(*keys[i : i + 10_000])
 
@@ -93,7 +93,7 @@ def produce_backlog(s: Settings, n: int, seed: int = 1) -> None:
 def bare_consumer_rate(s: Settings, n: int) -> float:
     c = Consumer(
         {
-            "bootstrap.servers": s.kafka_bootstrap,
+            "bootstrap.servers": s.kafka.bootstrap,
             "group.id": uuid.uuid4().hex,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -170,8 +170,8 @@ def freshness_worker(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
-    r = connect(s.redis_url, cluster=s.redis_cluster)
+    keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
+    r = connect(s.redis.url, cluster=s.redis.cluster)
     try:
         # Wait until the worker is in the group and processing (a warm-up event is visible).
         EventProducer(s).produce(
@@ -219,7 +219,7 @@ def freshness_worker(
 def freshness_bare(s: Settings, rate: int, seconds: float) -> list[float]:
     c = Consumer(
         {
-            "bootstrap.servers": s.kafka_bootstrap,
+            "bootstrap.servers": s.kafka.bootstrap,
             "group.id": uuid.uuid4().hex,
             "auto.offset.reset": "latest",
             "fetch.wait.max.ms": 50,

@@ -68,7 +68,7 @@ def run_timed_worker(out: str) -> None:
             timed(proc.applier, "wait", "redis_wait")
             timed(proc.online_eval, "apply", "online_eval")
             timed(proc, "_finish", "commit")
-            batch_n, batch_s = s.stream_redis_batch_events, s.stream_redis_batch_ms / 1000
+            batch_n, batch_s = s.stream.redis_batch_events, s.stream.redis_batch_ms / 1000
             next_tick = 0.0
             clock = time.perf_counter
             while not self.stop_event.is_set():
@@ -145,8 +145,8 @@ def main() -> None:
             [sys.executable, __file__, "--worker", out], env=env, cwd=ROOT,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
-        keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
-        r = connect(s.redis_url, cluster=s.redis_cluster)
+        keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
+        r = connect(s.redis.url, cluster=s.redis.cluster)
         EventProducer(s).produce(
             s.topic("watch"),
             json.dumps({"event_type": "watch", "event_id": "warm", "user_id": "warmup",

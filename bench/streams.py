@@ -66,7 +66,7 @@ from streamrec.stack.cluster import client_settings  # noqa: E402
 
 def engine_settings(s: Settings, engine: str, **update) -> Settings:
     """The run's topics, read by ``engine`` in a group and Redis key space of its own."""
-    tag = f"{s.redis_key_prefix}{engine[0]}"
+    tag = f"{s.redis.key_prefix}{engine[0]}"
     return s.model_copy(
         update={"stream_app_id": f"bench-{engine}", "redis_key_prefix": tag, **update}
     )
@@ -157,7 +157,7 @@ def throughput_run(
             n = events
             produce_backlog(s, n, seed=run)
         out["bare"] = bare_consumer_rate(s, n)
-        if not s.redis_cluster:
+        if not s.redis.cluster:
             for engine in engines:
                 es = engine_settings(s, engine)
                 try:

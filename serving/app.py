@@ -98,11 +98,11 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     # Added first, so it runs inside the metrics middleware: 413s are counted too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve_max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (recommend, feedback, health, admin, admin_rollouts):
         app.include_router(module.router)
-    openapi.install(app, settings)
+    openapi.install(app, settings.serve)
     return app
 
 

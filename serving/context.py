@@ -74,21 +74,21 @@ async def open_context(
     redis = _redis_client(settings)
     store = open_store(settings.storage)
     # Both connect lazily: serving starts (and falls back) while Redis is down.
-    reader = (ClusterReader if settings.redis_cluster else RedisReader)(
-        settings.redis_url, connect_timeout=settings.serve_redis_timeout_ms / 1000
+    reader = (ClusterReader if settings.redis.cluster else RedisReader)(
+        settings.redis.url, connect_timeout=settings.serve.redis_timeout_ms / 1000
     )
-    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
+    keys = RedisKeys(settings.redis.key_prefix, settings.kafka.topic_partitions)
     loader = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-load")
     compute = ThreadPoolExecutor(
         max_workers=max(2, min(4, os.cpu_count() or 2)), thread_name_prefix="model-call"
     )
-    items = ItemFeatureTable(reader, keys, timeout_s=settings.serve_redis_timeout_ms / 1000)
+    items = ItemFeatureTable(reader, keys, timeout_s=settings.serve.redis_timeout_ms / 1000)
     models = ModelCache(
         build_registry(settings, store),
-        size=settings.serve_model_cache_size,
+        size=settings.serve.model_cache_size,
         metrics=metrics,
         executor=loader,
-        retry_s=settings.serve_alias_poll_s,
+        retry_s=settings.serve.alias_poll_s,
         warm=functools.partial(_warm_on, items),
     )
     items.prepare = functools.partial(_warm_loaded, models, loader)
@@ -103,16 +103,16 @@ async def open_context(
         items=items,
         sink=EventSink(settings, metrics),
         compute=compute,
-        results=ResultCache(settings.serve_result_cache_size),
+        results=ResultCache(settings.serve.result_cache_size),
     )
     ctx.tasks = [
-        asyncio.create_task(ctx.items.run(settings.serve_item_features_refresh_s)),
+        asyncio.create_task(ctx.items.run(settings.serve.item_features_refresh_s)),
         asyncio.create_task(
-            ctx.models.run(settings.serve_alias_poll_s, preload=settings.serve_preload)
+            ctx.models.run(settings.serve.alias_poll_s, preload=settings.serve.preload)
         ),
         asyncio.create_task(_poll_producer(ctx.sink)),
         asyncio.create_task(
-            registry_metrics.follow(ctx.models, metrics.registry_facts, settings.serve_alias_poll_s)
+            registry_metrics.follow(ctx.models, metrics.registry_facts, settings.serve.alias_poll_s)
         ),
     ]
     try:
@@ -144,20 +144,20 @@ async def _warm_loaded(models: ModelCache, loader: Executor, table: LiveItemFeat
 
 
 def _redis_client(settings: Settings) -> Redis | RedisCluster:
-    timeout = settings.serve_redis_timeout_ms / 1000
+    timeout = settings.serve.redis_timeout_ms / 1000
     options = {
         "decode_responses": True,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
     }
-    if settings.redis_cluster:
+    if settings.redis.cluster:
         # The cluster client reads the slot map at its first command and follows MOVED and
         # failovers with its own retries; ping() (readiness) asks every node.
-        seeds = seed_urls(settings.redis_url)  # one node, or several comma-separated
+        seeds = seed_urls(settings.redis.url)  # one node, or several comma-separated
         others = [ClusterNode(*host_port(u)) for u in seeds[1:]]
         return RedisCluster.from_url(seeds[0], startup_nodes=others or None, **options)
     return Redis.from_url(
-        settings.redis_url,
+        settings.redis.url,
         health_check_interval=0,
         # A pooled connection from before a Redis restart fails its first command: one
         # retry on a fresh connection, or the first /readyz after the restart is a 503.

@@ -51,7 +51,7 @@ async def require_admin(
 ) -> str:
     """The caller's identity for the audit trail, or 403 (no secret configured: disabled,
     never open) / 401 (missing or wrong token). Compared in constant time."""
-    secret = settings.serve_admin_token
+    secret = settings.serve.admin_token
     if secret is None or not secret.get_secret_value():
         raise AdminDisabled()
     if credentials is None:

@@ -63,7 +63,7 @@ class EventSink:
         self.producer = EventProducer(
             settings,
             **{
-                "queue.buffering.max.messages": settings.serve_log_queue_max,
+                "queue.buffering.max.messages": settings.serve.log_queue_max,
                 # Logs are worth less than latency: give up on them sooner than batch jobs do.
                 "message.timeout.ms": 10_000,
                 "linger.ms": 50,

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from core.config import Settings
+from core.config import ServeSettings
 
 RECOMMEND = "/recommend/{user_id}"
 
@@ -21,7 +21,7 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**branches[0], **rest}
 
 
-def complete(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def complete(schema: dict[str, Any], serve: ServeSettings) -> dict[str, Any]:
     for methods in schema.get("paths", {}).values():
         for operation in methods.values():
             for param in operation.get("parameters", ()):
@@ -30,22 +30,20 @@ def complete(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
     for param in schema["paths"][RECOMMEND]["get"]["parameters"]:
         if param["name"] == "k":
             text = (
-                f"How many items (default {settings.serve_default_k}, at most "
-                f"{settings.serve_max_k}: STREAMREC_SERVE_MAX_K)."
+                f"How many items (default {serve.default_k}, at most "
+                f"{serve.max_k}: STREAMREC_SERVE_MAX_K)."
             )
             param["description"] = text
-            param["schema"].update(
-                maximum=settings.serve_max_k, default=settings.serve_default_k, description=text
-            )
+            param["schema"].update(maximum=serve.max_k, default=serve.default_k, description=text)
     return schema
 
 
-def install(app: FastAPI, settings: Settings) -> None:
+def install(app: FastAPI, serve: ServeSettings) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = complete(generate(), settings)
+            app.openapi_schema = complete(generate(), serve)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

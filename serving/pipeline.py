@@ -111,7 +111,7 @@ async def _personal(
     """(items, fallback reason) of the model path: memoised, or a model call in the budget."""
     user_id, k, version = reco.user_id, reco.k, reco.model_version
     recent = feats.recent
-    history = feats.history(ctx.settings.serve_history_len)
+    history = feats.history(ctx.settings.serve.history_len)
     key = (version, user_id, k, tuple(recent), ctx.items.generation)
     cached = ctx.results.get(key)
     if cached is not None:
@@ -129,7 +129,7 @@ async def _personal(
         item_features=ctx.items.features,
     )
     try:
-        if ctx.settings.serve_model_inline:
+        if ctx.settings.serve.model_inline:
             # A short call costs less than the two thread hand-offs (and, on a busy host,
             # the waits to be scheduled again) of running it on the compute pool.
             if deadline.left() <= 0:
@@ -159,7 +159,7 @@ async def recommend(
     started = time.perf_counter()
     if reco is None:
         reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)
-    deadline = _Deadline(ctx.settings.serve_budget_ms / 1000)
+    deadline = _Deadline(ctx.settings.serve.budget_ms / 1000)
     feats: UserFeatures | None = await _features(ctx, user_id, k, deadline)
     model, reason = None, None
     if feats is None:

@@ -54,7 +54,7 @@ class DemoContext:
 
     @property
     def api(self) -> str:
-        return f"http://127.0.0.1:{self.settings.serve_port}"
+        return f"http://127.0.0.1:{self.settings.serve.port}"
 
     def logs(self, name: str) -> str:
         return str(self.settings.data_path / "logs" / f"{name}.log")
@@ -110,7 +110,7 @@ def _showcase_users(ml: MovieLens) -> tuple[str, ...]:
 
 def step_stream(ctx: DemoContext) -> None:
     stack.up(ctx.settings, ["stream"])
-    group = f"{ctx.settings.topic_prefix}.{ctx.settings.stream_app_id}"
+    group = f"{ctx.settings.kafka.topic_prefix}.{ctx.settings.stream.app_id}"
     # The catalog topic is read whole at start-up, outside the group: not part of the lag.
     topics = [ctx.settings.topic(t) for t in EVENT_TOPICS]
     start = time.monotonic()
@@ -162,8 +162,8 @@ def _recommend(ctx: DemoContext, user: str, k: int = 10) -> dict:
 def step_serve(ctx: DemoContext) -> None:
     stack.up(ctx.settings, ["api"])
     s = ctx.settings
-    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
-    r = connect(s.redis_url, cluster=s.redis_cluster, decode_responses=True)
+    keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
+    r = connect(s.redis.url, cluster=s.redis.cluster, decode_responses=True)
     for user in ctx.users:
         answer = _recommend(ctx, user)
         ctx.facts[f"answer:{user}"] = answer
@@ -229,8 +229,8 @@ def step_done(ctx: DemoContext) -> None:
         f"    curl '{ctx.api}/recommend/1?k=10'           JSON\n"
         f"    curl '{ctx.api}/recommend/1?format=text'    the CMU course's comma-separated form\n"
         f"    {ctx.api}/docs                               OpenAPI docs\n"
-        f"    {ctx.api}/metrics, http://127.0.0.1:{s.stream_metrics_port}/metrics, "
-        f"http://127.0.0.1:{s.kafka_jmx_exporter_port}/metrics   Prometheus metrics\n"
+        f"    {ctx.api}/metrics, http://127.0.0.1:{s.stream.metrics_port}/metrics, "
+        f"http://127.0.0.1:{s.kafka.jmx_exporter_port}/metrics   Prometheus metrics\n"
         "    make down                                  stop everything"
     )
 

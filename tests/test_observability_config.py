@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 
 import pytest
@@ -145,7 +146,7 @@ def test_every_job_port_has_a_setting_and_the_repo_config_uses_the_defaults() ->
     assert set(jobs) == set(JOB_PORTS)
     for job, field in JOB_PORTS.items():
         (target,) = jobs[job]["static_configs"][0]["targets"]
-        assert target == f"127.0.0.1:{getattr(defaults, field)}", job
+        assert target == f"127.0.0.1:{attrgetter(field)(defaults)}", job
 
 
 def test_interval_override_and_port_zero(tmp_path: Path) -> None:

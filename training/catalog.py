@@ -77,8 +77,8 @@ def read_catalog_topic(settings: Settings, *, timeout_s: float = 10.0) -> list[I
     topic = settings.topic(CATALOG)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "group.id": f"{settings.topic_prefix}-trainer-catalog",
+            "bootstrap.servers": settings.kafka.bootstrap,
+            "group.id": f"{settings.kafka.topic_prefix}-trainer-catalog",
             "enable.auto.commit": False,
             "socket.timeout.ms": int(timeout_s * 1000),
         }

@@ -112,12 +112,12 @@ def run_training(
             store, time_range, files=listing, on_file=lambda n, _total: tick(n)
         )
         data = build_interactions(
-            events, files, watch_weight=settings.train_watch_weight,
-            rate_weight=settings.train_rate_weight,
+            events, files, watch_weight=settings.train.watch_weight,
+            rate_weight=settings.train.rate_weight,
         )  # fmt: skip
         del events
     with timed("item catalog"):
-        catalog = load_catalog(settings, data.item_ids, catalog_source or settings.train_catalog)
+        catalog = load_catalog(settings, data.item_ids, catalog_source or settings.train.catalog)
 
     test_mask = temporal_test_mask(data.users, data.ts)
     train, test = data.subset(~test_mask), data.subset(test_mask)
@@ -127,7 +127,7 @@ def run_training(
             n_users=len(data.user_ids), n_items=len(data.item_ids), n_interactions=len(data),
         )  # fmt: skip
     inner, valid = validation_split(train)
-    max_users = settings.train_eval_max_users
+    max_users = settings.train.eval_max_users
     c_inner, c_train = Cut(inner, catalog, cfg), Cut(train, catalog, cfg)
 
     # Selection: every family fitted on inner, scored on validation users the ranker never saw.
@@ -152,13 +152,13 @@ def run_training(
 
     refusal = selection.refusal()
     if refusal is not None and not force:
-        decision = GateDecision(False, f"refused: {refusal}", settings.train_gate_metric)
+        decision = GateDecision(False, f"refused: {refusal}", settings.train.gate_metric)
     else:
         with timed("quality gate"):
             decision = quality_gate(
                 models[winner], registry, train, test,
-                metric=settings.train_gate_metric, min_gain=settings.train_gate_min_gain,
-                min_users=settings.train_gate_min_users, max_users=max_users, seed=cfg.seed,
+                metric=settings.train.gate_metric, min_gain=settings.train.gate_min_gain,
+                min_users=settings.train.gate_min_users, max_users=max_users, seed=cfg.seed,
                 force=force,
             )  # fmt: skip
         if refusal is not None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core.config import Settings
+from core.config import Settings, TrainSettings
 from models.als import ALSModel
 from models.features import FEATURES, RECENT_ITEMS, ItemStats
 from models.knn import ItemKNNModel
@@ -32,34 +32,36 @@ if TYPE_CHECKING:
     from training.sasrec import SASRecConfig
 
 log = logging.getLogger(__name__)
+_DEFAULT = TrainSettings.model_fields
 
 Tick = Callable[[int], None]
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters (chosen on a validation split carved from train, see tune.py)."""
+    """Hyper-parameters (chosen on a validation split carved from train, see tune.py). Those
+    the train section sets default to its defaults, stated there once."""
 
-    als_factors: int = 32
-    als_regularization: float = 0.1
-    als_alpha: float = 1.0
-    als_iterations: int = 15
-    knn_neighbours: int = 200
-    knn_similarity: str = "cosine"
+    als_factors: int = _DEFAULT["als_factors"].default
+    als_regularization: float = _DEFAULT["als_regularization"].default
+    als_alpha: float = _DEFAULT["als_alpha"].default
+    als_iterations: int = _DEFAULT["als_iterations"].default
+    knn_neighbours: int = _DEFAULT["knn_neighbours"].default
+    knn_similarity: str = _DEFAULT["knn_similarity"].default
     ease_l2: float = 200.0
     ease_max_items: int = 3000
     ease_neighbours: int = 200
-    pop_half_life_days: float | None = None
-    n_candidates: int = 200
-    ranker_rounds: int = 200
-    ranker_max_users: int = 5000
+    pop_half_life_days: float | None = _DEFAULT["pop_half_life_days"].default
+    n_candidates: int = _DEFAULT["candidates"].default
+    ranker_rounds: int = _DEFAULT["ranker_rounds"].default
+    ranker_max_users: int = _DEFAULT["ranker_max_users"].default
     # LambdaRank learns as well from a sample of each user's negatives (measured on the
     # structured 1M set: 6.5x faster to fit, -1.6% validation NDCG@10); all positives stay.
     ranker_max_rows: int = 300_000
     ranker_params: dict = field(default_factory=dict)
-    seed: int = 42
-    threads: int = 0
-    ranker_threads: int = 1
+    seed: int = _DEFAULT["seed"].default
+    threads: int = _DEFAULT["threads"].default
+    ranker_threads: int = _DEFAULT["ranker_threads"].default
     # SASRec (training/sasrec.py): 0 epochs leaves the sequential family out of the run.
     sasrec_epochs: int = 0
     sasrec_cache_dir: str | None = None  # JAX's compilation cache (settings.cache_path/jax)
@@ -77,20 +79,20 @@ class TrainConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> TrainConfig:
         return cls(
-            als_factors=settings.train_als_factors,
-            als_regularization=settings.train_als_regularization,
-            als_alpha=settings.train_als_alpha,
-            als_iterations=settings.train_als_iterations,
-            knn_neighbours=settings.train_knn_neighbours,
-            knn_similarity=settings.train_knn_similarity,
-            pop_half_life_days=settings.train_pop_half_life_days,
-            n_candidates=settings.train_candidates,
-            ranker_rounds=settings.train_ranker_rounds,
-            ranker_max_users=settings.train_ranker_max_users,
-            seed=settings.train_seed,
-            threads=settings.train_threads,
-            ranker_threads=settings.train_ranker_threads,
-            sasrec_epochs=settings.train_sasrec_epochs,
+            als_factors=settings.train.als_factors,
+            als_regularization=settings.train.als_regularization,
+            als_alpha=settings.train.als_alpha,
+            als_iterations=settings.train.als_iterations,
+            knn_neighbours=settings.train.knn_neighbours,
+            knn_similarity=settings.train.knn_similarity,
+            pop_half_life_days=settings.train.pop_half_life_days,
+            n_candidates=settings.train.candidates,
+            ranker_rounds=settings.train.ranker_rounds,
+            ranker_max_users=settings.train.ranker_max_users,
+            seed=settings.train.seed,
+            threads=settings.train.threads,
+            ranker_threads=settings.train.ranker_threads,
+            sasrec_epochs=settings.train.sasrec_epochs,
             sasrec_cache_dir=str(settings.cache_path / "jax"),
         )
 

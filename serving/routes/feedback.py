@@ -50,7 +50,7 @@ async def post_feedback(body: FeedbackIn, ctx: ContextDep) -> FeedbackOut:
     event = FeedbackEvent(**body.model_dump(exclude={"ts"}), ts=body.ts or datetime.now(UTC))
     key = ctx.keys.feedback_dedup(event.event_id)
     try:
-        first = await ctx.redis.set(key, "1", nx=True, ex=ctx.settings.serve_feedback_dedup_ttl_s)
+        first = await ctx.redis.set(key, "1", nx=True, ex=ctx.settings.serve.feedback_dedup_ttl_s)
     except REDIS_DOWN:
         # Redis down: publish anyway; downstream consumers dedupe by event id as well.
         first, key = True, None

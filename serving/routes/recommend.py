@@ -83,9 +83,9 @@ async def get_recommendations(
     accept = request.headers.get("accept")
     settings = ctx.settings
     if k is None:
-        k = settings.serve_default_k
-    elif k > settings.serve_max_k:
-        raise InvalidRequest("k", f"must be at most {settings.serve_max_k}, got {k}")
+        k = settings.serve.default_k
+    elif k > settings.serve.max_k:
+        raise InvalidRequest("k", f"must be at most {settings.serve.max_k}, got {k}")
     # One record, read by the metrics middleware for the latency labels (in request.state
     # first, so a failure still counts for the variant the user was assigned to) and logged.
     reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)

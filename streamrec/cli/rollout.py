@@ -113,10 +113,10 @@ def _run_loop(
     metrics = ControllerMetrics()
     try:
         start_http_server(
-            settings.rollout_metrics_port, settings.rollout_metrics_host, registry=metrics.registry
+            settings.rollout.metrics_port, settings.rollout.metrics_host, registry=metrics.registry
         )
     except OSError as err:  # a second controller on the host: run, just without /metrics
-        log.warning("no /metrics on :%d: %s", settings.rollout_metrics_port, err)
+        log.warning("no /metrics on :%d: %s", settings.rollout.metrics_port, err)
     last = [""]
 
     def show(out: Outcome) -> None:

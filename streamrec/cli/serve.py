@@ -59,30 +59,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings = settings.model_copy(update={"serve": serve})
     for key, value in overrides.items():
         os.environ[_ENV[key]] = str(value)
-    _check_port_free(settings.serve_host, settings.serve_port)
+    _check_port_free(settings.serve.host, settings.serve.port)
     # Serving starts while Redis is down (and falls back), so a wrong cluster flag would
     # only show as fallbacks and a 503 /readyz: refuse it now, in one line.
-    check_kind(settings.redis_url, cluster=settings.redis_cluster)
+    check_kind(settings.redis.url, cluster=settings.redis.cluster)
 
     console = Console(stderr=True)
     metrics_dir = None
-    if settings.serve_workers > 1:
+    if settings.serve.workers > 1:
         # Each worker writes its metrics to files here; /metrics merges them all.
         metrics_dir = tempfile.mkdtemp(prefix="streamrec-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     console.print(
-        f"[bold]streamrec serve[/] on http://{settings.serve_host}:{settings.serve_port} "
-        f"({settings.serve_workers} worker(s), model {settings.model_name!r}, "
-        f"budget {settings.serve_budget_ms:g} ms, storage {settings.storage.url}); docs at /docs"
+        f"[bold]streamrec serve[/] on http://{settings.serve.host}:{settings.serve.port} "
+        f"({settings.serve.workers} worker(s), model {settings.model_name!r}, "
+        f"budget {settings.serve.budget_ms:g} ms, storage {settings.storage.url}); docs at /docs"
     )
     started = time.monotonic()
     try:
         uvicorn.run(
             "serving.app:app_from_env",
             factory=True,
-            host=settings.serve_host,
-            port=settings.serve_port,
-            workers=settings.serve_workers,
+            host=settings.serve.host,
+            port=settings.serve.port,
+            workers=settings.serve.workers,
             loop="uvloop",
             http="httptools",
             access_log=args.access_log,

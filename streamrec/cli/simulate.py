@@ -51,12 +51,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     rate = parse_rate(args.rate)
     if args.duration <= 0 or (args.max_requests is not None and args.max_requests <= 0):
         raise SimulatorError("--duration and --max-requests must be positive")
-    if not 1 <= args.k <= settings.serve_max_k:
-        raise SimulatorError(f"--k must be within 1..{settings.serve_max_k}")
+    if not 1 <= args.k <= settings.serve.max_k:
+        raise SimulatorError(f"--k must be within 1..{settings.serve.max_k}")
     test = load_movielens(settings.cache_path).subset("test")
     sim = Simulator(
         settings,
-        args.api or f"http://127.0.0.1:{settings.serve_port}",
+        args.api or f"http://127.0.0.1:{settings.serve.port}",
         future_interactions(test.users, test.items),
         rate=rate,
         k=args.k,

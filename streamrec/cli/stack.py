@@ -67,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
-    if (args.topology or settings.stack_topology) == "cluster":
+    if (args.topology or settings.stack.topology) == "cluster":
         return _run_cluster(args, settings, console)
     if args.stack_action == "up":
         names = list(stack.INFRA_SERVICES) if args.all else args.service
@@ -75,17 +75,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         states = stack.up(settings, names, timeout=args.timeout, topology="single")
         _print_up(console, states)
         if any(st.name == "kafka" for st in states):
-            jmx = settings.kafka_jmx_exporter_port
+            jmx = settings.kafka.jmx_exporter_port
             console.print(f"[dim]broker metrics: http://127.0.0.1:{jmx}/metrics[/]")
         if any(st.name == "minio" for st in states):
             console.print(
-                f"[dim]S3: STREAMREC_S3_ENDPOINT_URL=http://127.0.0.1:{settings.minio_port} "
-                f"STREAMREC_STORAGE_URL=s3://{settings.minio_bucket}/<prefix> "
-                f"(console http://127.0.0.1:{settings.minio_console_port})[/]"
+                f"[dim]S3: STREAMREC_S3_ENDPOINT_URL=http://127.0.0.1:{settings.minio.port} "
+                f"STREAMREC_STORAGE_URL=s3://{settings.minio.bucket}/<prefix> "
+                f"(console http://127.0.0.1:{settings.minio.console_port})[/]"
             )
         if any(st.name == "perses" for st in states):
             console.print(
-                f"[dim]Perses: http://127.0.0.1:{settings.perses_port}/api/v1/projects/"
+                f"[dim]Perses: http://127.0.0.1:{settings.observability.perses_port}/api/v1/projects/"
                 "streamrec/dashboards (API only: no UI bundle in this build)[/]"
             )
         console.print(f"[dim]ready in {time.monotonic() - began:.1f} s[/]")

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     check_kafka(settings)
     created = ensure_topics(settings)
     meta = admin_client(settings).list_topics(timeout=10).topics
-    table = Table(title=f"topics on {settings.kafka_bootstrap}")
+    table = Table(title=f"topics on {settings.kafka.bootstrap}")
     for col in ("topic", "partitions", "kind", "state"):
         table.add_column(col)
     for spec in TOPICS:

@@ -19,10 +19,11 @@ from streamrec.stack.base import Service, port_open
 from streamrec.stack.install import ensure_apt_package
 from streamrec.stack.prometheus import _ready, write_config
 
-# Receiver name in infra/alertmanager/alertmanager.yml -> the Settings field of its URL.
+# Receiver name in infra/alertmanager/alertmanager.yml -> the alertmanager section's field of
+# its URL.
 RECEIVER_URLS: dict[str, str] = {
-    "page": "alertmanager_page_webhook_url",
-    "ticket": "alertmanager_ticket_webhook_url",
+    "page": "page_webhook_url",
+    "ticket": "ticket_webhook_url",
 }
 
 # Used only when the repo's file does not exist (an installed copy without the repo).
@@ -70,7 +71,7 @@ class AlertmanagerService(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.alertmanager_port
+        return self.settings.alertmanager.port
 
     @property
     def source_config(self) -> Path | None:
@@ -84,10 +85,12 @@ class AlertmanagerService(Service):
     def urls(self) -> dict[str, str]:
         urls = {}
         for name, field in RECEIVER_URLS.items():
-            url = getattr(self.settings, field).get_secret_value()
+            url = getattr(self.settings.alertmanager, field).get_secret_value()
             # Alertmanager would refuse the file and exit; say which setting is wrong instead.
             if url and not url.startswith(("http://", "https://")):
-                raise ConfigError(f"{field} must be an http(s) URL (value not shown: a secret)")
+                raise ConfigError(
+                    f"alertmanager_{field} must be an http(s) URL (value not shown: a secret)"
+                )
             urls[name] = url
         return urls
 

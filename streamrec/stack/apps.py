@@ -43,7 +43,7 @@ class StreamWorkerService(_AppService):
 
     @property
     def port(self) -> int:
-        return self.settings.stream_metrics_port
+        return self.settings.stream.metrics_port
 
     def probe(self, timeout: float = 2.0) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.port}/metrics", timeout)
@@ -56,7 +56,7 @@ class ApiService(_AppService):
 
     @property
     def port(self) -> int:
-        return self.settings.serve_port
+        return self.settings.serve.port
 
     def probe(self, timeout: float = 2.0) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.port}/healthz", timeout)

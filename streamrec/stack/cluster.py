@@ -115,17 +115,23 @@ def report(settings: Settings, groups: Sequence[str] | None = None) -> ClusterRe
 def client_settings(settings: Settings) -> Settings:
     """``settings`` pointed at the cluster: its three brokers, topics replicated 3 times with
     min.insync.replicas=2, and the Redis Cluster protocol with the first node as seed."""
+    kafka = {
+        "bootstrap": bootstrap(settings),
+        "topic_replication_factor": KAFKA_NODES,
+        "topic_min_insync_replicas": 2,
+    }
+    redis = {
+        "url": f"redis://127.0.0.1:{redis_ports(settings)[0]}/0",
+        "cluster": True,
+        # A batch counts as applied only once a replica holds it (streams.redis_slots):
+        # losing a master then loses nothing the worker committed offsets for.
+        "min_replicas_ack": 1,
+    }
     return settings.model_copy(
         update={
-            "stack_topology": "cluster",
-            "kafka_bootstrap": bootstrap(settings),
-            "topic_replication_factor": KAFKA_NODES,
-            "topic_min_insync_replicas": 2,
-            "redis_url": f"redis://127.0.0.1:{redis_ports(settings)[0]}/0",
-            "redis_cluster": True,
-            # A batch counts as applied only once a replica holds it (streams.redis_slots):
-            # losing a master then loses nothing the worker committed offsets for.
-            "redis_min_replicas_ack": 1,
+            "stack": settings.stack.model_copy(update={"topology": "cluster"}),
+            "kafka": settings.kafka.model_copy(update=kafka),
+            "redis": settings.redis.model_copy(update=redis),
         }
     )
 
@@ -134,10 +140,10 @@ def client_env(settings: Settings) -> dict[str, str]:
     """The environment that points streamrec commands at the cluster (what `up` prints)."""
     clients = client_settings(settings)
     return {
-        "STREAMREC_KAFKA_BOOTSTRAP": clients.kafka_bootstrap,
-        "STREAMREC_TOPIC_REPLICATION_FACTOR": str(clients.topic_replication_factor),
-        "STREAMREC_TOPIC_MIN_INSYNC_REPLICAS": str(clients.topic_min_insync_replicas),
-        "STREAMREC_REDIS_URL": clients.redis_url,
+        "STREAMREC_KAFKA_BOOTSTRAP": clients.kafka.bootstrap,
+        "STREAMREC_TOPIC_REPLICATION_FACTOR": str(clients.kafka.topic_replication_factor),
+        "STREAMREC_TOPIC_MIN_INSYNC_REPLICAS": str(clients.kafka.topic_min_insync_replicas),
+        "STREAMREC_REDIS_URL": clients.redis.url,
         "STREAMREC_REDIS_CLUSTER": "true",
-        "STREAMREC_REDIS_MIN_REPLICAS_ACK": str(clients.redis_min_replicas_ack),
+        "STREAMREC_REDIS_MIN_REPLICAS_ACK": str(clients.redis.min_replicas_ack),
     }

@@ -31,26 +31,26 @@ class KafkaService(Service):
     @property
     def host(self) -> str:
         return host_port_from_url(
-            self.settings.kafka_bootstrap, default_port=9092, setting="kafka_bootstrap"
+            self.settings.kafka.bootstrap, default_port=9092, setting="kafka_bootstrap"
         )[0]
 
     @property
     def port(self) -> int:
         return host_port_from_url(
-            self.settings.kafka_bootstrap, default_port=9092, setting="kafka_bootstrap"
+            self.settings.kafka.bootstrap, default_port=9092, setting="kafka_bootstrap"
         )[1]
 
     @property
     def controller_port(self) -> int:
-        return self.settings.kafka_controller_port
+        return self.settings.kafka.controller_port
 
     @property
     def jmx_exporter_port(self) -> int:
-        return self.settings.kafka_jmx_exporter_port
+        return self.settings.kafka.jmx_exporter_port
 
     @property
     def heap(self) -> str:
-        return self.settings.kafka_heap
+        return self.settings.kafka.heap
 
     def other_ports(self) -> dict[str, int]:
         return {"controller": self.controller_port, "JMX exporter": self.jmx_exporter_port}
@@ -146,7 +146,7 @@ class KafkaService(Service):
             broker_host=self.host,
             broker_port=self.port,
             controller_host=self.host,
-            controller_port=self.settings.kafka_controller_port,
+            controller_port=self.settings.kafka.controller_port,
             log_dirs=self.log_dirs,
         )
         if not (self.log_dirs / "meta.properties").exists():

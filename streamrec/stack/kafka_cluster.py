@@ -25,7 +25,7 @@ KAFKA_NODES = 3
 
 
 def broker_ports(settings: Settings) -> list[int]:
-    return [settings.cluster_kafka_base_port + 2 * i for i in range(KAFKA_NODES)]
+    return [settings.cluster.kafka_base_port + 2 * i for i in range(KAFKA_NODES)]
 
 
 def bootstrap(settings: Settings) -> str:
@@ -58,11 +58,11 @@ class KafkaNode(KafkaService):
     @property
     def jmx_exporter_port(self) -> int:
         # After the six broker/controller ports: one block of 9 (19092-19100 by default).
-        return self.settings.cluster_kafka_base_port + 2 * KAFKA_NODES - 1 + self.node_id
+        return self.settings.cluster.kafka_base_port + 2 * KAFKA_NODES - 1 + self.node_id
 
     @property
     def heap(self) -> str:
-        return self.settings.cluster_kafka_heap
+        return self.settings.cluster.kafka_heap
 
     # --- paths -------------------------------------------------------------------------
     @property

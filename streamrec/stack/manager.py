@@ -63,13 +63,13 @@ def services(settings: Settings, names: Sequence[str] | None = None) -> list[Ser
 def _chosen(
     settings: Settings, names: Sequence[str] | None, topology: str | None, default: Sequence[str]
 ) -> list[Service]:
-    """The services of ``topology`` (``settings.stack_topology`` if None), in start order.
+    """The services of ``topology`` (``settings.stack.topology`` if None), in start order.
 
     The topology only decides what ``kafka`` and ``redis`` are: one process each, or every
     node of the cluster (both by default). The other services (minio, prometheus, our own
     stream/api) are the same in both; on the cluster they are chosen by name only, so that
     ``down --topology cluster`` never stops what the single stack's users started."""
-    topology = topology or settings.stack_topology
+    topology = topology or settings.stack.topology
     if topology == "single":
         return services(settings, default if names is None else names)
     if topology != "cluster":
@@ -121,9 +121,9 @@ def up(
     stopped again, so a failed ``up`` leaves no half-started processes. On the cluster
     topology ``up`` returns once the Redis Cluster is formed and whole.
     """
-    timeout = settings.stack_timeout_s if timeout is None else timeout
+    timeout = settings.stack.timeout_s if timeout is None else timeout
     chosen = _chosen(settings, names, topology, DEFAULT_SERVICES)
-    is_cluster = (topology or settings.stack_topology) == "cluster"
+    is_cluster = (topology or settings.stack.topology) == "cluster"
     with _locked(settings):
         if is_cluster:
             cluster.preflight(chosen)
@@ -188,7 +188,7 @@ def down(
     chosen = _chosen(settings, names, topology, list(SERVICES))
     results: dict[str, ServiceState] = {}
     with _locked(settings):
-        pids = _stop(chosen, parallel=(topology or settings.stack_topology) == "cluster")
+        pids = _stop(chosen, parallel=(topology or settings.stack.topology) == "cluster")
         for svc in reversed(chosen):
             pid = pids[svc]
             if pid is not None:
@@ -209,6 +209,6 @@ def status(
 ) -> list[ServiceState]:
     """The state of each service (all by default); read-only. On the cluster topology each
     node carries its role; :func:`cluster_report` adds the whole-cluster view."""
-    if (topology or settings.stack_topology) == "cluster":
+    if (topology or settings.stack.topology) == "cluster":
         return cluster_report(settings, names).states
     return [svc.observe() for svc in _chosen(settings, names, topology, list(SERVICES))]

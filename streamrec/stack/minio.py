@@ -3,7 +3,7 @@
 Recent upstream releases are published as source, so the server is built from
 source with ``go install`` (module proxy) into ``<cache>/bin/minio`` once, then reused.
 It runs single-node single-drive on 127.0.0.1 with its data in ``<data>/minio``; ``up``
-creates :attr:`Settings.minio_bucket` so ``s3://<bucket>/...`` storage URLs work at once.
+creates :attr:`Settings.minio.bucket` so ``s3://<bucket>/...`` storage URLs work at once.
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ class MinioService(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.minio_port
+        return self.settings.minio.port
 
     def other_ports(self) -> dict[str, int]:
-        return {"console": self.settings.minio_console_port}
+        return {"console": self.settings.minio.console_port}
 
     @property
     def endpoint_url(self) -> str:
@@ -166,7 +166,7 @@ class MinioService(Service):
 
     # --- config ----------------------------------------------------------------------
     def prepare(self) -> None:
-        password = self.settings.minio_root_password.get_secret_value()
+        password = self.settings.minio.root_password.get_secret_value()
         if len(password) < 8:
             raise ConfigError("minio_root_password must have at least 8 characters (MinIO's rule)")
         self.data_path.mkdir(parents=True, exist_ok=True)
@@ -176,8 +176,8 @@ class MinioService(Service):
         # (visible to every local user in ps).
         return {
             **os.environ,
-            "MINIO_ROOT_USER": self.settings.minio_root_user,
-            "MINIO_ROOT_PASSWORD": self.settings.minio_root_password.get_secret_value(),
+            "MINIO_ROOT_USER": self.settings.minio.root_user,
+            "MINIO_ROOT_PASSWORD": self.settings.minio.root_password.get_secret_value(),
             "MINIO_UPDATE": "off",  # no phoning home for updates
             "MINIO_PROMETHEUS_AUTH_TYPE": "public",  # our Prometheus scrapes without a token
         }
@@ -189,7 +189,7 @@ class MinioService(Service):
             "--address",
             f"127.0.0.1:{self.port}",
             "--console-address",
-            f"127.0.0.1:{self.settings.minio_console_port}",
+            f"127.0.0.1:{self.settings.minio.console_port}",
             str(self.data_path),
         ]
 
@@ -217,17 +217,17 @@ class MinioService(Service):
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint_url,
-            aws_access_key_id=self.settings.minio_root_user,
-            aws_secret_access_key=self.settings.minio_root_password.get_secret_value(),
+            aws_access_key_id=self.settings.minio.root_user,
+            aws_secret_access_key=self.settings.minio.root_password.get_secret_value(),
             region_name="us-east-1",
             config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=2),
         )
 
     def ensure_bucket(self) -> bool:
-        """Create :attr:`Settings.minio_bucket` if missing; True if this call created it."""
+        """Create :attr:`Settings.minio.bucket` if missing; True if this call created it."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        bucket = self.settings.minio_bucket
+        bucket = self.settings.minio.bucket
         client = self.client()
         try:
             client.create_bucket(Bucket=bucket)

@@ -78,7 +78,7 @@ class PersesService(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.perses_port
+        return self.settings.observability.perses_port
 
     @property
     def url(self) -> str:
@@ -237,7 +237,7 @@ class PersesService(Service):
     # --- config ----------------------------------------------------------------------
     def resources(self) -> list[dict[str, Any]]:
         """The project and the Prometheus datasource its dashboards query (provisioned)."""
-        prometheus = f"http://127.0.0.1:{self.settings.prometheus_port}"
+        prometheus = f"http://127.0.0.1:{self.settings.observability.prometheus_port}"
         return [
             {"kind": "Project", "metadata": {"name": PROJECT}, "spec": {}},
             {

@@ -13,20 +13,21 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Mapping
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from streamrec.stack.base import Service, host_port_from_url, port_open
 from streamrec.stack.install import ensure_apt_package
 
-# job_name in infra/prometheus/prometheus.yml -> the Settings field holding its port.
+# job_name in infra/prometheus/prometheus.yml -> the setting holding its port (section.field).
 JOB_PORTS: dict[str, str] = {
-    "streamrec-api": "serve_port",
-    "streamrec-stream": "stream_metrics_port",
-    "streamrec-rollout": "rollout_metrics_port",
-    "kafka": "kafka_jmx_exporter_port",
-    "redis": "redis_exporter_port",
-    "prometheus": "prometheus_port",
+    "streamrec-api": "serve.port",
+    "streamrec-stream": "stream.metrics_port",
+    "streamrec-rollout": "rollout.metrics_port",
+    "kafka": "kafka.jmx_exporter_port",
+    "redis": "observability.redis_exporter_port",
+    "prometheus": "observability.prometheus_port",
 }
 
 # Used only when infra/prometheus/prometheus.yml does not exist (an installed copy without
@@ -102,7 +103,7 @@ def _ready(url: str, needle: bytes, timeout: float) -> bool:
 
 
 class RedisExporterService(Service):
-    """``prometheus-redis-exporter`` reading ``settings.redis_url``; started and stopped
+    """``prometheus-redis-exporter`` reading ``settings.redis.url``; started and stopped
     with Prometheus (see :class:`PrometheusService`), not a stack service of its own."""
 
     name = "redis-exporter"
@@ -110,7 +111,7 @@ class RedisExporterService(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.redis_exporter_port
+        return self.settings.observability.redis_exporter_port
 
     def ensure_installed(self) -> None:
         self._binary()
@@ -126,7 +127,7 @@ class RedisExporterService(Service):
 
     def command(self) -> list[str]:
         host, port = host_port_from_url(
-            self.settings.redis_url, default_port=6379, setting="redis_url"
+            self.settings.redis.url, default_port=6379, setting="redis_url"
         )
         return [
             self._binary(),
@@ -147,7 +148,7 @@ class PrometheusService(Service):
 
     @property
     def port(self) -> int:
-        return self.settings.prometheus_port
+        return self.settings.observability.prometheus_port
 
     @property
     def source_config(self) -> Path | None:
@@ -163,7 +164,7 @@ class PrometheusService(Service):
         return RedisExporterService(self.settings)
 
     def ports(self) -> dict[str, int]:
-        return {job: int(getattr(self.settings, field)) for job, field in JOB_PORTS.items()}
+        return {job: int(attrgetter(field)(self.settings)) for job, field in JOB_PORTS.items()}
 
     def ensure_installed(self) -> None:
         self._binary()
@@ -182,7 +183,7 @@ class PrometheusService(Service):
     def prepare(self) -> None:
         (self.settings.data_path / "prometheus").mkdir(parents=True, exist_ok=True)
         config = render_config(
-            self.source_config, self.ports(), alertmanager_port=self.settings.alertmanager_port
+            self.source_config, self.ports(), alertmanager_port=self.settings.alertmanager.port
         )
         write_config(config, self.config_path)
 

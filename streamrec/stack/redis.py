@@ -14,13 +14,13 @@ class RedisService(Service):
 
     @property
     def host(self) -> str:
-        return host_port_from_url(self.settings.redis_url, default_port=6379, setting="redis_url")[
+        return host_port_from_url(self.settings.redis.url, default_port=6379, setting="redis_url")[
             0
         ]
 
     @property
     def port(self) -> int:
-        return host_port_from_url(self.settings.redis_url, default_port=6379, setting="redis_url")[
+        return host_port_from_url(self.settings.redis.url, default_port=6379, setting="redis_url")[
             1
         ]
 

@@ -20,7 +20,7 @@ BUS_OFFSET = 10_000  # Redis's fixed offset of the cluster bus port
 
 
 def redis_ports(settings: Settings) -> list[int]:
-    return [settings.cluster_redis_base_port + i for i in range(REDIS_NODES)]
+    return [settings.cluster.redis_base_port + i for i in range(REDIS_NODES)]
 
 
 def client(port: int, timeout: float = 2.0) -> Any:
@@ -96,7 +96,7 @@ class RedisNode(RedisService):
             self.config_path,
             port=self.port,
             dir=self.data_dir,
-            node_timeout_ms=self.settings.cluster_redis_node_timeout_ms,
+            node_timeout_ms=self.settings.cluster.redis_node_timeout_ms,
         )
 
     def probe(self, timeout: float = 2.0) -> bool:
