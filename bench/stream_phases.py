@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 # Per loop iteration: consume; process (decode, prepare the Redis call, buffer rows) without
 # what is nested in it; waiting for the Redis call in flight (in process and before a flush
-# is cut); the online-evaluation join (a Redis call); committing a durable flush job; the
-# rest of the Parquet cadence (cutting a job); lag; trending; catalog.
+# is cut; the online-evaluation join of the batch before runs on the Redis thread after it);
+# the online-evaluation join on the loop's thread (before a flush is cut); committing a
+# durable flush job; the rest of the Parquet cadence (cutting a job); lag; trending; catalog.
 PHASES = (
     "consume", "process", "redis_wait", "online_eval", "commit", "flush", "lag", "trending",
     "catalog",
@@ -43,7 +44,7 @@ def run_timed_worker(out: str) -> None:
 
     from core.config import Settings
     from streams.metrics import StreamMetrics
-    from streams.worker import StreamWorker
+    from streams.worker import Cadence, StreamWorker
 
     rows: list[list[float]] = []
 
@@ -51,11 +52,14 @@ def run_timed_worker(out: str) -> None:
         def _loop(self, consumer, parts) -> None:  # a copy of StreamWorker._loop, timed
             s, proc = self.settings, parts.processor
             acc: dict[str, float] = defaultdict(float)
+            loop_thread = threading.get_ident()
 
             def timed(obj, name: str, key: str) -> None:
                 plain = getattr(obj, name)
 
                 def call(*a, **kw):
+                    if threading.get_ident() != loop_thread:  # the join on the Redis thread
+                        return plain(*a, **kw)  # is inside redis_wait
                     t = time.perf_counter()
                     try:
                         return plain(*a, **kw)
@@ -68,12 +72,14 @@ def run_timed_worker(out: str) -> None:
             timed(proc.applier, "wait", "redis_wait")
             timed(proc.online_eval, "apply", "online_eval")
             timed(proc, "_finish", "commit")
-            batch_n, batch_s = s.stream.redis_batch_events, s.stream.redis_batch_ms / 1000
+            batch_s = s.stream.redis_batch_ms / 1000
+            cap = Cadence(s.stream.redis_batch_min_events, s.stream.redis_batch_events)
             next_tick = 0.0
             clock = time.perf_counter
             while not self.stop_event.is_set():
                 t0, wall = clock(), time.time()
-                msgs = consumer.consume(batch_n, batch_s)
+                msgs = consumer.consume(cap.events, batch_s)
+                cap.update(len(msgs))
                 t1 = clock()
                 acc.clear()
                 if msgs:

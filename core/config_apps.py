@@ -32,6 +32,13 @@ class StreamSettings(Section):
     redis_batch_ms: int = Field(
         20, ge=1, description="Max wait (ms) to fill a Redis micro-batch (freshness bound)."
     )
+    redis_batch_min_events: int = Field(
+        1_000,
+        ge=1,
+        description="Cap of a micro-batch while caught up (the visibility cadence): each "
+        "full batch doubles the cap up to redis_batch_events (catching up), a short one "
+        "resets it, so a live event never waits behind a catch-up-sized Redis call.",
+    )
     flush_events: int = Field(
         50_000, ge=1, description="Flush Parquet snapshots after this many buffered events..."
     )

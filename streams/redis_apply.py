@@ -110,16 +110,27 @@ class RedisApplier:
         self._pool: ThreadPoolExecutor | None = None
         self._future: Future[None] | None = None
 
-    def submit(self, work: list[RedisWork]) -> None:
+    def submit(self, work: list[RedisWork], then: Callable[[], object] | None = None) -> None:
         """Prepare the call for ``work`` (aggregating and encoding on the caller's thread,
         while the previous call runs in Redis), wait for the call in flight (raising its
-        error), then start this one."""
+        error), then start this one; ``then`` runs on the Redis thread once ``work`` is
+        applied (:meth:`wait` waits for it too)."""
         groups = by_partition(self._dedupe(work))
         calls = {p: self._prepare(g) for p, g in groups.items()}
         self.wait()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="streams-redis")
-        self._future = self._pool.submit(self._apply_all, groups, calls)
+        self._future = self._pool.submit(self._apply_then, groups, calls, then)
+
+    def _apply_then(
+        self,
+        groups: dict[int, list[RedisWork]],
+        calls: dict[int, _Call],
+        then: Callable[[], object] | None,
+    ) -> None:
+        self._apply_all(groups, calls)
+        if then is not None:
+            then()
 
     def wait(self) -> None:
         if self._future is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -59,6 +60,7 @@ class SlotRunner:
         self._shas: dict[str, str] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
+        self._lock = threading.Lock()
 
     def _node(self, key: str) -> Any:
         """The plain client of the master owning ``key`` (the client itself if standalone)."""
@@ -118,15 +120,16 @@ class SlotRunner:
         return replies
 
     def _executor(self, n: int) -> ThreadPoolExecutor:
-        if self._pool is None or self._pool_size < n:
-            old = self._pool
-            self._pool, self._pool_size = (
-                ThreadPoolExecutor(n, thread_name_prefix="redis-slots"),
-                n,
-            )
-            if old is not None:
-                old.shutdown(wait=False)
-        return self._pool
+        with self._lock:  # callers on two threads (the Redis thread, trending) build one
+            if self._pool is None or self._pool_size < n:
+                old = self._pool
+                self._pool, self._pool_size = (
+                    ThreadPoolExecutor(n, thread_name_prefix="redis-slots"),
+                    n,
+                )
+                if old is not None:
+                    old.shutdown(wait=False)
+            return self._pool
 
     def _run_on(
         self,

@@ -39,7 +39,7 @@ from streams.state import TP
 log = logging.getLogger(__name__)
 
 # Re-exported: tests and tools name them from here.
-__all__ = ["GC_THRESHOLDS", "Progress", "StreamWorker", "consumer_config", "group_id"]
+__all__ = ["GC_THRESHOLDS", "Cadence", "Progress", "StreamWorker", "consumer_config", "group_id"]
 
 
 def consumer_config(settings: Settings) -> dict[str, object]:
@@ -97,6 +97,21 @@ class Rebalance:
         )
 
 
+class Cadence:
+    """The micro-batch cap: small while caught up (the visibility cadence: a Redis call of a
+    few ms, so a live event never waits behind a long one), doubled by every full batch up to
+    the catch-up size (bigger calls aggregate more per key: throughput while behind), back to
+    small as soon as a batch comes back short (the backlog is drained). Commits keep their
+    own cadence (the Parquet flush), whatever the batch size."""
+
+    def __init__(self, small: int, big: int) -> None:
+        self.small, self.big = min(small, big), big
+        self.events = self.small
+
+    def update(self, got: int) -> None:
+        self.events = min(2 * self.events, self.big) if got >= self.events else self.small
+
+
 class StreamWorker(Worker):
     """Run with :meth:`run` in a thread of its own; stop with :meth:`stop`."""
 
@@ -137,10 +152,12 @@ class StreamWorker(Worker):
 
     def _loop(self, consumer: Consumer, parts: Parts) -> None:
         s, proc = self.settings, parts.processor
-        batch_n, batch_s = s.stream.redis_batch_events, s.stream.redis_batch_ms / 1000
+        batch_s = s.stream.redis_batch_ms / 1000
+        cap = Cadence(s.stream.redis_batch_min_events, s.stream.redis_batch_events)
         next_tick = 0.0
         while not self.stop_event.is_set():
-            msgs: list[Message] = consumer.consume(batch_n, batch_s)
+            msgs: list[Message] = consumer.consume(cap.events, batch_s)
+            cap.update(len(msgs))
             if msgs:
                 by_tp: defaultdict[TP, list[RawRecord]] = defaultdict(list)
                 for m in msgs:
