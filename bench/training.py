@@ -101,6 +101,11 @@ def child(storage: Path, catalog: str, sasrec_epochs: int = 0) -> None:
                 "candidate_ndcg": report.metrics[report.winner]["ndcg@10"],
                 "validation": {k: v["ndcg@10"] for k, v in report.selection.validation.items()},
                 "holdout": {k: v["ndcg@10"] for k, v in report.metrics.items()},
+                # Distinct items recommended to the holdout users (coverage@10 x catalogue).
+                "coverage": {
+                    k: round(v["coverage@10"] * report.training_data.n_items)
+                    for k, v in report.metrics.items()
+                },
                 "best_baseline": best,
                 "best_baseline_ndcg": best_ndcg,
                 "lift": report.lift_over_best_baseline,
@@ -209,6 +214,13 @@ def main() -> int:
             *(f"{r['validation'][n]:.4f} / {r['holdout'][n]:.4f}" for n in names_f),
         )
     console.print(families)
+    covered = Table(title="Holdout coverage: distinct items in the top 10 of every holdout user")
+    covered.add_column("dataset")
+    for n in names_f:
+        covered.add_column(n, justify="right")
+    for r in results:
+        covered.add_row(r["dataset"], *(f"{r.get('coverage', {}).get(n, 0):,}" for n in names_f))
+    console.print(covered)
     synthetic = [r for r in results if r["dataset"] != "ml-100k"]
     if len(synthetic) > 1:
         growth = Table(title="growth against the smallest synthetic run (same mode)")

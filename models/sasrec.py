@@ -15,7 +15,7 @@ the catalogue is embedding row ``c + 1``: row 0 is padding.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def weight_names(blocks: int) -> list[str]:
 def layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + np.float32(EPS)) * g + b
+    return np.asarray((x - mu) / np.sqrt(var + np.float32(EPS)) * g + b)
 
 
 def forward(w: Mapping[str, np.ndarray], seq: np.ndarray, blocks: int, heads: int) -> np.ndarray:
@@ -83,7 +83,7 @@ class SASRecModel(Recommender):
         *,
         blocks: int,
         heads: int,
-        extra_params: dict | None = None,
+        extra_params: dict[str, Any] | None = None,
     ) -> None:
         """``seq_items[seq_indptr[u]:seq_indptr[u + 1]]`` are user ``u``'s training item
         columns, oldest first; ``weights`` as named by :func:`weight_names`."""
@@ -110,11 +110,13 @@ class SASRecModel(Recommender):
 
     @property
     def max_len(self) -> int:
-        return self.w["pos_emb"].shape[0]
+        return int(self.w["pos_emb"].shape[0])
 
     # -- the contract --------------------------------------------------------------------
     def known_user(self, user_id: str) -> bool:
-        return user_id in self.user_index
+        # An id with no training items (the cuts share one id map) has no sequence to go on.
+        u = self.user_index.get(user_id)
+        return u is not None and self.seq_indptr[u + 1] > self.seq_indptr[u]
 
     def knows_item(self, item_id: str) -> bool:
         return item_id in self.item_index
@@ -125,7 +127,8 @@ class SASRecModel(Recommender):
         return self.seq_items[self.seq_indptr[u] : self.seq_indptr[u + 1]]
 
     def seen_items(self, user_id: str) -> list[str]:
-        return self.item_ids[self._seen(self.user_index.get(user_id))].tolist()
+        seen: list[str] = self.item_ids[self._seen(self.user_index.get(user_id))].tolist()
+        return seen
 
     def sequence(self, user_id: str, history: Sequence[str] = ()) -> np.ndarray:
         """The user's item columns, oldest first, newest ``max_len`` only: training items,
@@ -192,7 +195,7 @@ class SASRecModel(Recommender):
         return top_k(self.scores(vec), k, self.item_ids, banned)
 
     # -- artifacts -------------------------------------------------------------------------
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         return {"blocks": self.blocks, "heads": self.heads, **self.extra_params}
 
     def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
@@ -206,7 +209,7 @@ class SASRecModel(Recommender):
         return {ARTIFACT: (to_npz(arrays), "npz")}
 
     @classmethod
-    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         if ARTIFACT not in files:
             raise ArtifactError(f"missing {ARTIFACT}", kind=cls.kind, artifact=ARTIFACT)
         try:
