@@ -242,23 +242,44 @@ def to_payload(
         out.append(key)
         return 1
 
+    # The loop below runs once per user of the batch (up to one per event): names bound
+    # once, the common one-item history and empty ratings / genres without a call.
     users = []
+    add_user, append = users.append, out.append
+    stats_key, recent_key = keys.user_stats, keys.user_recent
+    ratings_key, genres_key = keys.user_ratings, keys.user_genres
     for user, u in d.users.items():
-        sk, rk, gk = keys.user_stats(user), keys.user_recent(user), keys.user_genres(user)
-        users.append(
+        sk, rk, gk = stats_key(user), recent_key(user), genres_key(user)
+        recent, genres = u.recent, u.genres
+        if is_fresh(sk):
+            x_sk = 0
+        else:
+            append(sk)
+            x_sk = 1
+        if not recent or is_fresh(rk):
+            x_rk = 0
+        else:
+            append(rk)
+            x_rk = 1
+        if not genres or is_fresh(gk):
+            x_gk = 0
+        else:
+            append(gk)
+            x_gk = 1
+        add_user(
             [
                 sk,
                 rk,
-                keys.user_ratings(user),
+                ratings_key(user),
                 gk,
                 u.n_watch,
                 u.n_rate,
                 u.rating_sum,
                 u.last_active,
-                _flat(u.recent, score_first=True),
-                _flat(u.ratings),
-                _flat(u.genres),
-                [expire(sk), expire(rk, bool(u.recent)), expire(gk, bool(u.genres))],
+                [*recent.values(), *recent] if len(recent) == 1 else _flat(recent, True),
+                _flat(u.ratings) if u.ratings else [],
+                _flat(genres) if genres else [],
+                [x_sk, x_rk, x_gk],
             ]
         )
     items = []
