@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -40,7 +40,7 @@ class ALSModel(TrainedInteractions, Recommender):
         *,
         regularization: float,
         alpha: float,
-        extra_params: dict | None = None,
+        extra_params: dict[str, Any] | None = None,
     ) -> None:
         if user_factors.shape[0] != len(user_ids) or item_factors.shape[0] != len(item_ids):
             raise ValueError("factor rows do not match the id maps")
@@ -58,7 +58,7 @@ class ALSModel(TrainedInteractions, Recommender):
 
     @property
     def factors(self) -> int:
-        return self.item_factors.shape[1]
+        return int(self.item_factors.shape[1])
 
     @classmethod
     def fit(
@@ -134,7 +134,7 @@ class ALSModel(TrainedInteractions, Recommender):
         return self.fold_in(cols, vals)
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
-        return self.item_factors @ vector
+        return np.asarray(self.item_factors @ vector)
 
     def recommend(
         self,
@@ -169,7 +169,7 @@ class ALSModel(TrainedInteractions, Recommender):
         return top_k(self.scores(vec), k, self.item_ids, banned)
 
     # -- artifacts ---------------------------------------------------------------------
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         return {"regularization": self.regularization, "alpha": self.alpha, **self.extra_params}
 
     def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
@@ -183,7 +183,7 @@ class ALSModel(TrainedInteractions, Recommender):
         return {ARTIFACT: (to_npz(arrays), "npz")}
 
     @classmethod
-    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         if ARTIFACT not in files:
             raise ArtifactError(f"missing {ARTIFACT}", kind=cls.kind, artifact=ARTIFACT)
         a = from_npz(files[ARTIFACT], kind=cls.kind, artifact=ARTIFACT, required=_REQUIRED)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -88,10 +88,10 @@ class Recommender(ABC):
 
     @classmethod
     @abstractmethod
-    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         """Rebuild from :meth:`to_artifacts` output (``params`` as recorded in the manifest)."""
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         """Parameters needed by :meth:`from_artifacts` besides the files (JSON-able)."""
         return {}
 
@@ -120,11 +120,11 @@ class UserItems:
 
     @property
     def n_users(self) -> int:
-        return self.matrix.shape[0]
+        return int(self.matrix.shape[0])
 
     @property
     def n_items(self) -> int:
-        return self.matrix.shape[1]
+        return int(self.matrix.shape[1])
 
 
 class Row(NamedTuple):

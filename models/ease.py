@@ -50,14 +50,14 @@ def spd_inverse(a: np.ndarray) -> np.ndarray:
         raise np.linalg.LinAlgError(f"potri failed ({info})")
     upper = np.triu_indices_from(inv, 1)
     inv[upper] = inv.T[upper]  # potri fills one triangle only
-    return inv
+    return np.asarray(inv)
 
 
 class EaseModel(ItemKNNModel):
     kind: ClassVar[str] = "ease"
 
     @classmethod
-    def fit(  # type: ignore[override]
+    def fit(  # type: ignore[override]  # each family's fit takes its own hyper-parameters
         cls,
         data: UserItems,
         *,

@@ -57,11 +57,11 @@ class ItemStats:
     @cached_property
     def genre_counts(self) -> np.ndarray:
         """Genres per item, at least 1 (the affinity's denominator)."""
-        return np.maximum(self.genres.sum(axis=1), 1.0)
+        return np.asarray(np.maximum(self.genres.sum(axis=1), 1.0))
 
     @cached_property
     def log_pop(self) -> np.ndarray:
-        return np.log1p(self.table[:, ITEM_FEATURES.index("pop_all")])
+        return np.asarray(np.log1p(self.table[:, ITEM_FEATURES.index("pop_all")]))
 
     @classmethod
     def build(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
+from typing import Any
 
 from models.base import Recommender
 from models.errors import ArtifactError
@@ -29,9 +30,12 @@ def model_class(kind: str) -> type[Recommender]:
         raise ArtifactError(
             f"unknown model kind {kind!r} (known: {', '.join(KINDS)})", kind=kind
         ) from None
-    return getattr(importlib.import_module(module), cls)
+    found: type[Recommender] = getattr(importlib.import_module(module), cls)
+    return found
 
 
-def model_from_artifacts(kind: str, files: Mapping[str, bytes], params: dict) -> Recommender:
+def model_from_artifacts(
+    kind: str, files: Mapping[str, bytes], params: dict[str, Any]
+) -> Recommender:
     """Rebuild a model of ``kind`` from its artifact files and manifest parameters."""
     return model_class(kind).from_artifacts(files, params)

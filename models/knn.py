@@ -5,7 +5,7 @@ implicit scores; serving only needs scipy."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -34,7 +34,7 @@ class ItemKNNModel(TrainedInteractions, Recommender):
         similarity: csr_matrix,
         user_items: csr_matrix,
         *,
-        params: dict | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         n = len(item_ids)
         if similarity.shape != (n, n) or user_items.shape != (len(user_ids), n):
@@ -110,7 +110,7 @@ class ItemKNNModel(TrainedInteractions, Recommender):
         # Items no neighbour points at score exactly 0.
         scores[scores <= 0] = np.nan
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         return dict(self._params)
 
     def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
@@ -123,7 +123,7 @@ class ItemKNNModel(TrainedInteractions, Recommender):
         return {ARTIFACT: (to_npz(arrays), "npz")}
 
     @classmethod
-    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         if ARTIFACT not in files:
             raise ArtifactError(f"missing {ARTIFACT}", kind=cls.kind, artifact=ARTIFACT)
         a = from_npz(

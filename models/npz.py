@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from scipy.sparse import csr_matrix
@@ -14,7 +15,7 @@ from models.errors import ArtifactError
 
 def to_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    clean = {}
+    clean: dict[str, Any] = {}  # ** into savez_compressed: its keyword types are Any
     for name, arr in arrays.items():
         a = np.asarray(arr)
         if a.dtype == object:
@@ -25,7 +26,9 @@ def to_npz(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buf.getvalue()
 
 
-def from_npz(data: bytes, *, kind: str, artifact: str, required: tuple[str, ...] = ()) -> dict:
+def from_npz(
+    data: bytes, *, kind: str, artifact: str, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import orjson
@@ -112,11 +112,11 @@ class PopularityModel(Recommender):
         }
         return {ARTIFACT: (orjson.dumps(doc), "json")}
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         return {"half_life_days": self.half_life_days}
 
     @classmethod
-    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         if ARTIFACT not in files:
             raise ArtifactError(f"missing {ARTIFACT}", kind=cls.kind, artifact=ARTIFACT)
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Collection, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import orjson
@@ -56,14 +56,14 @@ class RandomModel(Recommender):
     def knows_item(self, item_id: str) -> bool:
         return item_id in self._index
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         return {"seed": self.seed}
 
     def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
         return {ARTIFACT: (orjson.dumps({"items": self.item_ids.tolist()}), "json")}
 
     @classmethod
-    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         if ARTIFACT not in files:
             raise ArtifactError(f"missing {ARTIFACT}", kind=cls.kind, artifact=ARTIFACT)
         try:

@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,7 @@ class Ranker:
         p = {**DEFAULT_PARAMS, **(params or {}), "seed": seed, "num_threads": num_threads}
         names = list(feature_names)
         train = lgb.Dataset(x, y, group=groups, feature_name=names, free_raw_data=True)
-        sets, callbacks = [train], []
+        sets, callbacks = [train], list[Callable[..., Any]]()
         if valid is not None:
             sets.append(lgb.Dataset(valid[0], valid[1], group=valid[2], reference=train))
             callbacks.append(lgb.early_stopping(early_stopping, verbose=False))
@@ -78,7 +78,7 @@ class Ranker:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """LightGBM's own prediction (the reference)."""
-        return self.booster.predict(x, num_iteration=self.best_iteration, num_threads=1)
+        return np.asarray(self.booster.predict(x, num_iteration=self.best_iteration, num_threads=1))
 
     def predict_fast(self, x: np.ndarray) -> np.ndarray:
         """The same scores from the trees compiled to native code (lleaves): LightGBM spends
@@ -90,7 +90,7 @@ class Ranker:
         compiled = self._compiled if self._compiled is not None else self.compile()
         if compiled is False:
             return self.predict(x)
-        return compiled.predict(np.ascontiguousarray(x, dtype=np.float64), n_jobs=1)
+        return np.asarray(compiled.predict(np.ascontiguousarray(x, dtype=np.float64), n_jobs=1))
 
     def compile(self) -> Any:
         """The lleaves model (False when unavailable). Once per ranker, on any thread."""
@@ -118,7 +118,7 @@ class Ranker:
         return model
 
     def to_text(self) -> bytes:
-        return self.booster.model_to_string(num_iteration=self.best_iteration).encode()
+        return str(self.booster.model_to_string(num_iteration=self.best_iteration)).encode()
 
     @classmethod
     def from_text(cls, data: bytes, feature_names: Sequence[str], *, kind: str) -> Ranker:

@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -144,7 +145,7 @@ class ModelRegistry:
         model: Recommender,
         *,
         training_data: TrainingData,
-        params: dict,
+        params: dict[str, Any],
         metrics: dict[str, dict[str, float]],
         notes: str = "",
         actor: str = "train",
@@ -233,11 +234,16 @@ class ModelRegistry:
         self.manifest(version)  # raises VersionNotFound / IntegrityError
 
     @staticmethod
-    def _why(reason: str, actor: str, evidence: dict | None) -> dict:
+    def _why(reason: str, actor: str, evidence: dict[str, Any] | None) -> dict[str, Any]:
         return {"reason": reason, "actor": actor, "evidence": evidence or {}}
 
     def promote(
-        self, version: int, *, reason: str = "", actor: str = "cli", evidence: dict | None = None
+        self,
+        version: int,
+        *,
+        reason: str = "",
+        actor: str = "cli",
+        evidence: dict[str, Any] | None = None,
     ) -> AliasDocument:
         """Make ``version`` production (clearing a canary of the same version)."""
         self._require(version)
@@ -247,7 +253,7 @@ class ModelRegistry:
         )
 
     def rollback(
-        self, *, reason: str = "", actor: str = "cli", evidence: dict | None = None
+        self, *, reason: str = "", actor: str = "cli", evidence: dict[str, Any] | None = None
     ) -> AliasDocument:
         """Production goes back to the version it had before the current one."""
         why = self._why(reason, actor, evidence)
@@ -261,7 +267,7 @@ class ModelRegistry:
         rollout_id: str,
         reason: str = "",
         actor: str = "cli",
-        evidence: dict | None = None,
+        evidence: dict[str, Any] | None = None,
     ) -> AliasDocument:
         """Route ``weight`` percent of users to ``version`` (a new canary, or a new weight)."""
         if not 0 <= weight <= 100:
@@ -277,7 +283,7 @@ class ModelRegistry:
         )
 
     def clear_canary(
-        self, *, reason: str = "", actor: str = "cli", evidence: dict | None = None
+        self, *, reason: str = "", actor: str = "cli", evidence: dict[str, Any] | None = None
     ) -> AliasDocument:
         """Remove the canary (a no-op, without a write, when there is none)."""
         doc = self.aliases()

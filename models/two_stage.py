@@ -4,7 +4,7 @@ features; time-decayed popularity answers when ALS has nothing to go on."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -216,7 +216,7 @@ class TwoStageModel(Recommender):
     def knows_item(self, item_id: str) -> bool:
         return self.als.knows_item(item_id)
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         return {
             "als": self.als.params(),
             "popularity": self.popularity.params(),
@@ -238,7 +238,7 @@ class TwoStageModel(Recommender):
         }
 
     @classmethod
-    def from_artifacts(cls, files: Mapping[str, bytes], params: dict) -> Self:
+    def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         for needed in (FEATURES_ARTIFACT, RANKER_ARTIFACT):
             if needed not in files:
                 raise ArtifactError(f"missing {needed}", kind=cls.kind, artifact=needed)

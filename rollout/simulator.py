@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -241,12 +242,12 @@ class Simulator:
         return st
 
 
-def simulate_in_thread(sim: Simulator, **kwargs: object) -> tuple[threading.Thread, list]:
+def simulate_in_thread(sim: Simulator, **kwargs: Any) -> tuple[threading.Thread, list]:
     """Run ``sim`` on a thread of its own (tests, the demo); the list gets its SimStats."""
     result: list = []
 
     def main() -> None:
-        result.append(asyncio.run(sim.run(**kwargs)))  # type: ignore[arg-type]
+        result.append(asyncio.run(sim.run(**kwargs)))
 
     thread = threading.Thread(target=main, name="simulator", daemon=True)
     thread.start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -73,6 +73,9 @@ Timestamp = Annotated[datetime, BeforeValidator(_iso_string), AfterValidator(_ut
 
 class Event(BaseModel):
     """Fields every event carries. Subclasses set ``event_type`` and ``TOPIC``."""
+
+    if TYPE_CHECKING:  # every subclass's Literal field (the wire discriminator), for checkers
+        event_type: str
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -61,11 +61,11 @@ class MetricsMiddleware:
             state = scope.get("state") or {}
             reco: Recommendation | None = state.get("recommendation")
             elapsed = time.perf_counter() - started
-            answered = reco is not None and reco.done
+            answered = reco if reco is not None and reco.done else None
             self.metrics.request_seconds.labels(
                 endpoint,
-                reco.variant if answered else "none",
-                reco.version_label if answered else "none",
+                answered.variant if answered else "none",
+                answered.version_label if answered else "none",
                 str(status),
             ).observe(elapsed)
             if reco is not None:  # a /recommend request

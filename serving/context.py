@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -145,7 +145,7 @@ async def _warm_loaded(models: ModelCache, loader: Executor, table: LiveItemFeat
 
 def _redis_client(settings: Settings) -> Redis | RedisCluster:
     timeout = settings.serve.redis_timeout_ms / 1000
-    options = {
+    options: dict[str, Any] = {
         "decode_responses": True,
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,

@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from core.config import Settings
 from serving.context import ServingContext
@@ -29,7 +30,7 @@ async def get_settings(ctx: ContextDep) -> Settings:
     return ctx.settings
 
 
-async def get_redis(ctx: ContextDep) -> Redis:
+async def get_redis(ctx: ContextDep) -> Redis | RedisCluster:
     return ctx.redis
 
 
@@ -38,7 +39,7 @@ async def get_models(ctx: ContextDep) -> ModelCache:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
+RedisDep = Annotated[Redis | RedisCluster, Depends(get_redis)]
 ModelsDep = Annotated[ModelCache, Depends(get_models)]
 
 # auto_error=False: a missing header is answered by require_admin with our own message.

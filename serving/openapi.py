@@ -46,4 +46,5 @@ def install(app: FastAPI, serve: ServeSettings) -> None:
             app.openapi_schema = complete(generate(), serve)
         return app.openapi_schema
 
+    # FastAPI's documented way to customise the schema is replacing app.openapi.
     app.openapi = openapi  # type: ignore[method-assign]

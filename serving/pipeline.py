@@ -168,7 +168,7 @@ async def recommend(
         reco.assigned = choose_version(ctx.models.current_aliases, user_id)
     else:
         model, reco.variant, reco.model_version, reason = await _model(ctx, reco, deadline)
-    if model is not None and reason is None:
+    if model is not None and reason is None and feats is not None:  # no feats: no model
         reco.items, reason = await _personal(ctx, reco, model, feats, deadline)
 
     if reason is not None:

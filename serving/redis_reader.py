@@ -55,10 +55,12 @@ class _Protocol(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # create_connection hands its protocol a Transport; asyncio types it BaseTransport.
         self.transport = transport  # type: ignore[assignment]
 
     def send(self, commands: tuple[Command, ...], future: asyncio.Future[list[Any]]) -> None:
         self.pending.append(_Pending(future, len(commands)))
+        # None only before connection_made, and open() returns after it: no check per call.
         self.transport.write(pack(commands))  # type: ignore[union-attr]
 
     def data_received(self, data: bytes) -> None:
@@ -74,7 +76,7 @@ class _Protocol(asyncio.Protocol):
                     if not head.future.done():
                         head.future.set_result(head.replies)
         except (hiredis.ProtocolError, IndexError) as err:
-            self.transport.close()  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]  # data came: connected
             self._fail(RedisConnectionError(f"redis protocol error: {err}"))
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 import httpx
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from core.config import Settings
@@ -135,7 +142,7 @@ def step_train(ctx: DemoContext) -> None:
     from training.pipeline import run_training
 
     with _progress(ctx.console) as progress:
-        tasks: dict[str, object] = {}
+        tasks: dict[str, TaskID] = {}
 
         def stage(name: str, total: int | None) -> Callable[[int], None]:
             tasks[name] = progress.add_task(name, total=total)

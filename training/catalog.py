@@ -104,14 +104,20 @@ def read_catalog_topic(settings: Settings, *, timeout_s: float = 10.0) -> list[I
                 raise CatalogError(f"timed out reading {topic}", source="topic")
             if msg.error():
                 continue
-            if msg.value() is not None:
+            value, offset, partition = msg.value(), msg.offset(), msg.partition()
+            if value is not None:
                 try:
-                    rec = decode_item(msg.value())
+                    rec = decode_item(value)
                     records[rec.item_id] = rec
                 except EventValidationError:
                     bad += 1
-            if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                ends.pop(msg.partition(), None)
+            # A consumed message has both (librdkafka's types allow None for produced ones).
+            if (
+                offset is not None
+                and partition is not None
+                and offset + 1 >= ends.get(partition, 0)
+            ):
+                ends.pop(partition, None)
         if bad:
             log.warning("skipped %d invalid catalog records in %s", bad, topic)
         return list(records.values())

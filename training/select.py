@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from models.als import ALSModel
 from models.base import Recommender
 from models.ease import EaseModel
+from models.popularity import PopularityModel
 from models.ranker import Ranker
 from models.two_stage import CandidateGenerator, TwoStageModel
 from training.catalog import ItemCatalog
@@ -88,8 +90,10 @@ class Cut:
         if family == TWO_STAGE:
             if ranker is None:
                 raise ValueError("the two-stage model needs a ranker")
+            popularity = self.model("popularity")
+            assert isinstance(popularity, PopularityModel)  # what fit_popularity returns
             return TwoStageModel(
-                self.generator(), ranker, self.model("popularity"),
+                self.generator(), ranker, popularity,
                 n_candidates=self.cfg.n_candidates,
             )  # fmt: skip
         if family not in self._models:
@@ -101,7 +105,10 @@ class Cut:
     def generator(self) -> CandidateGenerator:
         if self._generator is None:
             als, pop = self.model("als"), self.model("popularity")
-            self._generator = generator_parts(self.data, self.catalog, als, pop)  # type: ignore[arg-type]
+            assert isinstance(als, ALSModel) and isinstance(
+                pop, PopularityModel
+            )  # fit_* give these
+            self._generator = generator_parts(self.data, self.catalog, als, pop)
         return self._generator
 
 

@@ -85,7 +85,7 @@ def write_snapshots(
                     "kafka_partition": np.full(hi - lo, p, np.int32),
                     "kafka_offset": offsets[lo:hi],
                 }  # fmt: skip
-                if event_type == "rate":
+                if ratings is not None:  # rate events (checked above: they have ratings)
                     cols["rating"] = ratings[idx]
                 else:
                     cols["minute"] = pa.nulls(hi - lo, pa.int32())

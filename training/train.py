@@ -63,7 +63,7 @@ class TrainConfig:
     threads: int = _DEFAULT["threads"].default
     ranker_threads: int = _DEFAULT["ranker_threads"].default
     # SASRec (training/sasrec.py): 0 epochs leaves the sequential family out of the run.
-    sasrec_epochs: int = 0
+    sasrec_epochs: int = _DEFAULT["sasrec_epochs"].default
     sasrec_cache_dir: str | None = None  # JAX's compilation cache (settings.cache_path/jax)
 
     def sasrec(self) -> SASRecConfig:

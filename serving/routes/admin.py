@@ -7,6 +7,7 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
@@ -29,7 +30,7 @@ ADMIN_ERRORS: dict[int | str, dict] = {
     ),
     503: problem("The registry's store is unavailable, or the version cannot be loaded."),
 }
-NOT_FOUND = {404: problem("No such model version.")}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: problem("No such model version.")}
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses=ADMIN_ERRORS)
 
@@ -154,7 +155,7 @@ async def set_canary(body: CanaryIn, ctx: ContextDep, actor: AdminDep) -> AliasD
         # A weight change of the running canary keeps its users (same slice, bigger or
         # smaller); a new version is a new rollout.
         same = current is not None and current.version == body.version
-        rollout_id = current.rollout_id if same else uuid.uuid4().hex[:12]
+        rollout_id = current.rollout_id if current is not None and same else uuid.uuid4().hex[:12]
     doc = await asyncio.to_thread(
         registry.set_canary,
         body.version,

@@ -49,18 +49,19 @@ class FeedbackOut(BaseModel):
 async def post_feedback(body: FeedbackIn, ctx: ContextDep) -> FeedbackOut:
     event = FeedbackEvent(**body.model_dump(exclude={"ts"}), ts=body.ts or datetime.now(UTC))
     key = ctx.keys.feedback_dedup(event.event_id)
+    remembered: str | None = key  # None: Redis was down, there is nothing to forget
     try:
         first = await ctx.redis.set(key, "1", nx=True, ex=ctx.settings.serve.feedback_dedup_ttl_s)
     except REDIS_DOWN:
         # Redis down: publish anyway; downstream consumers dedupe by event id as well.
-        first, key = True, None
+        first, remembered = True, None
     if not first:
         ctx.metrics.feedback.labels("duplicate").inc()
         return FeedbackOut(event_id=event.event_id, status="duplicate")
     if not ctx.sink.send_feedback(event):
-        if key is not None:  # not sent: forget the id so the client's retry goes through
+        if remembered is not None:  # not sent: forget the id so the client's retry goes through
             with contextlib.suppress(*REDIS_DOWN):
-                await ctx.redis.delete(key)
+                await ctx.redis.delete(remembered)
         ctx.metrics.feedback.labels("rejected").inc()
         raise FeedbackRejected(event.event_id)
     ctx.metrics.feedback.labels("accepted").inc()

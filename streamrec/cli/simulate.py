@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from core.config import Settings
+
+if TYPE_CHECKING:
+    from rollout.simulator import SimStats
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -31,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.set_defaults(func=run)
 
 
-def table(st) -> Table:  # type: ignore[no-untyped-def]
+def table(st: SimStats) -> Table:
     t = Table(
         title=f"simulate: {st.sent} sent, {st.ok} ok, {st.errors} errors, "
         f"{st.watches} watches in {st.elapsed:.0f} s"

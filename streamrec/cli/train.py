@@ -7,7 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from core.config import Settings
@@ -42,7 +49,7 @@ class _Stages:
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
-        self.current: int | None = None
+        self.current: TaskID | None = None
 
     def __call__(self, name: str, total: int | None) -> Callable[[int], None]:
         self.finish()

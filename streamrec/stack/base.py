@@ -18,7 +18,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import ClassVar
 from urllib.parse import urlsplit
 
 from core.config import Settings
@@ -117,9 +116,10 @@ def render_template(src: Path, dst: Path, **values: object) -> Path:
 class Service(ABC):
     """A local server process that streamrec installs, starts, probes and stops."""
 
-    name: ClassVar[str]
+    # Per class, except the nodes of a cluster, which set their own per instance.
+    name: str
     #: Substring of the process command line that proves a pid is still our process.
-    marker: ClassVar[str]
+    marker: str
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -246,7 +246,7 @@ class Service(ABC):
                 "%s: pid %d is our running child but failed the pid check (%r)",
                 self.name,
                 pid,
-                process_cmdline(pid)[:120],
+                process_cmdline(pid)[:120] if pid is not None else "",
             )
         if pid is None:
             self.pid_path.unlink(missing_ok=True)  # stale or absent: nothing of ours to stop

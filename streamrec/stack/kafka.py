@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 from streamrec.stack.base import Service, host_port_from_url, port_open, render_template
 from streamrec.stack.errors import InstallError, NotInstalledError
@@ -215,7 +216,9 @@ class KafkaService(Service):
         from confluent_kafka import KafkaException
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.endpoint(), "logger": log, "log_level": 3})
+        # Any: librdkafka's client takes a Logger here, which the stubs' config values omit.
+        conf: dict[str, Any] = {"bootstrap.servers": self.endpoint(), "logger": log, "log_level": 3}
+        admin = AdminClient(conf)
         try:
             return bool(admin.list_topics(timeout=timeout).brokers)
         except KafkaException:

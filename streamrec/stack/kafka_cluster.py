@@ -12,6 +12,7 @@ import logging
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from core.config import Settings
 from streamrec.stack.base import ServiceState, port_open, render_template
@@ -162,7 +163,9 @@ def _brokers(endpoint: str, timeout: float) -> set[int]:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": endpoint, "logger": log, "log_level": 3})
+    # Any: librdkafka's client takes a Logger here, which the stubs' config values omit.
+    conf: dict[str, Any] = {"bootstrap.servers": endpoint, "logger": log, "log_level": 3}
+    admin = AdminClient(conf)
     try:
         return set(admin.list_topics(timeout=timeout).brokers)
     except KafkaException:
@@ -195,7 +198,9 @@ def kafka_health(settings: Settings, timeout: float = 5.0) -> KafkaHealth:
     if not any(port_open(port) for port in broker_ports(settings)):
         health.problems.append(f"kafka cluster: no broker answers on {bootstrap(settings)}")
         return health
-    admin = AdminClient({"bootstrap.servers": bootstrap(settings), "logger": log, "log_level": 3})
+    # Any: librdkafka's client takes a Logger here, which the stubs' config values omit.
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap(settings), "logger": log, "log_level": 3}
+    admin = AdminClient(conf)
     try:
         meta = admin.list_topics(timeout=timeout)
     except KafkaException as err:
