@@ -32,3 +32,18 @@ class KafkaRejected(StreamError):
         super().__init__(
             f"kafka refused {what} permanently: {error}" + (f"; {hint}" if hint else "")
         )
+
+
+class EngineConflict(StreamError):
+    """The consumer group already has workers of the other stream engine. The engines join
+    with different group protocols (librdkafka's ``roundrobin``; the Faust engine's own
+    name), so the broker refuses the newcomer's join (INCONSISTENT_GROUP_PROTOCOL) and the
+    two never share a group's partitions; the refused worker stops with this error."""
+
+    def __init__(self, group: str, engine: str) -> None:
+        self.group, self.engine = group, engine
+        other = "faust" if engine == "confluent" else "confluent"
+        super().__init__(
+            f"consumer group {group} has workers of the {other} engine; stop them before"
+            f" starting a {engine} worker, or give it another STREAMREC_STREAM_APP_ID"
+        )

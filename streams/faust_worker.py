@@ -3,6 +3,10 @@
 (:func:`streams.parts.build_parts`: Processor, sinks, catalog, trending) and the same
 commit-after-durable cadence as the confluent engine.
 
+The app's consumer hands the agent whole fetched batches (:mod:`streams.faust_consumer`:
+Faust's per-record delivery was ~70% of the CPU); a worker whose group already has workers of
+the confluent engine is refused by the broker and stops with :class:`EngineConflict`.
+
 Threads: the Faust app (and aiokafka's consumer thread) own the event loop; every call into
 the Processor -- batches, the periodic tick, rebalances, the final flush -- runs on one
 single-thread executor, so the Processor is used from one thread only and in the order the
@@ -13,6 +17,7 @@ loop submitted the calls. Its commit callback hops back onto the loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import tempfile
@@ -27,8 +32,9 @@ from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP as FaustTP
 
 from core.errors import KafkaError
-from streams.errors import StreamError
-from streams.faust_app import Batch, create_faust_app
+from streams.errors import EngineConflict, StreamError
+from streams.faust_app import create_faust_app
+from streams.faust_consumer import Batch, join_refused
 from streams.parts import (
     Parts,
     Progress,
@@ -108,8 +114,8 @@ class FaustWorker(Worker):
                 on_assigned=run.on_assigned,
                 on_revoked=run.on_revoked,
             )
-            await app.start()
             try:
+                await start_app(app, group_id(s))
                 await run.supervise(app, parts)
                 run.stopping = True  # the agent drops what arrives from now on
                 await call(parts.processor.flush)  # graceful: processed -> durable -> committed
@@ -123,6 +129,21 @@ class FaustWorker(Worker):
             parts.close()
             datadir.cleanup()
         return run.errors
+
+
+async def start_app(app: faust.App, group: str) -> None:
+    """``app.start()``, which returns once the group gave the consumer its partitions --
+    never, if the broker refuses the join because the group has workers of the confluent
+    engine: that is looked for meanwhile and raised as :class:`EngineConflict`."""
+    starting = asyncio.ensure_future(app.start())
+    while not starting.done():
+        await asyncio.wait([starting], timeout=TICK_S)
+        if not starting.done() and join_refused(app.consumer):  # type: ignore[arg-type]
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            raise EngineConflict(group, "faust")
+    starting.result()
 
 
 def commit_through(

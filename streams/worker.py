@@ -13,10 +13,12 @@ import time
 from collections import defaultdict
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import KafkaError as RdKafkaError
 
 from core.config import Settings
 from core.errors import KafkaError
 from streams.decode import RawRecord
+from streams.errors import EngineConflict
 from streams.metrics import StreamMetrics
 from streams.parts import (
     GC_THRESHOLDS,
@@ -39,6 +41,9 @@ from streams.state import TP
 log = logging.getLogger(__name__)
 
 # Re-exported: tests and tools name them from here.
+# The broker's refusal of a join whose group protocol the group's members do not speak.
+INCONSISTENT_GROUP_PROTOCOL = RdKafkaError.INCONSISTENT_GROUP_PROTOCOL
+
 __all__ = ["GC_THRESHOLDS", "Cadence", "Progress", "StreamWorker", "consumer_config", "group_id"]
 
 
@@ -161,8 +166,10 @@ class StreamWorker(Worker):
             if msgs:
                 by_tp: defaultdict[TP, list[RawRecord]] = defaultdict(list)
                 for m in msgs:
-                    if m.error():
-                        log.warning("consumer: %s", m.error())
+                    if err := m.error():
+                        if err.code() == INCONSISTENT_GROUP_PROTOCOL:  # the Faust engine's group
+                            raise EngineConflict(group_id(s), "confluent")
+                        log.warning("consumer: %s", err)
                         continue
                     # A message without error has its topic, partition and offset (the
                     # stubs say Optional for all messages); no check in the hot loop.
