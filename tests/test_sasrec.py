@@ -28,7 +28,7 @@ from training.train import TrainConfig, fit_popularity
 
 # The compilation cache every run of the trainer shares: compiled once per machine.
 TINY = SASRecConfig(
-    max_len=12, dim=16, blocks=2, heads=2, epochs=20, batch=64, lr=3e-3,
+    max_len=12, dim=16, blocks=1, heads=2, epochs=20, batch=64, lr=3e-3,
     cache_dir=str(Settings().cache_path / "jax"),
 )  # fmt: skip
 

@@ -150,10 +150,19 @@ def forward(
 
 def use_compile_cache(cache_dir: str | None) -> None:
     """Keep XLA's compiled programs in ``cache_dir`` (process-wide; None: leave as is)."""
-    if cache_dir:
-        import jax
+    if not cache_dir:
+        return
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
 
-        jax.config.update("jax_compilation_cache_dir", cache_dir)
+    if jax.config.jax_compilation_cache_dir == cache_dir:
+        return
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    # Every program, not only those over a second: on a loaded host small ones take seconds.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    # JAX decides at its first compilation whether the cache is on, for good; something may
+    # have compiled before this (importing optax does): let it decide again.
+    compilation_cache.reset_cache()
 
 
 def fit_sasrec(
