@@ -103,9 +103,10 @@ def create_faust_app(
         broker_max_poll_interval=s.stream.max_poll_interval_ms / 1000,
         # One fetch never returns more than a batch (BatchConsumer asks for what is left).
         broker_max_poll_records=s.stream.redis_batch_events,
-        # Per partition and fetch: 4 MiB (Faust's default is 1 MiB). Measured on a backlog
-        # of the sessions workload: 1 MiB held the fetcher to ~5k records per partition per
-        # round trip; 4 MiB lets one fetch fill a batch. Memory bound: 4 MiB x partitions.
+        # Per partition and fetch: 4 MiB. Faust's default, 1 MiB, is ~5,000 of our records
+        # (~200 bytes each), so one partition's fetch could not fill a 10,000-record batch.
+        # Reasoned from the record size, not measured apart from the batching (the shared
+        # machine's load swamps a single setting's effect). Memory bound: 4 MiB x partitions.
         consumer_max_fetch_size=4 * 1024 * 1024,
         # Never used for the event topics (nothing is acked); kept long so Faust's commit
         # loop does not wake up for nothing.
