@@ -23,6 +23,7 @@ from streams.metrics import StreamMetrics
 from streams.processor import Processor
 from streams.redis_sink import APPLIED, ApplyResult
 from streams.snapshots import SnapshotWriter, to_parquet, to_table
+from streams.worker import Cadence
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
 
@@ -254,3 +255,16 @@ def test_metrics_exposition_names() -> None:
 def test_writer_rejects_unknown_compression(tmp_path, compression) -> None:
     with pytest.raises(ValueError):
         SnapshotWriter(LocalStore(tmp_path), compression)
+
+
+def test_batches_are_small_while_caught_up_and_grow_only_while_catching_up():
+    cap = Cadence(1_000, 10_000)
+    assert cap.events == 1_000
+    for got, then in ((1_000, 2_000), (2_000, 4_000), (4_000, 8_000), (8_000, 10_000)):
+        cap.update(got)  # a full batch: a backlog
+        assert cap.events == then
+    cap.update(10_000)
+    assert cap.events == 10_000
+    cap.update(9_999)  # a short one: caught up
+    assert cap.events == 1_000
+    assert Cadence(5_000, 100).events == 100
