@@ -85,8 +85,9 @@ class StreamSettings(Section):
         "confluent",
         pattern="^(confluent|faust)$",
         description="Consumer engine of `streamrec stream`: confluent (librdkafka; the "
-        "default: ~10x the throughput here, see README) or faust (a faust-streaming agent). Same "
-        "processor, sinks and commit-after-durable; workers of one group must use one engine.",
+        "default) or faust (a faust-streaming agent fed whole batches; 0.7-1.2x the confluent "
+        "engine's throughput in a same-run benchmark here, see README). Same processor, sinks "
+        "and commit-after-durable; a worker of the other engine in a group is refused.",
     )
     parquet_writers: int = Field(
         4,
