@@ -244,7 +244,7 @@ def to_payload(
 
     # The loop below runs once per user of the batch (up to one per event): names bound
     # once, the common one-item history and empty ratings / genres without a call.
-    users = []
+    users: list[list[object]] = []
     add_user, append = users.append, out.append
     stats_key, recent_key = keys.user_stats, keys.user_recent
     ratings_key, genres_key = keys.user_ratings, keys.user_genres

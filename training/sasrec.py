@@ -155,7 +155,8 @@ def use_compile_cache(cache_dir: str | None) -> None:
     import jax
     from jax.experimental.compilation_cache import compilation_cache
 
-    if jax.config.jax_compilation_cache_dir == cache_dir:
+    # jax's Config declares its options when they are registered, at run time.
+    if jax.config.jax_compilation_cache_dir == cache_dir:  # type: ignore[attr-defined]
         return
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     # Every program, not only those over a second: on a loaded host small ones take seconds.
