@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from core.config import Settings
-from tests.alert_receiver import alertmanager_bins, webhook  # noqa: F401 (alerting tests)
-from tests.cluster_fixtures import on_cluster  # noqa: F401 (per-test, on cluster_stack)
-from tests.s3_fixtures import minio, s3_settings, s3_storage  # noqa: F401 (fixtures on MinIO)
+from tests.support.alerting import alertmanager_bins, webhook  # noqa: F401 (alerting tests)
+from tests.support.cluster import on_cluster  # noqa: F401 (per-test, on cluster_stack)
+from tests.support.s3 import minio, s3_settings, s3_storage  # noqa: F401 (fixtures on MinIO)
 
 
 def _base_settings() -> Settings:

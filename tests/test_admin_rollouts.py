@@ -15,8 +15,8 @@ from models.random_model import RandomModel
 from rollout.controller import ADVANCED, IDLE, ROLLED_BACK, STARTED, RolloutController
 from serving import create_app
 from streamrec.stack.apps import ApiService
-from tests.test_rollout_controller import FixedSource
-from tests.test_serving_support import publish, registry_of, running_client, serving_settings
+from tests.support.rollout import FixedSource
+from tests.support.serving import publish, registry_of, running_client, serving_settings
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ from core.redis import connect
 from schemas.redis_keys import RedisKeys
 from streamrec import stack
 from streamrec.stack.redis_topology import redis_health
-from tests.test_serving_support import live_server
-from tests.test_streams_integration import (
+from tests.support.serving import live_server
+from tests.support.stream_worker import (
     Truth,
     committed_vs_end,
     kill_mid_stream,

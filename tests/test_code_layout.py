@@ -84,6 +84,34 @@ def test_schemas_hold_contracts_only():
     assert not bad, "\n".join(bad)
 
 
+def test_tests_share_helpers_through_support_only():
+    """Helpers live in tests/support/, which holds no tests; test modules never import each
+    other (a helper hidden in a test module is found only by reading every test)."""
+    tests = ROOT / "tests"
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            offenders += [
+                f"{path.relative_to(ROOT)} imports {m}"
+                for m in modules
+                if m.startswith("tests.") and not m.startswith("tests.support")
+            ]
+    for path in sorted((tests / "support").glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        offenders += [
+            f"{path.relative_to(ROOT)} defines {n.name}"
+            for n in tree.body
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and n.name.startswith("test_")
+        ]
+    assert not offenders, offenders
+
+
 def test_modules_stay_small():
     big = [
         f"{p.relative_to(ROOT)}: {n} lines"

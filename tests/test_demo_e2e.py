@@ -13,7 +13,7 @@ from rich.console import Console
 from schemas.redis_keys import RedisKeys
 from streamrec import stack
 from streamrec.demo import FRESH_ITEMS, run_demo
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -69,7 +69,7 @@ def test_live_item_features_are_a_read_only_mapping_with_a_memoised_dense_form()
 def test_two_stage_answers_the_same_with_live_features_and_a_plain_mapping(
     settings, tmp_path: Path
 ) -> None:
-    from tests.test_serving_support import trained
+    from tests.support.serving import trained
 
     model = trained(str(settings.cache_path)).model
     ids = model.als.item_ids

@@ -16,7 +16,7 @@ from core.storage import open_store
 from models import ModelRegistry, PopularityModel
 from schemas.manifest import TrainingData
 from serving import create_app
-from tests.test_serving_support import running_client
+from tests.support.serving import running_client
 
 pytestmark = pytest.mark.integration
 

@@ -33,14 +33,14 @@ from ingest.movielens import MovieLens, load_movielens
 from ingest.replay import replay_movielens
 from models.registry import ModelRegistry
 from streamrec.stack.prometheus import render_config, write_config
-from tests.alert_receiver import (
+from tests.support.alerting import (
     WebhookReceiver,
     alertmanager_command,
     alertmanager_config,
     with_short_for,
 )
-from tests.perses_live import check_dashboards, panel_queries, perses_server, series
-from tests.ports import free_port
+from tests.support.perses import check_dashboards, panel_queries, perses_server, series
+from tests.support.ports import free_port
 from training.pipeline import run_training
 
 # perses_home builds Perses on a fresh machine (8-11 min): the 600 s limit is the test's own.

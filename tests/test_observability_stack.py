@@ -12,7 +12,7 @@ import pytest
 
 from core.config import Settings
 from streamrec.stack.base import port_open
-from tests.ports import free_ports
+from tests.support.ports import free_ports
 
 pytestmark = [
     pytest.mark.integration,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from streams.online_eval import JoinBatch, add_events
-from tests.test_rollout_online_eval import WATCH, Harness, resp, watch
+from tests.support.rollout import WATCH, Harness, resp, watch
 
 pytestmark = pytest.mark.integration
 

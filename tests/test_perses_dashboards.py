@@ -80,7 +80,7 @@ def test_stack_up_serves_every_dashboard_and_down_stops_it(
     from core.config import Settings
     from streamrec import stack
     from streamrec.stack.perses import DATASOURCE, PersesService
-    from tests.ports import free_port
+    from tests.support.ports import free_port
 
     s = Settings(data_dir=tmp_path / "data", perses_port=free_port())
     try:

@@ -26,8 +26,8 @@ from ingest.errors import NotDelivered
 from ingest.produce import produce_events
 from streamrec.stack.base import process_alive
 from streamrec.stack.kafka import KafkaService
-from tests.kafka_util import consume_all
-from tests.ports import free_ports
+from tests.support.kafka import consume_all
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 

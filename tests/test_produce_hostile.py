@@ -16,7 +16,7 @@ from core.kafka import EventProducer
 from ingest.produce import produce_events
 from schemas.codec import decode_event
 from schemas.dead_letter import DeadLetter
-from tests.kafka_util import consume_all
+from tests.support.kafka import consume_all
 
 pytestmark = pytest.mark.integration
 

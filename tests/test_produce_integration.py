@@ -16,7 +16,7 @@ from ingest.produce import produce_events
 from ingest.replay import iter_payloads, replay_movielens
 from schemas.codec import decode_event, decode_item
 from schemas.dead_letter import DeadLetter
-from tests.kafka_util import consume_all
+from tests.support.kafka import consume_all
 
 pytestmark = pytest.mark.integration
 

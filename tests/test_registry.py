@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import orjson
 import pytest
 
@@ -17,19 +16,12 @@ from models import (
     AliasError,
     IntegrityError,
     ModelRegistry,
-    PopularityModel,
     RegistryError,
     VersionNotFound,
 )
-from schemas.manifest import TrainingData
+from tests.support.registry import popularity_model, publish_popularity
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _pop(seed: int = 0) -> PopularityModel:
-    rng = np.random.default_rng(seed)
-    items = np.array([f"i{j}" for j in range(20)], dtype=object)
-    return PopularityModel.fit(items, rng.integers(0, 20, 200), np.zeros(200))
 
 
 @pytest.fixture
@@ -37,20 +29,10 @@ def registry(tmp_path: Path) -> ModelRegistry:
     return ModelRegistry(open_store(f"file://{tmp_path / 'storage'}"), "reco")
 
 
-def _publish(registry: ModelRegistry, seed: int = 0) -> int:
-    m = registry.publish(
-        _pop(seed),
-        training_data=TrainingData(n_events=200, n_interactions=200, n_users=5, n_items=20),
-        params={"seed": seed},
-        metrics={"popularity": {"ndcg@10": 0.1}},
-    )
-    return m.version
-
-
 def test_publish_writes_a_complete_model_card(registry: ModelRegistry) -> None:
     assert registry.versions() == []
-    assert _publish(registry) == 1
-    assert _publish(registry, 1) == 2
+    assert publish_popularity(registry) == 1
+    assert publish_popularity(registry, 1) == 2
     assert registry.versions() == [1, 2]
     card = registry.manifest(2)
     assert card.kind == "popularity" and card.name == "reco"
@@ -59,13 +41,13 @@ def test_publish_writes_a_complete_model_card(registry: ModelRegistry) -> None:
     assert card.artifacts["popularity.json"].format == "json"
     assert card.code_version
     loaded = registry.load(2)
-    assert loaded.recommend("u", 5) == _pop(1).recommend("u", 5)
+    assert loaded.recommend("u", 5) == popularity_model(1).recommend("u", 5)
     history = registry.aliases().history
     assert [(h.action, h.version) for h in history] == [("publish", 1), ("publish", 2)]
 
 
 def test_tampered_artifact_is_refused(registry: ModelRegistry) -> None:
-    v = _publish(registry)
+    v = publish_popularity(registry)
     key = f"models/reco/{v}/popularity.json"
     doc = orjson.loads(registry.store.get(key))
     doc["scores"][0] += 1000  # boost one item
@@ -76,7 +58,7 @@ def test_tampered_artifact_is_refused(registry: ModelRegistry) -> None:
 
 
 def test_incomplete_versions_are_refused(registry: ModelRegistry) -> None:
-    v = _publish(registry)
+    v = publish_popularity(registry)
     registry.store.delete(f"models/reco/{v}/popularity.json")
     with pytest.raises(IntegrityError, match="artifact missing"):
         registry.load(v)
@@ -85,14 +67,14 @@ def test_incomplete_versions_are_refused(registry: ModelRegistry) -> None:
     with pytest.raises(IntegrityError, match="incomplete"):
         registry.load(7)
     assert 7 not in registry.versions()
-    assert _publish(registry) == 8  # never reuses a claimed number
+    assert publish_popularity(registry) == 8  # never reuses a claimed number
     with pytest.raises(VersionNotFound):
         registry.load(99)
 
 
 def test_promote_rollback_and_canary(registry: ModelRegistry) -> None:
     for seed in range(3):
-        _publish(registry, seed)
+        publish_popularity(registry, seed)
     with pytest.raises(AliasError, match="nothing to roll back"):
         registry.rollback(reason="no production yet")
     registry.promote(1, reason="first")

@@ -4,8 +4,6 @@ history with its evidence, a new controller resumes, and changes made meanwhile 
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,35 +23,13 @@ from rollout.controller import (
     WAITING,
     RolloutController,
 )
-from rollout.decision import ArmStats, Verdict
+from rollout.decision import Verdict
 from rollout.errors import RolloutError, RolloutSuperseded
 from rollout.plan import RolloutBook
-from rollout.source import MetricsSource, Snapshot
+from rollout.source import Snapshot
 from schemas.errors import RolloutConflict
 from schemas.manifest import TrainingData
-
-
-class FixedSource(MetricsSource):
-    """Responses the test serves by hand, stamped with the time they were added (a stand-in
-    for the online-evaluation buckets in Redis and the API's /metrics)."""
-
-    def __init__(self) -> None:
-        self.served: list[tuple[datetime, str, int, int]] = []
-
-    def add(self, variant: str, served: int, converted: int) -> None:
-        self.served.append((datetime.now(UTC), variant, served, converted))
-
-    def snapshot(self, model: str, production_version: int, canary_version: int, since: datetime):
-        arms = {}
-        for variant in ("production", "canary"):
-            rows = [(s, c) for at, v, s, c in self.served if v == variant]
-            requests = float(sum(s for s, _ in rows))  # cumulative, as the API counts
-            cohort = [(s, c) for at, v, s, c in self.served if v == variant and at >= since]
-            buckets = ((0.01, requests), (math.inf, requests))
-            arms[variant] = ArmStats(
-                sum(s for s, _ in cohort), sum(c for _, c in cohort), requests, 0.0, buckets
-            )
-        return Snapshot(arms)
+from tests.support.rollout import FixedSource
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from rollout.simulator import Simulator, future_interactions, simulate_in_thread
 from schemas.manifest import TrainingData
 from streamrec import stack
 from streamrec.stack.apps import ApiService
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -3,39 +3,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import orjson
 import pytest
-import redis
 
-from schemas.events import RecoResponseEvent, WatchEvent
-from schemas.redis_keys import RedisKeys, online_eval_field
-from streams.online_eval import JoinBatch, OnlineEval, add_events, count_applied, payload
-from streams.redis_slots import SlotRunner
-
-T0 = datetime(2024, 5, 1, 12, 10, tzinfo=UTC)
-RESP, WATCH = "p.reco_responses", "p.watch"
-
-
-def resp(rid: str, user: str, items: list[str], at: float, variant="canary", version="2"):
-    return RecoResponseEvent(
-        event_id=f"{rid}.r",
-        request_id=rid,
-        user_id=user,
-        items=items,
-        model_name="reco",
-        model_version=version,
-        variant=variant,
-        latency_ms=1.0,
-        ts=T0 + timedelta(seconds=at),
-    )
-
-
-def watch(user: str, item: str, at: float):
-    return WatchEvent(
-        event_id=f"{user}.{item}.{at}", user_id=user, item_id=item, ts=T0 + timedelta(seconds=at)
-    )
+from schemas.redis_keys import RedisKeys
+from streams.online_eval import JoinBatch, add_events, count_applied, payload
+from tests.support.rollout import RESP, T0, WATCH, Harness, resp, watch
 
 
 def test_batches_keep_responses_and_watches_with_their_partition_and_offset():
@@ -52,32 +25,6 @@ def test_batches_keep_responses_and_watches_with_their_partition_and_offset():
     assert count_applied([b"reco|2|canary", b"served", "reco|2|canary", "served"]) == {
         ("reco|2|canary", "served"): 2
     }
-
-
-class Harness:
-    """The join on the real Redis, with the features' ``recent`` ZSET written by hand as
-    the stream processor's feature script does (item -> last watch time)."""
-
-    def __init__(self, settings, window_s=60.0, cap=50):
-        self.r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        # Partition 0's keys: every event here is sent on partition 0.
-        self.keys = RedisKeys(settings.redis_key_prefix).slot(0)
-        self.oe = OnlineEval(SlotRunner(self.r, url="test"), self.keys, window_s=window_s, cap=cap)
-        self.offsets = {RESP: 0, WATCH: 0}
-
-    def send(self, *events, features=True, partition=0, offsets=None):
-        for n, e in enumerate(events):
-            topic = RESP if isinstance(e, RecoResponseEvent) else WATCH
-            off = offsets[n] if offsets else self.offsets[topic]
-            self.offsets[topic] = max(self.offsets[topic], off + 1)
-            if features and isinstance(e, WatchEvent):
-                self.r.zadd(self.keys.user_recent(e.user_id), {e.item_id: e.epoch}, gt=True)
-            self.oe.add(topic, partition, [e], [off])
-        return self.oe.apply()
-
-    def count(self, metric, variant="canary", version="2"):
-        key = self.keys.online_eval_hour(T0.timestamp())
-        return int(self.r.hget(key, online_eval_field("reco", version, variant, metric)) or 0)
 
 
 @pytest.mark.integration

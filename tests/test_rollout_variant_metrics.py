@@ -16,7 +16,7 @@ from rollout.live_source import parse_requests
 from serving import create_app
 from serving.metrics import answer_labels
 from serving.routing import canary_bucket
-from tests.test_serving_support import publish, registry_of, running_client, serving_settings
+from tests.support.serving import publish, registry_of, running_client, serving_settings
 
 ITEMS = [f"i{j}" for j in range(30)]
 ROLLOUT_ID = "slow-canary"

@@ -14,8 +14,8 @@ from core.storage import open_store
 from core.storage.s3 import S3Store
 from models.errors import IntegrityError
 from models.registry import ModelRegistry
-from tests.test_registry import _publish
-from tests.test_streams_integration import (
+from tests.support.registry import publish_popularity
+from tests.support.stream_worker import (
     Truth,
     kill_mid_stream,
     produce_catalog,
@@ -37,7 +37,7 @@ def _registry(s3_storage) -> ModelRegistry:
 
 def test_registry_on_s3_publishes_verifies_and_moves_aliases(s3_storage):
     registry = _registry(s3_storage)
-    assert [_publish(registry, seed) for seed in range(2)] == [1, 2]
+    assert [publish_popularity(registry, seed) for seed in range(2)] == [1, 2]
     registry.promote(1, reason="first", actor="test")
     registry.set_canary(2, 5.0, rollout_id="r1", reason="try", actor="test")
     aliases = registry.aliases()
@@ -56,7 +56,9 @@ def test_racing_publishers_on_s3_get_distinct_versions(s3_storage):
     registry = _registry(s3_storage)
     # Conditional puts (If-None-Match / If-Match) are what keep this exact on S3.
     with ThreadPoolExecutor(4) as pool:
-        versions = list(pool.map(lambda seed: _publish(_registry(s3_storage), seed), range(8)))
+        versions = list(
+            pool.map(lambda seed: publish_popularity(_registry(s3_storage), seed), range(8))
+        )
     assert sorted(versions) == list(range(1, 9))
     history = registry.aliases().history
     assert sorted(h.version for h in history if h.action == "publish") == list(range(1, 9))

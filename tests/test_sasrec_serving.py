@@ -13,7 +13,7 @@ import redis
 from core.config import Settings
 from models.sasrec import SASRecModel
 from serving import create_app
-from tests.test_serving_support import publish, running_client, serving_settings, write_history
+from tests.support.serving import publish, running_client, serving_settings, write_history
 from training.sasrec import SASRecConfig, init_params
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 
 from core.config import Settings
 from serving import create_app
-from tests.test_serving_support import (
+from tests.support.serving import (
     publish,
     registry_of,
     running_client,

@@ -14,8 +14,8 @@ from core.config import Settings
 from schemas.codec import decode_event
 from schemas.redis_keys import RedisKeys
 from serving import create_app
-from tests.kafka_util import consume_all
-from tests.test_serving_support import (
+from tests.support.kafka import consume_all
+from tests.support.serving import (
     publish,
     running_client,
     serving_settings,

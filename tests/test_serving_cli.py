@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from core.config import Settings
-from tests.test_serving_support import free_port, publish, serving_settings, trained
+from tests.support.serving import free_port, publish, serving_settings, trained
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ from schemas.redis_keys import RedisKeys
 from serving import create_app
 from serving.cluster_reader import ClusterReader
 from serving.features import read_item_table
-from tests.kafka_util import consume_all
-from tests.ports import free_port
-from tests.test_serving_support import (
+from tests.support.kafka import consume_all
+from tests.support.ports import free_port
+from tests.support.serving import (
     publish,
     running_client,
     serving_settings,

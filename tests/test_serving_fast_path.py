@@ -12,7 +12,7 @@ from core.config import Settings
 from models.base import excluded_columns
 from models.features import LiveItemFeatures, feature_matrix
 from models.two_stage import TwoStageModel
-from tests.test_serving_support import trained
+from tests.support.serving import trained
 
 K = 20
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import Settings
-from tests.test_serving_support import LiveServer, live_server, publish, serving_settings, trained
+from tests.support.serving import LiveServer, live_server, publish, serving_settings, trained
 
 pytestmark = pytest.mark.integration
 

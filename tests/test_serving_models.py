@@ -12,7 +12,7 @@ import redis
 from core.config import Settings
 from serving import create_app
 from serving.routing import canary_bucket
-from tests.test_serving_support import (
+from tests.support.serving import (
     publish,
     registry_of,
     running_client,

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from core.config import Settings
-from tests.test_serving_support import (
+from tests.support.serving import (
     LiveServer,
     live_server,
     publish,

@@ -14,7 +14,7 @@ import redis
 
 from core.config import Settings
 from serving import create_app
-from tests.test_serving_support import (
+from tests.support.serving import (
     free_port,
     publish,
     running_client,

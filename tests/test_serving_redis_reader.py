@@ -20,7 +20,7 @@ from core.config import Settings
 from schemas.redis_keys import RedisKeys
 from serving.features import read_item_table, read_trending, read_user_features, user_keys
 from serving.redis_reader import RedisReader, pack
-from tests.test_serving_support import free_port, throwaway_redis
+from tests.support.serving import free_port, throwaway_redis
 
 pytestmark = pytest.mark.integration
 

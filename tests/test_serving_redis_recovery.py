@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from core.config import Settings
-from tests.test_serving_support import (
+from tests.support.serving import (
     free_port,
     live_server,
     publish,

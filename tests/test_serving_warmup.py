@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from core.config import Settings
-from tests.test_serving_support import (
+from tests.support.serving import (
     live_server,
     publish,
     serving_settings,

@@ -27,7 +27,7 @@ from core.config import Settings
 from streamrec import stack
 from streamrec.stack.base import port_open
 from streamrec.stack.errors import ExitedError, NotReadyError, PortInUseError
-from tests.ports import free_ports
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 

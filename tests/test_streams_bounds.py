@@ -24,8 +24,8 @@ from streams.errors import SinkUnavailable
 from streams.features import Limits, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
 from streams.redis_sink import APPLIED, PartitionRange, RedisSink
-from tests.ports import free_port
-from tests.test_streams_hostile import produce, run_caught_up, watch_doc
+from tests.support.ports import free_port
+from tests.support.stream_worker import produce, run_caught_up, watch_doc
 
 pytestmark = pytest.mark.integration
 

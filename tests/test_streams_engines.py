@@ -18,8 +18,8 @@ from core.config import Settings
 from streams.app import create_app
 from streams.errors import EngineConflict
 from streams.parts import Worker
-from tests.ports import free_port
-from tests.test_streams_integration import (
+from tests.support.ports import free_port
+from tests.support.stream_worker import (
     Truth,
     committed_vs_end,
     produce_catalog,

@@ -15,7 +15,7 @@ from streams.features import Limits, TtlTracker, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
 from streams.processor import Processor
 from streams.snapshots import SnapshotWriter
-from tests.test_streams_unit import T0, FakeRedis, rate, watch
+from tests.support.events import T0, FakeRedis, rate, watch
 
 
 class GatedWriter(SnapshotWriter):

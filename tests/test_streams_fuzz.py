@@ -28,8 +28,8 @@ from schemas.dead_letter import DeadLetter
 from schemas.redis_keys import RedisKeys
 from schemas.topics import DEAD_LETTER
 from streams.app import create_app
-from tests.redis_view import item_stats, pop_all
-from tests.test_streams_hostile import BIG_LIMIT, create_topics, produce, start_in_thread
+from tests.support.redis_view import item_stats, pop_all
+from tests.support.stream_worker import BIG_LIMIT, create_topics, produce, start_in_thread
 
 pytestmark = pytest.mark.integration
 

@@ -8,100 +8,30 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
 
 from core.config import Settings
-from core.kafka import ensure_topics, producer_config
 from schemas.dead_letter import DEFAULT_MAX_BYTES, MIN_MAX_BYTES
 from schemas.redis_keys import RedisKeys
-from schemas.topics import DEAD_LETTER
-from streams.app import create_app
 from streams.worker import group_id
-from tests.redis_view import user_hash
-from tests.test_streams_integration import read_dead_letters, worker_env
+from tests.support.redis_view import user_hash
+from tests.support.stream_worker import (
+    BIG_LIMIT,
+    TS,
+    create_topics,
+    produce,
+    read_dead_letters,
+    run_caught_up,
+    watch_doc,
+    worker_env,
+)
 
 pytestmark = pytest.mark.integration
-
-TS = datetime(2024, 6, 1, 12, tzinfo=UTC).isoformat()
-BIG_LIMIT = "3000000"  # the issue's reproduction: a topic and a producer raised to 3 MB
-
-
-def create_topics(s: Settings, **configs: dict[str, str]) -> None:
-    """Create the named topics (logical names) with their configs, then the rest as usual."""
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
-    new = [
-        NewTopic(
-            s.topic(name),
-            num_partitions=1 if name == DEAD_LETTER else s.topic_partitions,
-            replication_factor=1,
-            config=cfg,
-        )
-        for name, cfg in configs.items()
-    ]
-    for fut in admin.create_topics(new, request_timeout=30).values():
-        fut.result()
-    ensure_topics(s)
-
-
-def watch_doc(i: int, user: str, item: str = "m1") -> bytes:
-    return orjson.dumps(
-        {"event_type": "watch", "event_id": f"e{i}", "user_id": user, "item_id": item, "ts": TS}
-    )
-
-
-def produce(s: Settings, records: list[tuple[str, bytes | None, bytes | None]]) -> list:
-    """(logical topic, key, value) in order, with a producer raised to 3 MB records; returns
-    the (partition, offset) of each."""
-    conf = {"message.max.bytes": int(BIG_LIMIT), "delivery.report.only.error": False}
-    p = Producer(producer_config(s, **conf))
-    where: list = [None] * len(records)
-
-    def report(i: int):
-        def cb(err, msg) -> None:
-            assert err is None, err
-            where[i] = (msg.partition(), msg.offset())
-
-        return cb
-
-    for i, (topic, key, value) in enumerate(records):
-        p.produce(s.topic(topic), value, key, on_delivery=report(i))
-    assert p.flush(60) == 0
-    return where
-
-
-def start_in_thread(worker) -> tuple[threading.Thread, list[BaseException]]:
-    """Run ``worker`` on a daemon thread; what it raised lands in the returned list."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            worker.run()
-        except BaseException as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, errors
-
-
-def run_caught_up(s: Settings, timeout: float = 120) -> None:
-    """Run a confluent worker until it has caught up; fail (not hang) if it does not."""
-    worker = create_app(s.model_copy(update={"stream_metrics_port": -1}), until_caught_up=True)
-    t, errors = start_in_thread(worker)
-    t.join(timeout)
-    if t.is_alive():
-        worker.stop()
-        t.join(60)
-        raise AssertionError(f"the worker did not catch up in {timeout} s: {worker.progress}")
-    assert not errors, errors
 
 
 def committed(s: Settings, topic: str) -> dict[int, int]:

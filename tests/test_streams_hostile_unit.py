@@ -21,7 +21,7 @@ from streams.kafka_errors import is_permanent, permanent_cause
 from streams.keys import check_keys
 from streams.metrics import StreamMetrics
 from streams.retry import retry
-from tests.test_streams_unit import watch
+from tests.support.events import watch
 
 
 def letter(value: bytes | None, key: bytes | None = b"u1") -> DeadLetter:

@@ -19,7 +19,7 @@ from streams.redis_apply import RedisApplier, RedisWork
 from streams.redis_sink import CONFLICT, NOT_APPLIED, SKIPPED, PartitionRange, RedisSink
 from streams.retry import retry
 from streams.state import PartitionState
-from tests.redis_view import item_stats, pop_all, user_hash
+from tests.support.redis_view import item_stats, pop_all, user_hash
 
 pytestmark = pytest.mark.integration
 

@@ -13,37 +13,15 @@ import pytest
 
 from core.errors import StorageUnavailable
 from core.storage.local import LocalStore
-from schemas.codec import encode_event
-from schemas.events import RateEvent, WatchEvent
 from schemas.redis_keys import RedisKeys
 from schemas.snapshots import SnapshotFile, arrow_schema
 from streams.decode import decode_batch
 from streams.features import Limits, compute_deltas, to_payload, trending_plan
 from streams.metrics import StreamMetrics
 from streams.processor import Processor
-from streams.redis_sink import APPLIED, ApplyResult
 from streams.snapshots import SnapshotWriter, to_parquet, to_table
 from streams.worker import Cadence
-
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC).timestamp()
-
-
-def watch(i: int, user: str = "u1", item: str = "m1", t: float = T0) -> bytes:
-    return encode_event(
-        WatchEvent(event_id=f"w{i}", user_id=user, item_id=item, ts=datetime.fromtimestamp(t, UTC))
-    )
-
-
-def rate(i: int, user: str, item: str, rating: float, t: float = T0) -> bytes:
-    return encode_event(
-        RateEvent(
-            event_id=f"r{i}",
-            user_id=user,
-            item_id=item,
-            rating=rating,
-            ts=datetime.fromtimestamp(t, UTC),
-        )
-    )
+from tests.support.events import T0, FakeRedis, rate, watch
 
 
 def test_decode_batch_splits_good_events_and_dead_letters() -> None:
@@ -170,21 +148,6 @@ def test_snapshot_table_is_typed_and_named_by_offsets_and_event_times(tmp_path) 
     assert writer.remove_uncommitted("watch", 1, committed=0) == []
     assert store.list("events/") == [keys[0]]
     assert len(to_parquet(table, "snappy")) > 0
-
-
-class FakeRedis:
-    def __init__(self) -> None:
-        self.applied = []
-
-    def apply(self, ranges, payload):
-        self.applied.extend(ranges)
-        return [ApplyResult(r, APPLIED, r.last) for r in ranges]
-
-    def apply_many(self, calls):
-        return [self.apply(ranges, payload) for ranges, payload in calls]
-
-    def watermarks(self, topic, partitions):
-        return {}
 
 
 class FlakyWriter(SnapshotWriter):

@@ -2,7 +2,7 @@
 replayed into Kafka, consumed by the stream processor into Parquet snapshots, then
 ``streamrec train`` (catalog from the compacted topic), publishing, tampering and two
 trainers racing to publish. The snapshot store it writes is also checked as a data lake
-(:func:`tests.lake.check_lake`: file count, time pruning, the README's DuckDB query)."""
+(:func:`tests.support.lake.check_lake`: file count, time pruning, the README's DuckDB query)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from core.config import Settings
 from ingest.movielens import load_movielens
 from ingest.replay import replay_movielens
 from models import IntegrityError, ModelRegistry
-from tests.lake import check_lake
+from tests.support.lake import check_lake
 from training.pipeline import CANDIDATE, run_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -27,7 +27,7 @@ from models.two_stage import TwoStageModel
 from schemas.manifest import TrainingData
 from schemas.redis_keys import RedisKeys
 from schemas.split import temporal_test_mask
-from tests.ports import free_port
+from tests.support.ports import free_port
 from training.catalog import ItemCatalog
 from training.data import build_interactions
 from training.train import TrainConfig, fit_two_stage, generator_for

@@ -16,7 +16,7 @@ import httpx
 
 from core.config import Settings
 from streamrec.stack.perses import DATASOURCE, PROJECT, PersesService
-from tests.ports import free_port
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 GRAFANA = REPO / "infra" / "grafana" / "dashboards"
