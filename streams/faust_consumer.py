@@ -93,9 +93,9 @@ class BatchConsumer(AIOKafkaConsumer):
     async def _fill(self) -> tuple[Batch, int]:
         """Up to ``cadence.events`` records, returned ``batch_s`` after the first one arrived
         at the latest (as the confluent engine's ``consume(n, timeout)``); empty after a
-        second without records, when stopping, or when a rebalance began meanwhile (the
-        records then belong to the old generation: the next owner reads them again from
-        the committed offsets, which Faust seeks to on assignment)."""
+        second without records, when stopping, or when a rebalance began or completed
+        meanwhile (the records are then dropped and the positions sought back to the
+        committed offsets: whoever owns the partitions next reads them from there)."""
         app, cap = self.app, self.cadence.events
         generation = app.consumer_generation_id
         batch: Batch = {}
@@ -104,10 +104,15 @@ class BatchConsumer(AIOKafkaConsumer):
         while True:
             self._room = cap - n
             records, active = await self._wait_next_records(timeout)
-            if self.should_stop or app.consumer_generation_id != generation:
+            if self.should_stop:
                 return {}, generation
-            if not self.flow_active:  # as Faust's getmany: fetched during a rebalance
-                await self.perform_seek()
+            if app.consumer_generation_id != generation or not self.flow_active:
+                # A rebalance began or completed meanwhile: what this fill fetched is
+                # dropped, and the consumer's positions go back to the committed offsets
+                # (as Faust's getmany does), or the records fetched after the new
+                # assignment's seek would be skipped (a gap, which the engine refuses).
+                if n or records:
+                    await self.perform_seek()
                 return {}, generation
             for tp, recs in (records or {}).items():
                 if not recs or (active is not None and tp not in active):
