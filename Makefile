@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STREAMREC := $(PY) -m streamrec
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist): most integration tests wait on brokers, failovers and
-# scrapes, so two share the 2 cores well; TEST_PROCS=0 runs everything in one process.
+# scrapes, so two share the 2 cores well (tests that fault the shared cluster stack take
+# turns through a lock in tests/conftest.py); TEST_PROCS=0 runs everything in one process.
 TEST_PROCS ?= 2
 
 .DEFAULT_GOAL := help
@@ -39,7 +40,7 @@ demo: install ## The main job: stack, replay, stream, train, serve, recommendati
 test: install ## Start the stack if needed and run every test (unit + integration)
 	$(PY) -m mypy
 	$(STREAMREC) stack up
-	$(PY) -m pytest --no-skips --durations=25 -n $(TEST_PROCS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest --no-skips --durations=25 -n $(TEST_PROCS) $(PYTEST_ARGS)
 
 test-unit: install ## Only the tests that need no services
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)

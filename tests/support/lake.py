@@ -17,7 +17,7 @@ from core.storage import open_store
 from schemas.snapshots import SnapshotFile
 from training.data import TimeRange, list_snapshots, scan_interaction_events
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 MAX_FILES = 50  # MovieLens-100K; ~1,200 for its train split when files were dated by event time
 
 

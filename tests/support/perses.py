@@ -18,7 +18,7 @@ from core.config import Settings
 from streamrec.stack.perses import DATASOURCE, PROJECT, PersesService
 from tests.support.ports import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "infra" / "grafana" / "dashboards"
 UNSUPPORTED = "Migration from Grafana not supported"
 

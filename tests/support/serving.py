@@ -150,7 +150,7 @@ def serving_settings(settings: Settings, **overrides: object) -> Settings:
     return settings.model_copy(update={**base, **overrides})
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

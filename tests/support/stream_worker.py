@@ -143,7 +143,7 @@ def start_worker(s: Settings, log: Path, **extra: str) -> subprocess.Popen:
         env=worker_env(s, **extra),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
 
 
