@@ -38,28 +38,43 @@ _SKIPPED: list[str] = []
 
 
 @contextlib.contextmanager
-def _cluster_tests_lock() -> Iterator[None]:
-    """Tests on the clustered stack kill and restart its brokers and Redis masters, and check
-    the cluster whole between steps; `make test` runs two pytest processes (pytest-xdist), so
-    each such test, and each process's first `up` of the cluster, holds this lock, and no two
-    of them meet on the shared cluster. (xdist's `--dist loadgroup` did not group marked
-    tests with pytest 9 here.)"""
-    lock = Path(_base_settings().data_path) / "run" / "cluster-tests.lock"
+def _flock(name: str, mode: int) -> Iterator[None]:
+    lock = Path(_base_settings().data_path) / "run" / name
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(handle, mode)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _cluster_tests_lock() -> contextlib.AbstractContextManager[None]:
+    """Tests on the clustered stack kill and restart its brokers and Redis masters, and check
+    the cluster whole between steps; `make test` runs two pytest processes (pytest-xdist), so
+    each such test, and each process's first `up` of the cluster, holds this lock, and no two
+    of them meet on the shared cluster. (xdist's `--dist loadgroup` did not group marked
+    tests with pytest 9 here.)"""
+    return _flock("cluster-tests.lock", fcntl.LOCK_EX)
+
+
 @pytest.fixture(autouse=True)
-def _one_cluster_test_at_a_time(request: pytest.FixtureRequest) -> Iterator[None]:
-    if "cluster_stack" not in request.fixturenames:
-        yield
-        return
-    with _cluster_tests_lock():  # its fixtures' setup and teardown included
+def _test_locks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test marked ``alone`` (it counts answers against a latency budget, which a test
+    busy on the other core would decide) runs while no other test does: it holds the
+    ``alone`` lock exclusively, every other test holds it shared. A turnstile makes the
+    others queue behind a waiting ``alone`` test instead of starving it (flock prefers no
+    one). Then cluster tests take turns on the shared cluster, their fixtures included."""
+    with contextlib.ExitStack() as held:
+        if request.node.get_closest_marker("alone"):
+            held.enter_context(_flock("tests-turnstile.lock", fcntl.LOCK_EX))
+            held.enter_context(_flock("tests-alone.lock", fcntl.LOCK_EX))
+        else:
+            with _flock("tests-turnstile.lock", fcntl.LOCK_EX):
+                pass
+            held.enter_context(_flock("tests-alone.lock", fcntl.LOCK_SH))
+        if "cluster_stack" in request.fixturenames:
+            held.enter_context(_cluster_tests_lock())
         yield
 
 
