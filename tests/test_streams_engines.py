@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from core.config import Settings
 from streams.app import create_app
@@ -24,6 +23,7 @@ from tests.support.stream_worker import (
     committed_vs_end,
     produce_catalog,
     produce_events,
+    start_redis_until_ping,
     start_worker,
     verify,
     wait_caught_up,
@@ -84,15 +84,7 @@ def test_faust_engine_holds_commits_through_redis_and_storage_outages(
     cmd += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
 
     def start_redis() -> subprocess.Popen:
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return p
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError("throwaway redis did not start")
+        return start_redis_until_ping(cmd, port)
 
     s = topics.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
     root = Path(s.storage.location.removeprefix("file://"))

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 
 from core.config import Settings
 from tests.support.stream_worker import (
@@ -21,6 +20,7 @@ from tests.support.stream_worker import (
     produce_catalog,
     produce_events,
     read_dead_letters,
+    start_redis_until_ping,
     start_worker,
     verify,
     wait_caught_up,
@@ -135,15 +135,7 @@ def test_redis_outage_holds_commits_and_catches_up(topics: Settings, tmp_path: P
     ]
 
     def start_redis() -> subprocess.Popen:
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                return p
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError("throwaway redis did not start")
+        return start_redis_until_ping(cmd, port)
 
     s = topics.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
     rds = start_redis()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import redis
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -345,3 +346,17 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC).timestamp()
 
 
 TS = datetime(2024, 6, 1, 12, tzinfo=UTC).isoformat()
+
+
+def start_redis_until_ping(cmd: list[str], port: int) -> subprocess.Popen:
+    """Start a throwaway redis-server (``cmd``) and wait until it answers on ``port``; the
+    outage tests start it again on the same data after taking it away."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            return p
+        except redis.ConnectionError:
+            time.sleep(0.1)
+    raise AssertionError("throwaway redis did not start")
