@@ -15,7 +15,7 @@ from core.kafka import delete_topics, ensure_topics
 
 def fresh_settings(base: Settings | None = None) -> Settings:
     base = base or Settings()
-    s = base.model_copy(update={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}"})
+    s = base.with_sections(kafka={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}"})
     ensure_topics(s)
     return s
 

@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def fresh_settings(base: Settings, tmp: str) -> Settings:
     tag = "bench" + uuid.uuid4().hex[:8]
-    return base.model_copy(
-        update={"topic_prefix": tag, "redis_key_prefix": tag, "storage_url": f"file://{tmp}/{tag}"}
+    return base.with_sections(
+        kafka={"topic_prefix": tag},
+        redis={"key_prefix": tag},
+        storage={"url": f"file://{tmp}/{tag}"},
     )
 
 

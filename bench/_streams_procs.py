@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from core.config import Settings
+from core.config import Settings, flat_names
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,8 @@ def settings_env(s: Settings) -> dict[str, str]:
     """``os.environ`` plus ``s``'s benchmark fields, so a subprocess reads the same stack."""
     env = dict(os.environ)
     for name in FIELDS:
-        value = getattr(s, name)
+        section, field = flat_names()[name]
+        value = getattr(getattr(s, section), field)
         if value is None:
             continue
         text = str(value).lower() if isinstance(value, bool) else str(value)

@@ -203,7 +203,9 @@ def run_bench(args: argparse.Namespace) -> None:
     console = Console()
     tag = f"bench{uuid.uuid4().hex[:6]}"
     tmp = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    settings = Settings(topic_prefix=tag, redis_key_prefix=tag, storage_url=f"file://{tmp}")
+    settings = Settings().with_sections(
+        kafka={"topic_prefix": tag}, redis={"key_prefix": tag}, storage={"url": f"file://{tmp}"}
+    )
     env = {
         **os.environ,
         "STREAMREC_TOPIC_PREFIX": tag,

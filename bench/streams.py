@@ -64,12 +64,10 @@ from core.kafka import ensure_topics  # noqa: E402
 from streamrec.stack.cluster import client_settings  # noqa: E402
 
 
-def engine_settings(s: Settings, engine: str, **update) -> Settings:
+def engine_settings(s: Settings, engine: str, **redis) -> Settings:
     """The run's topics, read by ``engine`` in a group and Redis key space of its own."""
     tag = f"{s.redis.key_prefix}{engine[0]}"
-    return s.model_copy(
-        update={"stream_app_id": f"bench-{engine}", "redis_key_prefix": tag, **update}
-    )
+    return s.with_sections(stream={"app_id": f"bench-{engine}"}, redis={"key_prefix": tag, **redis})
 
 
 # Cluster variants on one backlog: (label, tag, worker processes, redis_min_replicas_ack).
@@ -166,7 +164,7 @@ def throughput_run(
                     cleanup_keys(es)
             return out
         for label, tag, workers, ack in CLUSTER_VARIANTS:
-            es = engine_settings(s, tag, redis_min_replicas_ack=ack)
+            es = engine_settings(s, tag, min_replicas_ack=ack)
             try:
                 out[label], out[f"{label} cpu"] = workers_run(es, n, workers)
             finally:

@@ -84,8 +84,9 @@ def child(storage: Path, catalog: str, sasrec_epochs: int = 0) -> None:
     from core.config import Settings
     from training.pipeline import run_training
 
-    settings = Settings(
-        storage_url=f"file://{storage}", train_catalog=catalog, train_sasrec_epochs=sasrec_epochs
+    settings = Settings().with_sections(
+        storage={"url": f"file://{storage}"},
+        train={"catalog": catalog, "sasrec_epochs": sasrec_epochs},
     )
     report = run_training(settings, force=True)
     best, best_ndcg = report.best_baseline

@@ -125,6 +125,28 @@ class Settings(BaseSettings):
             out.storage = out.storage.model_copy(update={"url": url})
         return out
 
+    def with_sections(self, **changes: Mapping[str, Any]) -> Self:
+        """A copy with some fields of some sections replaced, the rest kept:
+        ``settings.with_sections(kafka={"topic_prefix": p}, redis={"key_prefix": p})``.
+
+        Each changed section is validated again (a bad value raises pydantic's
+        ``ValidationError``), and an unknown section or field is a ``TypeError`` rather than
+        ignored: a typo must not leave a test on the shared prefix. Fields of
+        :class:`Settings` itself (``home``, ``data_dir``...) change by ``model_copy``."""
+        update: dict[str, Section] = {}
+        for name, values in changes.items():
+            kind = sections().get(name)
+            if kind is None:
+                raise TypeError(f"Settings has no section {name!r}: {', '.join(sections())}")
+            if unknown := values.keys() - kind.model_fields.keys():
+                raise TypeError(f"{kind.__name__} has no field {', '.join(sorted(unknown))}")
+            # model_validate, not the constructor: the environment was read once already.
+            update[name] = kind.model_validate({**getattr(self, name).model_dump(), **values})
+        out = self.model_copy(update=update)
+        if out.storage.url is None:  # storage={"url": None}: back to the data directory's
+            out.storage = out.storage.model_copy(update={"url": out.default_storage_url()})
+        return out
+
     @property
     def data_path(self) -> Path:
         return (self.data_dir or self.home / "data").resolve()

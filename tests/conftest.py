@@ -162,12 +162,10 @@ def cluster_stack() -> Settings:
 def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     """Per-test settings on the real stack with unique topic/key prefixes and storage."""
     tag = uuid.uuid4().hex[:10]
-    s = stack.model_copy(
-        update={
-            "topic_prefix": f"t{tag}",
-            "redis_key_prefix": f"t{tag}",
-            "storage_url": f"file://{tmp_path / 'storage'}",
-        }
+    s = stack.with_sections(
+        kafka={"topic_prefix": f"t{tag}"},
+        redis={"key_prefix": f"t{tag}"},
+        storage={"url": f"file://{tmp_path / 'storage'}"},
     )
     yield s
     try:  # topics of a throwaway prefix are deleted so the broker doesn't fill up
@@ -179,8 +177,8 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     try:
         import redis
 
-        r = redis.Redis.from_url(s.redis_url)
-        keys = list(r.scan_iter(f"{s.redis_key_prefix}:*", count=10_000))
+        r = redis.Redis.from_url(s.redis.url)
+        keys = list(r.scan_iter(f"{s.redis.key_prefix}:*", count=10_000))
         for i in range(0, len(keys), 10_000):
             r.delete(*keys[i : i + 10_000])
     except Exception:

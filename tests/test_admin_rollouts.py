@@ -27,19 +27,14 @@ ITEMS = [f"i{j}" for j in range(30)]
 
 @pytest.fixture
 def three_versions(topics: Settings) -> Settings:
-    s = serving_settings(
-        topics,
-        rollout_min_samples=100,
-        rollout_settle_s=0,
-        rollout_steps="5,50,100",
-    )
+    s = serving_settings(topics, rollout={"min_samples": 100, "settle_s": 0, "steps": "5,50,100"})
     for seed in (1, 2, 3):
         publish(s, RandomModel(ITEMS, seed=seed), promote=seed == 1)
     return _with_token(s, TOKEN)
 
 
 def _with_token(s: Settings, token: str | None) -> Settings:
-    return Settings.model_validate(s.model_dump() | {"serve_admin_token": token})
+    return s.with_sections(serve={"admin_token": token})
 
 
 def _run(settings: Settings, calls):
@@ -111,7 +106,7 @@ def test_bad_rollout_requests_get_4xx_with_a_reason(three_versions):
     assert out["ok"].status_code == 202, out["ok"].text
     ok = out["ok"].json()
     assert ok["status"] == "requested" and ok["steps"] == [10, 100] and ok["min_samples"] == 50
-    assert ok["alpha"] == three_versions.rollout_alpha  # the setting, not overridden
+    assert ok["alpha"] == three_versions.rollout.alpha  # the setting, not overridden
     assert ok["requested_by"] == "api-admin"
     # One rollout at a time.
     assert out["second"].status_code == 409 and "abort it first" in out["second"].text

@@ -51,10 +51,8 @@ def amtool(alertmanager_bins: dict[str, str]):
 def test_amtool_accepts_the_shipped_and_the_rendered_config(amtool, tmp_path: Path) -> None:
     shipped = amtool("check-config", str(SHIPPED))
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
-    s = Settings(
-        home=ROOT,
-        data_dir=tmp_path,
-        alertmanager_page_webhook_url="https://events.example/page?token=x",
+    s = Settings(home=ROOT, data_dir=tmp_path).with_sections(
+        alertmanager={"page_webhook_url": "https://events.example/page?token=x"}
     )
     svc = AlertmanagerService(s)
     svc.prepare()
@@ -68,7 +66,7 @@ def test_amtool_accepts_the_shipped_and_the_rendered_config(amtool, tmp_path: Pa
     assert "webhook_configs" not in receivers["ticket"]
     assert svc.config_path.stat().st_mode & 0o077 == 0, "webhook URLs may carry tokens"
     assert f"--config.file={svc.config_path}" in svc.command()
-    bad = s.model_copy(update={"alertmanager_ticket_webhook_url": SecretStr("hooks.example/x")})
+    bad = s.with_sections(alertmanager={"ticket_webhook_url": SecretStr("hooks.example/x")})
     with pytest.raises(ConfigError, match="alertmanager_ticket_webhook_url"):
         AlertmanagerService(bad).prepare()
 
@@ -143,7 +141,7 @@ def test_every_alert_says_who_gets_it_and_links_a_runbook_that_exists() -> None:
 def test_prometheus_is_pointed_at_the_configured_alertmanager() -> None:
     source = ROOT / "infra" / "prometheus" / "prometheus.yml"
     (manager,) = yaml.safe_load(source.read_text())["alerting"]["alertmanagers"]
-    assert manager["static_configs"][0]["targets"] == [f"127.0.0.1:{Settings().alertmanager_port}"]
+    assert manager["static_configs"][0]["targets"] == [f"127.0.0.1:{Settings().alertmanager.port}"]
     rendered = render_config(source, {}, alertmanager_port=19095)
     (manager,) = rendered["alerting"]["alertmanagers"]
     assert manager["static_configs"][0]["targets"] == ["127.0.0.1:19095"]

@@ -96,8 +96,8 @@ def _clean(s: Settings) -> None:
     from core.kafka import delete_topics
 
     delete_topics(s, timeout=10)
-    r = connect(s.redis_url, cluster=True)
-    for key in r.scan_iter(f"{s.redis_key_prefix}:*", count=10_000):
+    r = connect(s.redis.url, cluster=True)
+    for key in r.scan_iter(f"{s.redis.key_prefix}:*", count=10_000):
         r.delete(key)
     r.close()
 
@@ -125,13 +125,10 @@ def test_two_workers_survive_a_worker_a_broker_and_a_redis_master_killed(
     cluster_stack: Settings, tmp_path: Path
 ) -> None:
     tag = os.urandom(4).hex()
-    s = cluster_stack.model_copy(
-        update={
-            "topic_prefix": f"cf{tag}",
-            "redis_key_prefix": f"cf{tag}",
-            "storage_url": f"file://{tmp_path / 'storage'}",
-            "redis_min_replicas_ack": 1,
-        }
+    s = cluster_stack.with_sections(
+        kafka={"topic_prefix": f"cf{tag}"},
+        redis={"key_prefix": f"cf{tag}", "min_replicas_ack": 1},
+        storage={"url": f"file://{tmp_path / 'storage'}"},
     )
     ensure_topics(s)
     truth = Truth()
@@ -183,7 +180,7 @@ def test_two_workers_survive_a_worker_a_broker_and_a_redis_master_killed(
                 _kill(victim.pid)
                 produce_events(s, truth, genres, 10_000, start=produced, bad_every=997)
                 produced += 10_000
-                time.sleep(3 * cluster_stack.cluster_redis_node_timeout_ms / 1000)
+                time.sleep(3 * cluster_stack.cluster.redis_node_timeout_ms / 1000)
                 stack.up(cluster_stack, ["redis"], topology="cluster", timeout=180)  # whole
 
             try:
@@ -209,8 +206,8 @@ def test_two_workers_survive_a_worker_a_broker_and_a_redis_master_killed(
         assert sum(traffic.codes.values()) > 100
         print(f"answers: {dict(traffic.codes)}, answered by: {dict(traffic.answered_by)}")
         # The users' fresh histories are where serving looks for them.
-        r = connect(s.redis_url, cluster=True, decode_responses=True)
-        keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
+        r = connect(s.redis.url, cluster=True, decode_responses=True)
+        keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
         user = sorted(truth.user)[0]
         assert r.zcard(keys.user_slot(user).user_recent(user)) > 0
     finally:

@@ -275,7 +275,9 @@ def test_perses_is_provisioned_like_the_native_stack():
     assert all(folder in mounts for folder in folders), folders
     assert mounts[folders[-1]] == "./infra/perses/dashboards"
     resources = json.loads((ROOT / mounts[folders[0]] / "streamrec.json").read_text())
-    native = PersesService(Settings(prometheus_port=9090)).resources()
+    native = PersesService(
+        Settings().with_sections(observability={"prometheus_port": 9090})
+    ).resources()
     text = json.dumps(native).replace("http://127.0.0.1:9090", "http://prometheus:9090")
     assert resources == json.loads(text)
 

@@ -20,16 +20,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture
 def demo_settings(settings, tmp_path):
-    s = settings.model_copy(
-        update={
-            "data_dir": tmp_path / "data",  # pid files and logs of this test's processes
-            "serve_port": free_port(),
-            "stream_metrics_port": free_port(),
-            "stream_flush_interval_s": 2.0,
-            # This test checks the flow, not latency: on a loaded 2-core machine the default
-            # 50 ms budget sends some answers to the (correct, but different) fallback.
-            "serve_budget_ms": 5000.0,
-        }
+    s = settings.model_copy(update={"data_dir": tmp_path / "data"}).with_sections(
+        serve={"port": free_port(), "budget_ms": 5000.0},
+        stream={"metrics_port": free_port(), "flush_interval_s": 2.0},
     )
     yield s
     stack.down(s, ["api", "stream"])  # only the processes this test started
@@ -45,8 +38,8 @@ def test_demo_runs_every_stage_on_real_services(demo_settings):
     assert len(set(ctx.ml.users)) == 40
     # 3. stream: features of every replayed user are in Redis.
     # (in the slot of the user's Kafka partition, where serving reads them)
-    keys = RedisKeys(demo_settings.redis_key_prefix, demo_settings.topic_partitions)
-    r = redis.Redis.from_url(demo_settings.redis_url, decode_responses=True)
+    keys = RedisKeys(demo_settings.redis.key_prefix, demo_settings.kafka.topic_partitions)
+    r = redis.Redis.from_url(demo_settings.redis.url, decode_responses=True)
     for user in set(ctx.ml.users):
         n_train = int((ctx.ml.users == user).sum())
         assert int(r.hget(keys.user_slot(user).user_stats(user), "n_watch")) == n_train
@@ -67,7 +60,7 @@ def test_demo_runs_every_stage_on_real_services(demo_settings):
     assert not set(FRESH_ITEMS) & set(after["items"])
     assert "demo finished" in text
     # 7. the API keeps running and speaks the CMU course's plain format.
-    api = f"http://127.0.0.1:{demo_settings.serve_port}/recommend/{ctx.users[0]}"
+    api = f"http://127.0.0.1:{demo_settings.serve.port}/recommend/{ctx.users[0]}"
     as_json = httpx.get(api, params={"k": 5}, timeout=10).json()
     plain = httpx.get(api, params={"format": "text", "k": 5}, timeout=10)
     assert plain.status_code == 200 and as_json["variant"] == "production"

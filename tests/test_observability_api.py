@@ -42,7 +42,7 @@ def _publish(registry: ModelRegistry, ndcg: float) -> int:
 
 
 def test_metrics_follow_publish_promote_canary_and_rollback(topics: Settings) -> None:
-    s = topics.model_copy(update={"serve_alias_poll_s": 0.2, "serve_preload": True})
+    s = topics.with_sections(serve={"alias_poll_s": 0.2, "preload": True})
     registry = ModelRegistry(open_store(s.storage), s.model_name)
     v1 = _publish(registry, 0.11)
     registry.promote(v1)

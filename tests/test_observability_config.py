@@ -106,15 +106,12 @@ def test_every_required_alert_exists_and_has_a_unit_test() -> None:
 
 
 def test_stack_renders_the_repo_config_onto_the_configured_ports(tmp_path: Path, promtool) -> None:
-    s = Settings(
-        home=ROOT,
-        data_dir=tmp_path,
-        serve_port=18082,
-        stream_metrics_port=16066,
-        rollout_metrics_port=16067,
-        kafka_jmx_exporter_port=19404,
-        redis_exporter_port=19121,
-        prometheus_port=19090,
+    s = Settings(home=ROOT, data_dir=tmp_path).with_sections(
+        serve={"port": 18082},
+        stream={"metrics_port": 16066},
+        rollout={"metrics_port": 16067},
+        kafka={"jmx_exporter_port": 19404},
+        observability={"redis_exporter_port": 19121, "prometheus_port": 19090},
     )
     svc = PrometheusService(s)
     svc.prepare()

@@ -94,10 +94,10 @@ def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> It
 def _env(s: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
     env.update(
-        STREAMREC_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
-        STREAMREC_TOPIC_PREFIX=s.topic_prefix,
-        STREAMREC_REDIS_URL=s.redis_url,
-        STREAMREC_REDIS_KEY_PREFIX=s.redis_key_prefix,
+        STREAMREC_KAFKA_BOOTSTRAP=s.kafka.bootstrap,
+        STREAMREC_TOPIC_PREFIX=s.kafka.topic_prefix,
+        STREAMREC_REDIS_URL=s.redis.url,
+        STREAMREC_REDIS_KEY_PREFIX=s.redis.key_prefix,
         STREAMREC_STORAGE_URL=s.storage.location,
         STREAMREC_DATA_DIR=str(s.data_path),
         STREAMREC_STREAM_FLUSH_INTERVAL_S="2",
@@ -198,18 +198,17 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
     redis_cmd = [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
     redis_cmd += ["--appendonly", "no", "--dir", str(tmp_path)]
     with _process(redis_cmd, logs / "redis.log") as redis_proc:
-        s = topics.model_copy(
-            update={
-                "redis_url": f"redis://127.0.0.1:{redis_port}/0",
-                "data_dir": tmp_path / "data",
-                "stream_flush_interval_s": 2.0,
-                "train_threads": 1,
-                "train_als_iterations": 5,
-                "train_ranker_rounds": 20,
-                "train_ranker_max_users": 100,
-                "train_eval_max_users": 100,
-                "train_gate_min_users": 10,
-            }
+        s = topics.model_copy(update={"data_dir": tmp_path / "data"}).with_sections(
+            redis={"url": f"redis://127.0.0.1:{redis_port}/0"},
+            stream={"flush_interval_s": 2.0},
+            train={
+                "threads": 1,
+                "als_iterations": 5,
+                "ranker_rounds": 20,
+                "ranker_max_users": 100,
+                "eval_max_users": 100,
+                "gate_min_users": 10,
+            },
         )
         ml = load_movielens(s.cache_path)
         few = _few_users(ml.subset("all"), 120)
@@ -237,7 +236,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
                 "streamrec-api": api_port,
                 "streamrec-stream": worker_port,
                 "streamrec-rollout": rollout_port,
-                "kafka": s.kafka_jmx_exporter_port,
+                "kafka": s.kafka.jmx_exporter_port,
                 "redis": exporter_port,
                 "prometheus": prom_port,
             },
@@ -304,7 +303,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
             ):
                 # One message that is not an event (a dead letter) and a few invalid
                 # requests (4xx), which the simulator's well-behaved users never send.
-                bad = Producer({"bootstrap.servers": s.kafka_bootstrap})
+                bad = Producer({"bootstrap.servers": s.kafka.bootstrap})
                 bad.produce(s.topic("watch"), key=b"u1", value=b"this is not an event")
                 bad.flush(30)
                 assert _bad_requests(api_url) == [422] * 5

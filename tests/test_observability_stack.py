@@ -24,13 +24,9 @@ def test_stack_up_starts_prometheus_with_rules_and_redis_exporter(
     stack: Settings, tmp_path: Path
 ) -> None:
     prom_port, exporter_port, am_port = free_ports(3)
-    s = stack.model_copy(
-        update={
-            "data_dir": tmp_path / "data",
-            "prometheus_port": prom_port,
-            "redis_exporter_port": exporter_port,
-            "alertmanager_port": am_port,
-        }
+    s = stack.model_copy(update={"data_dir": tmp_path / "data"}).with_sections(
+        observability={"prometheus_port": prom_port, "redis_exporter_port": exporter_port},
+        alertmanager={"port": am_port},
     )
     from streamrec import stack as stack_module  # the `stack` fixture shadows the name
 

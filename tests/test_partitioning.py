@@ -39,11 +39,11 @@ def test_partition_of_is_where_the_broker_puts_the_key(stack: Settings) -> None:
     """librdkafka's murmur2_random and the contract's function agree on real deliveries,
     including ids that are not ASCII."""
     topic = f"t{uuid.uuid4().hex[:10]}.partitioning"
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": stack.kafka.bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=6, replication_factor=1)])[topic].result()
     try:
         producer = Producer(
-            {"bootstrap.servers": stack.kafka_bootstrap, "partitioner": PARTITIONER}
+            {"bootstrap.servers": stack.kafka.bootstrap, "partitioner": PARTITIONER}
         )
         keys = [f"user-{i}" for i in range(300)] + ["é", "用户", "", "a" * 1000]
         for key in keys:
@@ -51,7 +51,7 @@ def test_partition_of_is_where_the_broker_puts_the_key(stack: Settings) -> None:
         assert producer.flush(30) == 0
         consumer = Consumer(
             {
-                "bootstrap.servers": stack.kafka_bootstrap,
+                "bootstrap.servers": stack.kafka.bootstrap,
                 "group.id": topic,
                 "auto.offset.reset": "earliest",
             }

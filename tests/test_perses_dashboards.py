@@ -82,7 +82,9 @@ def test_stack_up_serves_every_dashboard_and_down_stops_it(
     from streamrec.stack.perses import DATASOURCE, PersesService
     from tests.support.ports import free_port
 
-    s = Settings(data_dir=tmp_path / "data", perses_port=free_port())
+    s = Settings(data_dir=tmp_path / "data").with_sections(
+        observability={"perses_port": free_port()}
+    )
     try:
         (state,) = stack.up(s, ["perses"])
         assert state.state == "started"
@@ -92,7 +94,7 @@ def test_stack_up_serves_every_dashboard_and_down_stops_it(
         (source,) = perses.get("/api/v1/globaldatasources")
         assert source["metadata"]["name"] == DATASOURCE
         proxy = source["spec"]["plugin"]["spec"]["proxy"]["spec"]["url"]
-        assert proxy == f"http://127.0.0.1:{s.prometheus_port}"
+        assert proxy == f"http://127.0.0.1:{s.observability.prometheus_port}"
     finally:
         (state,) = stack.down(s, ["perses"])
     assert state.state == "stopped" and state.pid is not None

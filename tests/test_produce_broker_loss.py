@@ -37,14 +37,17 @@ OUTAGE_S = 60  # the issue's bar: a broker restart of a minute (the old 30 s tim
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaService]:
     kafka, controller, jmx = free_ports(3)
-    settings = Settings().model_copy(
-        update={
-            "kafka_bootstrap": f"127.0.0.1:{kafka}",
-            "kafka_controller_port": controller,
-            "kafka_jmx_exporter_port": jmx,
-            "data_dir": tmp_path_factory.mktemp("own-kafka"),
-            "kafka_heap": "-Xms128m -Xmx512m",
-        }
+    settings = (
+        Settings()
+        .model_copy(update={"data_dir": tmp_path_factory.mktemp("own-kafka")})
+        .with_sections(
+            kafka={
+                "bootstrap": f"127.0.0.1:{kafka}",
+                "controller_port": controller,
+                "jmx_exporter_port": jmx,
+                "heap": "-Xms128m -Xmx512m",
+            }
+        )
     )
     service = KafkaService(settings)
     service.start()
@@ -72,7 +75,7 @@ def _restart(service: KafkaService) -> None:
 def own_settings(own_broker: KafkaService) -> Iterator[Settings]:
     if not own_broker.is_running():  # a failed test may have left it down
         _restart(own_broker)
-    s = own_broker.settings.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
+    s = own_broker.settings.with_sections(kafka={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
     ensure_topics(s)
     yield s
     if own_broker.is_running():
@@ -98,7 +101,7 @@ def _write_events(path: Path, n: int) -> list[bytes]:
 
 
 def _ids_in_topic(settings: Settings, expected: int) -> Counter[str]:
-    msgs = consume_all(settings.kafka_bootstrap, settings.topic("watch"), expected, timeout=90)
+    msgs = consume_all(settings.kafka.bootstrap, settings.topic("watch"), expected, timeout=90)
     return Counter(orjson.loads(m.value())["event_id"] for m in msgs)
 
 
@@ -133,7 +136,7 @@ def test_produce_rides_out_a_broker_down_for_a_minute(own_broker, own_settings, 
 def test_lines_not_delivered_are_named_in_a_file_and_resending_it_completes_the_set(
     own_broker, own_settings, tmp_path
 ):
-    settings = own_settings.model_copy(update={"kafka_delivery_timeout_ms": 3000})
+    settings = own_settings.with_sections(kafka={"delivery_timeout_ms": 3000})
     path = tmp_path / "events.jsonl"
     lines = _write_events(path, 6_000)
     producer = EventProducer(settings)

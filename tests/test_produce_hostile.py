@@ -51,7 +51,7 @@ HOSTILE = [  # (line, what its dead letter's reason says)
 
 
 def _letters(settings, n: int) -> list[DeadLetter]:
-    msgs = consume_all(settings.kafka_bootstrap, settings.topic("dead_letter"), n)
+    msgs = consume_all(settings.kafka.bootstrap, settings.topic("dead_letter"), n)
     return [DeadLetter.from_message(m.value(), m.key(), m.headers()) for m in msgs]
 
 
@@ -65,7 +65,7 @@ def test_each_bad_line_costs_only_itself(topics, tmp_path):
     report = produce_events(topics, str(path))
 
     assert (report.sent, report.rejected, report.undelivered) == (2000, len(HOSTILE), 0)
-    msgs = consume_all(topics.kafka_bootstrap, topics.topic("watch"), 2000)
+    msgs = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 2000)
     ids = [decode_event(m.value()).event_id for m in msgs]
     assert len(ids) == 2000 and set(ids) == {f"w{i}" for i in range(2000)}
     letters = _letters(topics, len(HOSTILE))
@@ -98,7 +98,7 @@ def test_hostile_cmu_lines_are_rejected_and_the_rest_delivered(topics, tmp_path)
     report = produce_events(topics, str(path), "cmu")
 
     assert (report.sent, report.rejected) == (500, len(bad))
-    msgs = consume_all(topics.kafka_bootstrap, topics.topic("watch"), 500)
+    msgs = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 500)
     assert len({decode_event(m.value()).event_id for m in msgs}) == len(msgs) == 500
     reasons = [d.reason for d in _letters(topics, len(bad))]
     assert "timestamp '0001-01-01T00:00:00+01:00'" in reasons[0]
@@ -125,7 +125,7 @@ def test_an_error_mid_run_still_delivers_everything_accepted(topics, tmp_path):
     # to drop (the CLI lost all 1,000 that way).
     assert producer.stats.produced == 1000  # the producer given is the one used (an idle
     assert len(producer) == 0 and producer.stats.failed == 0  # one was falsy: __len__ 0)
-    msgs = consume_all(topics.kafka_bootstrap, topics.topic("watch"), 1000, timeout=30)
+    msgs = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 1000, timeout=30)
     assert sorted(decode_event(m.value()).event_id for m in msgs) == sorted(
         f"w{i}" for i in range(1000)
     )
@@ -136,8 +136,8 @@ def test_cli_rejects_invalid_utf8_and_huge_lines_without_a_traceback(topics, tmp
     path.write_bytes(_watch(1) + _event()[:-2] + b'\xc3("}\n' + BIG + b"\n" + _watch(2))
     env = {
         **os.environ,
-        "STREAMREC_TOPIC_PREFIX": topics.topic_prefix,
-        "STREAMREC_KAFKA_BOOTSTRAP": topics.kafka_bootstrap,
+        "STREAMREC_TOPIC_PREFIX": topics.kafka.topic_prefix,
+        "STREAMREC_KAFKA_BOOTSTRAP": topics.kafka.bootstrap,
     }
     res = subprocess.run(
         [sys.executable, "-m", "streamrec", "produce", "--file", str(path)],

@@ -34,8 +34,8 @@ def _env(settings) -> dict:
 
     return {
         **os.environ,
-        "STREAMREC_TOPIC_PREFIX": settings.topic_prefix,
-        "STREAMREC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "STREAMREC_TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "STREAMREC_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
     }
 
 
@@ -52,16 +52,16 @@ def test_produce_consume_round_trip(topics, tmp_path):
     assert report.by_type == {"watch": 2, "rate": 1, "reco_response": 1}
     assert "line 4" in report.reasons[0] and "line 6" in report.reasons[1]
 
-    watches = consume_all(topics.kafka_bootstrap, topics.topic("watch"), 2)
+    watches = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 2)
     events = [decode_event(m.value()) for m in watches]
     assert sorted(e.minute for e in events) == [1, 2]
     assert all(m.key() == b"1" for m in watches)
     # Keyed by user: one user's events share a partition, so their order is kept.
     assert len({m.partition() for m in watches}) == 1
-    rates = consume_all(topics.kafka_bootstrap, topics.topic("rate"), 1)
+    rates = consume_all(topics.kafka.bootstrap, topics.topic("rate"), 1)
     assert decode_event(rates[0].value()).ts.microsecond == 123456
 
-    letters = consume_all(topics.kafka_bootstrap, topics.topic("dead_letter"), 2)
+    letters = consume_all(topics.kafka.bootstrap, topics.topic("dead_letter"), 2)
     dead = [DeadLetter.from_message(m.value(), m.key(), m.headers()) for m in letters]
     assert [d.source_offset for d in dead] == [4, 6]
     assert dead[0].value == b"this is not a log line"  # original bytes kept
@@ -74,7 +74,7 @@ def test_resending_a_file_resends_the_same_event_ids(topics, tmp_path):
     path.write_text(CMU_LINES)
     produce_events(topics, str(path), "cmu")
     produce_events(topics, str(path), "cmu")
-    msgs = consume_all(topics.kafka_bootstrap, topics.topic("watch"), 4)
+    msgs = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 4)
     ids = [decode_event(m.value()).event_id for m in msgs]
     # Two sends -> two copies with identical ids, so consumers can deduplicate by id (the
     # trainer does; the stream processor is exact per Kafka offset, not per event id).
@@ -164,7 +164,7 @@ def test_full_movielens_replay_arrives_complete(topics):
     for topic, _key, value in iter_payloads(ml.subset("all")):
         expected[topic].update(decode_event(value).event_id.encode())
     for topic in ("watch", "rate"):
-        msgs = consume_all(topics.kafka_bootstrap, topics.topic(topic), 100_000, timeout=120)
+        msgs = consume_all(topics.kafka.bootstrap, topics.topic(topic), 100_000, timeout=120)
         assert len(msgs) == 100_000
         ids = sorted(decode_event(m.value()).event_id for m in msgs)
         assert len(set(ids)) == 100_000
@@ -173,7 +173,7 @@ def test_full_movielens_replay_arrives_complete(topics):
             hashlib.sha256("".join(ids).encode()).hexdigest()
             == hashlib.sha256("".join(want).encode()).hexdigest()
         )
-    catalog = consume_all(topics.kafka_bootstrap, topics.topic("catalog"), 1682)
+    catalog = consume_all(topics.kafka.bootstrap, topics.topic("catalog"), 1682)
     assert len(catalog) == 1682
     assert decode_item(catalog[0].value()).title
 
@@ -188,14 +188,14 @@ def test_end_offsets_and_group_lag_count_what_a_group_has_not_committed(topics, 
     produce_events(topics, str(path), "cmu")
     watch = topics.topic("watch")
     marks = end_offsets(topics, [watch, "no-such-topic"])
-    assert {t for t, _ in marks} == {watch} and len(marks) == topics.topic_partitions
+    assert {t for t, _ in marks} == {watch} and len(marks) == topics.kafka.topic_partitions
     assert sum(high - low for low, high in marks.values()) == 2
-    group = f"{topics.topic_prefix}-lag"
+    group = f"{topics.kafka.topic_prefix}-lag"
     assert group_lag(topics, group, [watch]) == 2  # never committed: counts from low
 
     c = Consumer(
         {
-            "bootstrap.servers": topics.kafka_bootstrap,
+            "bootstrap.servers": topics.kafka.bootstrap,
             "group.id": group,
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,

@@ -26,9 +26,9 @@ def _waits(r) -> dict[str, int]:
 
 
 def test_run_many_sends_one_wait_per_master_and_answers_in_order(on_cluster: Settings) -> None:
-    keys = RedisKeys(on_cluster.redis_key_prefix, 12)
-    r = connect(on_cluster.redis_url, cluster=True, decode_responses=True)
-    runner = SlotRunner(r, url=on_cluster.redis_url, min_replicas=1, wait_timeout_ms=5000)
+    keys = RedisKeys(on_cluster.redis.key_prefix, 12)
+    r = connect(on_cluster.redis.url, cluster=True, decode_responses=True)
+    runner = SlotRunner(r, url=on_cluster.redis.url, min_replicas=1, wait_timeout_ms=5000)
     calls = [(keys.slot(p).watermark("t.watch", p), [f"v{p}"]) for p in range(12)]
     masters = {r.get_node_from_key(k).name for k, _ in calls}
     assert len(masters) == 3  # 12 partitions spread over the 3 masters

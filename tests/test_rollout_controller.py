@@ -48,7 +48,9 @@ def registry(tmp_path: Path) -> ModelRegistry:
 
 @pytest.fixture
 def controller_settings() -> Settings:
-    return Settings(rollout_min_samples=100, rollout_settle_s=0, rollout_steps="5,50,100")
+    return Settings().with_sections(
+        rollout={"min_samples": 100, "settle_s": 0, "steps": "5,50,100"}
+    )
 
 
 def _start(ctl: RolloutController, version: int, **plan):
@@ -151,7 +153,7 @@ def test_a_crash_between_the_two_documents_is_finished_on_resume(registry, contr
 
 
 def test_settle_time_delays_the_decision(registry):
-    s = Settings(rollout_min_samples=10, rollout_settle_s=30)
+    s = Settings().with_sections(rollout={"min_samples": 10, "settle_s": 30})
     now = [0.0]
     src = FixedSource()
     ctl = RolloutController(registry, src, s.rollout, clock=lambda: now[0])

@@ -36,26 +36,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture
 def rollout_settings(settings, tmp_path):
-    s = settings.model_copy(
-        update={
-            "data_dir": tmp_path / "data",
-            "serve_port": free_port(),
-            "stream_metrics_port": free_port(),
-            "stream_flush_interval_s": 2.0,
-            # Flow, not latency: on a loaded 2-core host the 50 ms budget would send some
-            # answers to the fallback (still 200s, but not counted for either variant).
-            "serve_budget_ms": 5000.0,
-            "serve_alias_poll_s": 0.5,
-            "online_eval_window_s": 120.0,
-            "rollout_steps": "10,50,100",
-            "rollout_min_samples": 150,
-            "rollout_settle_s": 2.0,
-            "rollout_poll_s": 1.0,
-            # p99 of a few hundred requests on a shared 2-core host is noise: the latency
-            # guard is unit-tested; here it only has to catch gross regressions.
-            "rollout_p99_slack_ms": 250.0,
-            "serve_admin_token": "e2e-admin-token",
-        }
+    s = settings.model_copy(update={"data_dir": tmp_path / "data"}).with_sections(
+        serve={
+            "port": free_port(),
+            "budget_ms": 5000.0,
+            "alias_poll_s": 0.5,
+            "admin_token": "e2e-admin-token",
+        },
+        stream={"metrics_port": free_port(), "flush_interval_s": 2.0},
+        online_eval={"window_s": 120.0},
+        rollout={
+            "steps": "10,50,100",
+            "min_samples": 150,
+            "settle_s": 2.0,
+            "poll_s": 1.0,
+            "p99_slack_ms": 250.0,
+        },
     )
     yield s
     stack.down(s, ["api", "stream"])
@@ -94,7 +90,7 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
 
     stack.up(s, ["stream"])
     stack.up(s, ["api"])
-    api = f"http://127.0.0.1:{s.serve_port}"
+    api = f"http://127.0.0.1:{s.serve.port}"
     test = ml.subset("test")
     sim = Simulator(s, api, future_interactions(test.users, test.items), rate=80, seed=1)
     stop = threading.Event()
@@ -163,7 +159,7 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
     assert stats.by_variant[f"canary v{v_random}"].requests > 0
     assert stats.by_variant[f"canary v{v_strong}"].requests > 0
     # The stream worker exports the online evaluation as Prometheus counters.
-    text = httpx.get(f"http://127.0.0.1:{s.stream_metrics_port}/metrics", timeout=10).text
+    text = httpx.get(f"http://127.0.0.1:{s.stream.metrics_port}/metrics", timeout=10).text
     served = {
         (x.labels["variant"], x.labels["version"]): x.value
         for fam in text_string_to_metric_families(text)

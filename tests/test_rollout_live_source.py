@@ -29,7 +29,7 @@ def _field(variant: str, metric: str) -> str:
 
 def _seed(r, s: Settings) -> None:
     """Responses served by users of different partitions during one step (and one before)."""
-    p = RedisKeys(s.redis_key_prefix, s.topic_partitions).all_slots()
+    p = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions).all_slots()
     assert len(p) >= 4
     b = ONLINE_EVAL_BUCKET_S
     served, converted = _field("production", "served"), _field("production", "converted")
@@ -48,13 +48,13 @@ def _counters(source: LiveMetricsSource) -> dict[str, tuple[int, int]]:
 
 
 def test_counters_are_summed_over_every_partitions_slot(settings: Settings) -> None:
-    _seed(redis.Redis.from_url(settings.redis_url), settings)
+    _seed(redis.Redis.from_url(settings.redis.url), settings)
     counts = _counters(LiveMetricsSource.from_settings(settings, "http://127.0.0.1:1"))
     assert counts == {"production": (12, 3), "canary": (10, 3)}
 
 
 def test_counters_on_the_redis_cluster(on_cluster: Settings) -> None:
-    r = connect(on_cluster.redis_url, cluster=True)
+    r = connect(on_cluster.redis.url, cluster=True)
     _seed(r, on_cluster)
     r.close()
     counts = _counters(LiveMetricsSource.from_settings(on_cluster, "http://127.0.0.1:1"))
@@ -67,10 +67,10 @@ def test_the_cluster_flag_on_a_standalone_redis_is_one_error_line(
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
-        "STREAMREC_REDIS_URL": settings.redis_url,  # the single-node stack's redis-server
+        "STREAMREC_REDIS_URL": settings.redis.url,  # the single-node stack's redis-server
         "STREAMREC_REDIS_CLUSTER": "true",
         "STREAMREC_STORAGE_URL": settings.storage.location,
-        "STREAMREC_REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "STREAMREC_REDIS_KEY_PREFIX": settings.redis.key_prefix,
     }
     out = subprocess.run(
         [sys.executable, "-m", "streamrec", "rollout", "status", "reco"],

@@ -59,7 +59,7 @@ def test_parse_requests_charges_failures_to_the_assigned_variant():
 
 @pytest.mark.integration
 def test_a_canary_that_times_out_is_judged_worse(topics):
-    s = serving_settings(topics, serve_budget_ms=300.0)
+    s = serving_settings(topics, serve={"budget_ms": 300.0})
     publish(s, RandomModel(ITEMS, seed=1))  # production v1
     canary_version = publish(s, RandomModel(ITEMS, seed=2), promote=False)
     registry_of(s).set_canary(canary_version, 50, rollout_id=ROLLOUT_ID, reason="test")

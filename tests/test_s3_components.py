@@ -30,7 +30,7 @@ pytestmark = pytest.mark.integration
 
 
 def _registry(s3_storage) -> ModelRegistry:
-    store = open_store(s3_storage.storage, endpoint_url=s3_storage.s3_endpoint_url)
+    store = open_store(s3_storage.storage, endpoint_url=s3_storage.storage.s3_endpoint_url)
     assert isinstance(store, S3Store)
     return ModelRegistry(store, "reco")
 
@@ -67,10 +67,10 @@ def test_racing_publishers_on_s3_get_distinct_versions(s3_storage):
 
 @pytest.mark.slow
 def test_stream_worker_on_s3_is_exactly_once_across_kills(topics, s3_storage, tmp_path: Path):
-    s = topics.model_copy(
-        update={
-            "storage_url": s3_storage.storage_url,
-            "s3_endpoint_url": s3_storage.s3_endpoint_url,
+    s = topics.with_sections(
+        storage={
+            "url": s3_storage.storage.url,
+            "s3_endpoint_url": s3_storage.storage.s3_endpoint_url,
         }
     )
     truth = Truth()
@@ -79,7 +79,7 @@ def test_stream_worker_on_s3_is_exactly_once_across_kills(topics, s3_storage, tm
     produce_events(s, truth, genres, chunk, bad_every=997)
     log = tmp_path / "worker.log"
     rng = random.Random(7)
-    extra = {"STREAMREC_S3_ENDPOINT_URL": str(s.s3_endpoint_url)}
+    extra = {"STREAMREC_S3_ENDPOINT_URL": str(s.storage.s3_endpoint_url)}
     proc = start_worker(s, log, **extra)
     try:
         produced = chunk

@@ -33,7 +33,7 @@ def test_recommend_reads_the_fresh_sequence_from_redis(settings: Settings) -> No
     s = serving_settings(settings)
     model = _model()
     publish(s, model)
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     write_history(r, s, "u0", ["i20", "i21", "i7"])  # oldest first: i7 is the newest
     write_history(r, s, "new", ["i30", "i31"])
     app = create_app(s)

@@ -64,7 +64,7 @@ def test_admin_is_disabled_without_a_configured_token(two_versions: Settings) ->
     ],
 )
 def test_admin_needs_the_right_bearer_token(two_versions: Settings, headers: dict) -> None:
-    s = Settings.model_validate(two_versions.model_dump() | {"serve_admin_token": TOKEN})
+    s = two_versions.with_sections(serve={"admin_token": TOKEN})
     for resp in _calls(s, headers):
         assert resp.status_code == 401
         assert resp.headers["www-authenticate"] == "Bearer"
@@ -72,7 +72,7 @@ def test_admin_needs_the_right_bearer_token(two_versions: Settings, headers: dic
 
 
 def test_authorised_admin_promotes_canaries_and_rolls_back(two_versions: Settings) -> None:
-    s = Settings.model_validate(two_versions.model_dump() | {"serve_admin_token": TOKEN})
+    s = two_versions.with_sections(serve={"admin_token": TOKEN})
     auth = {"Authorization": f"Bearer {TOKEN}"}
     app = create_app(s)
 

@@ -38,7 +38,7 @@ def served(topics: Settings) -> Settings:
 
 @pytest.fixture
 def r(served: Settings) -> redis.Redis:
-    return redis.Redis.from_url(served.redis_url, decode_responses=True)
+    return redis.Redis.from_url(served.redis.url, decode_responses=True)
 
 
 def test_known_user_gets_personalised_items_without_seen_ones(served: Settings) -> None:
@@ -51,7 +51,7 @@ def test_known_user_gets_personalised_items_without_seen_ones(served: Settings) 
 
     one, two = asyncio.run(go())
     # Model calls on the event loop (STREAMREC_SERVE_MODEL_INLINE) answer the same.
-    inline = served.model_copy(update={"serve_model_inline": True})
+    inline = served.with_sections(serve={"model_inline": True})
 
     async def go_inline():
         async with running_client(create_app(inline)) as c:
@@ -188,8 +188,8 @@ def test_every_recommendation_is_logged_to_kafka(served: Settings) -> None:
             return [(await c.get(f"/recommend/{u}?k=4")).json() for u in ("1", "stranger")]
 
     served_bodies = asyncio.run(go())  # leaving the lifespan flushes the producer
-    responses = consume_all(served.kafka_bootstrap, served.topic("reco_responses"), 2)
-    requests = consume_all(served.kafka_bootstrap, served.topic("reco_requests"), 2)
+    responses = consume_all(served.kafka.bootstrap, served.topic("reco_responses"), 2)
+    requests = consume_all(served.kafka.bootstrap, served.topic("reco_requests"), 2)
     logged = {e.request_id: e for e in (decode_event(m.value()) for m in responses)}
     asked = {e.request_id: e for e in (decode_event(m.value()) for m in requests)}
     assert len(logged) == len(asked) == 2
@@ -221,14 +221,14 @@ def test_feedback_is_validated_idempotent_and_published(served: Settings) -> Non
     assert bad_kind.status_code == 422 and bad_kind.json()["detail"].startswith("body.kind: ")
     assert bad_json.status_code == 422 and "JSON" in bad_json.json()["detail"]
     assert extra.status_code == 422 and "admin" in extra.json()["detail"]
-    msgs = consume_all(served.kafka_bootstrap, served.topic("feedback"), 1)
+    msgs = consume_all(served.kafka.bootstrap, served.topic("feedback"), 1)
     assert [decode_event(m.value()).event_id for m in msgs] == [event["event_id"]]
     assert msgs[0].key() == b"1"
     # The id is remembered under the key schemas.redis_keys documents, with its TTL.
-    r = redis.Redis.from_url(served.redis_url, decode_responses=True)
-    dedup = RedisKeys(served.redis_key_prefix).feedback_dedup(event["event_id"])
+    r = redis.Redis.from_url(served.redis.url, decode_responses=True)
+    dedup = RedisKeys(served.redis.key_prefix).feedback_dedup(event["event_id"])
     assert r.get(dedup) == "1"
-    assert 0 < r.ttl(dedup) <= served.serve_feedback_dedup_ttl_s
+    assert 0 < r.ttl(dedup) <= served.serve.feedback_dedup_ttl_s
 
 
 def test_health_ready_metrics_and_openapi(served: Settings) -> None:

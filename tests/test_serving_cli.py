@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 def _env(s: Settings, **extra: str) -> dict[str, str]:
     return {
         **os.environ,
-        "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
+        "STREAMREC_TOPIC_PREFIX": s.kafka.topic_prefix,
+        "STREAMREC_REDIS_KEY_PREFIX": s.redis.key_prefix,
         "STREAMREC_STORAGE_URL": s.storage.location,
         **extra,
     }

@@ -45,10 +45,10 @@ def test_recommend_and_feedback_on_the_redis_cluster(on_cluster: Settings) -> No
     genres = {rec.item_id: rec.genres for rec in tr.ml.catalog}
     by_pop = [i for i, _ in tr.popularity.recommend("", 2000)]
     watched = [i for i in by_pop if "Children's" in genres[i]][:5]
-    r = connect(s.redis_url, cluster=True, decode_responses=True)
-    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
+    r = connect(s.redis.url, cluster=True, decode_responses=True)
+    keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
     # A user whose slot is not on the seed node (a standalone client there gets MOVED).
-    seed_port = int(s.redis_url.rsplit(":", 1)[1].split("/")[0])
+    seed_port = int(s.redis.url.rsplit(":", 1)[1].split("/")[0])
     user = next(
         u
         for u in (f"newbie-{n}" for n in range(100))
@@ -88,16 +88,16 @@ def test_recommend_and_feedback_on_the_redis_cluster(on_cluster: Settings) -> No
     assert first.status_code == 202 and first.json()["status"] == "accepted"
     assert again.status_code == 202 and again.json()["status"] == "duplicate"
     dedup = keys.feedback_dedup(event["event_id"])
-    assert r.get(dedup) == "1" and 0 < r.ttl(dedup) <= s.serve_feedback_dedup_ttl_s
-    msgs = consume_all(s.kafka_bootstrap, s.topic("feedback"), 1)
+    assert r.get(dedup) == "1" and 0 < r.ttl(dedup) <= s.serve.feedback_dedup_ttl_s
+    msgs = consume_all(s.kafka.bootstrap, s.topic("feedback"), 1)
     assert [decode_event(m.value()).event_id for m in msgs] == [event["event_id"]]
     r.close()
 
 
 def test_the_item_table_sums_counters_kept_on_different_masters(on_cluster: Settings) -> None:
     s = on_cluster
-    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
-    r = connect(s.redis_url, cluster=True, decode_responses=True)
+    keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
+    r = connect(s.redis.url, cluster=True, decode_responses=True)
     slots = keys.all_slots()
     masters = {r.get_node_from_key(slot.pop_all).port for slot in slots}
     assert len(masters) > 1  # the sums below cross nodes
@@ -112,7 +112,7 @@ def test_the_item_table_sums_counters_kept_on_different_masters(on_cluster: Sett
     r.close()
 
     async def go():
-        reader = ClusterReader(s.redis_url)
+        reader = ClusterReader(s.redis.url)
         try:
             return await read_item_table(reader, keys, max_items=100, timeout=10)
         finally:
@@ -149,7 +149,7 @@ def test_serve_refuses_a_wrong_cluster_flag_at_start_in_one_line(
 ) -> None:
     # true: the single-node stack's redis-server given the flag; false: a cluster node
     # without it. Either would only have shown as fallbacks and a 503 /readyz.
-    url = settings.redis_url if flag == "true" else cluster_stack.redis_url
+    url = settings.redis.url if flag == "true" else cluster_stack.redis.url
     out = _serve_once({"STREAMREC_REDIS_URL": url, "STREAMREC_REDIS_CLUSTER": flag})
     assert out.returncode != 0
     lines = [ln for ln in out.stderr.strip().splitlines() if ln.strip()]
@@ -161,13 +161,13 @@ def test_serve_refuses_a_wrong_cluster_flag_at_start_in_one_line(
 def test_a_seed_list_finds_the_cluster_when_its_first_seed_is_down(
     on_cluster: Settings,
 ) -> None:
-    port = on_cluster.redis_url.rsplit(":", 1)[1].split("/")[0]
+    port = on_cluster.redis.url.rsplit(":", 1)[1].split("/")[0]
     seeds = f"redis://127.0.0.1:{free_port()},127.0.0.1:{port}/0"  # nothing on the first
     assert seed_urls(seeds) == [
         f"redis://{seeds.split('//')[1].split(',')[0]}/0",
         f"redis://127.0.0.1:{port}/0",
     ]
-    keys = RedisKeys(on_cluster.redis_key_prefix, on_cluster.topic_partitions)
+    keys = RedisKeys(on_cluster.redis.key_prefix, on_cluster.kafka.topic_partitions)
     r = connect(seeds, cluster=True, decode_responses=True)
     key = keys.user_slot("seed-user").user_recent("seed-user")
     r.zadd(key, {"m1": 1.0})

@@ -51,7 +51,7 @@ def test_concurrent_first_requests_load_the_model_once(topics: Settings) -> None
 
 
 def test_the_lru_evicts_the_least_recently_used_version(topics: Settings) -> None:
-    s = serving_settings(topics, serve_model_cache_size=2)
+    s = serving_settings(topics, serve={"model_cache_size": 2})
     model = trained(str(s.cache_path)).model
     for _ in range(3):
         publish(s, model, promote=False)
@@ -146,7 +146,7 @@ def test_canary_weight_routes_a_stable_share_of_users(topics: Settings) -> None:
 def test_memoised_answers_are_exact_and_a_new_event_invalidates_them(topics: Settings) -> None:
     s = serving_settings(topics)
     publish(s, trained(str(s.cache_path)).model)
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     write_history(r, s, "fan", ["1", "423", "132"])
     app = create_app(s)
 

@@ -58,7 +58,7 @@ def api(topics: Settings, tmp_path: Path) -> Iterator[LiveServer]:
     model = trained(str(s.cache_path)).model
     publish(s, model)
     publish(s, model, promote=False)
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     write_trending(r, s, {"50": 3.0, "181": 2.0, "100": 1.0})
     write_history(r, s, "newbie", ["1", "50"])
     with live_server(s, tmp_path, STREAMREC_SERVE_ADMIN_TOKEN=TOKEN) as server:

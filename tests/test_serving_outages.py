@@ -42,7 +42,7 @@ def test_redis_outage_answers_200_from_the_last_trending_seen(
     served: Settings, tmp_path: Path
 ) -> None:
     with throwaway_redis(tmp_path) as (proc, port):
-        s = served.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+        s = served.with_sections(redis={"url": f"redis://127.0.0.1:{port}/0"})
         r = redis.Redis(port=port, decode_responses=True)
         write_trending(r, s, TRENDING)
         write_history(r, s, "newbie", ["1", "423", "132", "151", "8"])
@@ -76,7 +76,7 @@ def test_redis_outage_answers_200_from_the_last_trending_seen(
 
 
 def test_model_store_gone_after_aliases_were_read_answers_200(served: Settings) -> None:
-    r = redis.Redis.from_url(served.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(served.redis.url, decode_responses=True)
     write_trending(r, served, TRENDING)
     app = create_app(served)
     storage = Path(served.storage.location.removeprefix("file://"))
@@ -115,9 +115,9 @@ def test_a_loaded_model_keeps_serving_when_the_store_goes_away(served: Settings)
 def test_unreachable_store_from_the_start_answers_200(topics: Settings) -> None:
     # An S3 endpoint where nothing listens: every registry call fails.
     s = serving_settings(
-        topics, storage_url="s3://no-bucket/models", s3_endpoint_url="http://127.0.0.1:9"
+        topics, storage={"url": "s3://no-bucket/models", "s3_endpoint_url": "http://127.0.0.1:9"}
     )
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     write_trending(r, s, TRENDING)
 
     async def go():
@@ -133,8 +133,8 @@ def test_unreachable_store_from_the_start_answers_200(topics: Settings) -> None:
 
 
 def test_model_call_past_the_budget_falls_back_with_timeout(served: Settings) -> None:
-    s = served.model_copy(update={"serve_budget_ms": 300.0})
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    s = served.with_sections(serve={"budget_ms": 300.0})
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     write_trending(r, s, TRENDING)
     app = create_app(s)
     gate = threading.Event()
@@ -163,8 +163,8 @@ def test_model_call_past_the_budget_falls_back_with_timeout(served: Settings) ->
 
 
 def test_a_slow_first_load_never_holds_the_request_past_its_budget(served: Settings) -> None:
-    s = served.model_copy(update={"serve_budget_ms": 300.0})
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    s = served.with_sections(serve={"budget_ms": 300.0})
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     write_trending(r, s, TRENDING)
     app = create_app(s)
     gate = threading.Event()
@@ -189,10 +189,10 @@ def test_a_slow_first_load_never_holds_the_request_past_its_budget(served: Setti
 
 
 def test_history_is_still_excluded_when_the_fallback_answers(served: Settings) -> None:
-    r = redis.Redis.from_url(served.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(served.redis.url, decode_responses=True)
     write_trending(r, served, TRENDING)
     write_history(r, served, "someone", ["no-such-item", "50"])
-    s = served.model_copy(update={"storage_url": "file:///nonexistent/streamrec-gone"})
+    s = served.with_sections(storage={"url": "file:///nonexistent/streamrec-gone"})
 
     async def go():
         async with running_client(create_app(s)) as c:
@@ -205,8 +205,8 @@ def test_history_is_still_excluded_when_the_fallback_answers(served: Settings) -
 
 def test_a_full_log_queue_drops_with_a_metric_and_never_stalls(served: Settings) -> None:
     # A broker that never answers: every log event stays queued until the queue is full.
-    s = served.model_copy(
-        update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "serve_log_queue_max": 100}
+    s = served.with_sections(
+        kafka={"bootstrap": f"127.0.0.1:{free_port()}"}, serve={"log_queue_max": 100}
     )
 
     async def go():

@@ -32,11 +32,11 @@ def test_pack_is_resp_arrays_of_bulk_strings() -> None:
 
 
 def test_concurrent_requests_get_their_own_replies_in_order(settings: Settings) -> None:
-    key = f"{settings.redis_key_prefix}:z"
-    redis.Redis.from_url(settings.redis_url).zadd(key, {"a": 1, "b": 2, "c": 3})
+    key = f"{settings.redis.key_prefix}:z"
+    redis.Redis.from_url(settings.redis.url).zadd(key, {"a": 1, "b": 2, "c": 3})
 
     async def go() -> list[list[object]]:
-        reader = RedisReader(settings.redis_url)
+        reader = RedisReader(settings.redis.url)
         try:
             return await asyncio.gather(
                 *(
@@ -53,11 +53,11 @@ def test_concurrent_requests_get_their_own_replies_in_order(settings: Settings) 
 
 
 def test_an_error_reply_raises_and_the_connection_stays_usable(settings: Settings) -> None:
-    key = f"{settings.redis_key_prefix}:s"
-    redis.Redis.from_url(settings.redis_url).set(key, "x")
+    key = f"{settings.redis.key_prefix}:s"
+    redis.Redis.from_url(settings.redis.url).set(key, "x")
 
     async def go() -> tuple[str, list[object]]:
-        reader = RedisReader(settings.redis_url)
+        reader = RedisReader(settings.redis.url)
         try:
             with pytest.raises(ResponseError, match="WRONGTYPE") as err:
                 await reader.execute(("ZREVRANGE", key, "0", "-1"))
@@ -70,8 +70,8 @@ def test_an_error_reply_raises_and_the_connection_stays_usable(settings: Setting
 
 
 def test_user_features_match_what_redis_py_reads(settings: Settings) -> None:
-    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    keys = RedisKeys(settings.redis.key_prefix, settings.kafka.topic_partitions)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     # The user's history is in the slot of its Kafka partition; other slots hold others'.
     home = keys.user_slot("u1")
     assert user_keys(keys, "u1") == home and home.prefix != keys.prefix
@@ -82,7 +82,7 @@ def test_user_features_match_what_redis_py_reads(settings: Settings) -> None:
     r.zadd(keys.trending, {f"t{n}": n for n in range(10)})
 
     async def go():
-        reader = RedisReader(settings.redis_url)
+        reader = RedisReader(settings.redis.url)
         try:
             feats = await read_user_features(reader, keys, "u1", timeout=5)
             return feats, await read_trending(reader, keys, 3, timeout=5)
@@ -144,10 +144,10 @@ def test_an_outage_raises_connection_error_and_the_reader_reconnects(tmp_path: P
 def test_a_read_past_its_timeout_raises_and_its_late_reply_is_dropped(
     settings: Settings,
 ) -> None:
-    empty = f"{settings.redis_key_prefix}:empty-list"
+    empty = f"{settings.redis.key_prefix}:empty-list"
 
     async def go() -> tuple[type[BaseException] | None, list[object]]:
-        reader = RedisReader(settings.redis_url)
+        reader = RedisReader(settings.redis.url)
         raised = None
         try:
             # Redis holds the reply of a blocking pop for 0.3 s; the caller gives up first.
@@ -177,13 +177,13 @@ def test_the_item_feature_sweep_stops_when_cancelled_mid_read(settings: Settings
     redis-py 8.1's asyncio pipeline does about 1 in 7 times) would hang it."""
     from serving.features import ItemFeatureTable
 
-    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
-    r = redis.Redis.from_url(settings.redis_url)
+    keys = RedisKeys(settings.redis.key_prefix, settings.kafka.topic_partitions)
+    r = redis.Redis.from_url(settings.redis.url)
     for slot in keys.all_slots():  # a few chunks to read
         r.zadd(slot.pop_all, {f"i{n}": n for n in range(600)})
 
     async def go() -> int:
-        reader = RedisReader(settings.redis_url)
+        reader = RedisReader(settings.redis.url)
         table = ItemFeatureTable(reader, keys)
         stopped = 0
         try:
@@ -203,7 +203,7 @@ def test_the_item_feature_sweep_stops_when_cancelled_mid_read(settings: Settings
 
 def _item_table(settings: Settings, keys: RedisKeys, max_items: int):
     async def go():
-        reader = RedisReader(settings.redis_url)
+        reader = RedisReader(settings.redis.url)
         try:
             return await read_item_table(reader, keys, max_items=max_items, timeout=5)
         finally:
@@ -213,9 +213,9 @@ def _item_table(settings: Settings, keys: RedisKeys, max_items: int):
 
 
 def test_the_item_table_reads_stats_and_daily_buckets(settings: Settings) -> None:
-    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions)
+    keys = RedisKeys(settings.redis.key_prefix, settings.kafka.topic_partitions)
     one = keys.slot(1)  # every count in one partition's slot
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     day = 86_400.0
     newest = 1_700_000_000.0
     r.zadd(one.pop_all, {f"i{n}": n + 1 for n in range(300)})
@@ -239,9 +239,9 @@ def test_the_item_table_reads_stats_and_daily_buckets(settings: Settings) -> Non
 def test_the_item_table_sums_every_partitions_counters(settings: Settings) -> None:
     """Users of every partition watch an item: its counters are split over the slots
     (schemas.redis_keys) and the table holds their sums, re-ranked by the summed count."""
-    keys = RedisKeys(settings.redis_key_prefix, 4)
+    keys = RedisKeys(settings.redis.key_prefix, 4)
     p0, p1, p2, p3 = keys.all_slots()
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
     day = 86_400.0
     newest = 1_700_000_000.0
     r.zadd(p0.pop_all, {"i7": 5, "b": 4})

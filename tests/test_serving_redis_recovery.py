@@ -29,7 +29,7 @@ UNRETRIEVED = ("Task exception was never retrieved", "Future exception was never
 
 def test_first_readyz_after_a_redis_restart_is_200(topics: Settings, tmp_path: Path) -> None:
     port = free_port()
-    s = serving_settings(topics, redis_url=f"redis://127.0.0.1:{port}/0")
+    s = serving_settings(topics, redis={"url": f"redis://127.0.0.1:{port}/0"})
     publish(s, trained(str(s.cache_path)).model)
     with (
         throwaway_redis(tmp_path / "before", port) as (first, _),
@@ -56,7 +56,9 @@ def test_a_redis_outage_leaves_no_unretrieved_task_exception(
     # redis-server that accepts connections but does not answer (SIGSTOP) holds the connect
     # for its whole timeout (1 s), far past the 200 ms budget the requests wait for it.
     port = free_port()
-    s = serving_settings(topics, redis_url=f"redis://127.0.0.1:{port}/1", serve_budget_ms=200.0)
+    s = serving_settings(
+        topics, redis={"url": f"redis://127.0.0.1:{port}/1"}, serve={"budget_ms": 200.0}
+    )
     publish(s, trained(str(s.cache_path)).model)
     with (
         throwaway_redis(tmp_path / "before", port) as (first, _),

@@ -125,10 +125,10 @@ def test_admin_token_checks() -> None:
     off = Settings()
     with pytest.raises(AdminDisabled):
         require_admin(off, _creds("anything"))
-    empty = off.model_copy(update={"serve_admin_token": SecretStr("")})
+    empty = off.with_sections(serve={"admin_token": SecretStr("")})
     with pytest.raises(AdminDisabled):  # an empty secret must not open the door
         require_admin(empty, _creds(""))
-    on = off.model_copy(update={"serve_admin_token": SecretStr("tok")})
+    on = off.with_sections(serve={"admin_token": SecretStr("tok")})
     with pytest.raises(Unauthorized):
         require_admin(on, None)
     with pytest.raises(Unauthorized):

@@ -38,11 +38,11 @@ def _timeouts_metric(client: httpx.Client) -> float:
 def test_no_timeout_fallbacks_after_ready_and_right_after_a_promote(
     topics: Settings, tmp_path: Path
 ) -> None:
-    s = serving_settings(topics, serve_budget_ms=50.0)
+    s = serving_settings(topics, serve={"budget_ms": 50.0})
     model = trained(str(s.cache_path)).model
     publish(s, model)
     users = model.als.user_ids[:100].tolist()
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     items = model.als.item_ids.tolist()
     for n, user in enumerate(users[::2]):  # half of them with fresh history: the fold-in path
         write_history(r, s, user, items[n : n + 10])

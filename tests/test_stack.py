@@ -36,13 +36,9 @@ UP = {"started", "running", "external"}
 
 
 def _shared_settings() -> Settings:
-    return Settings(
-        home=REPO,
-        data_dir=REPO / "data",
-        kafka_bootstrap="localhost:9092",
-        kafka_controller_port=9093,
-        kafka_jmx_exporter_port=9404,
-        redis_url="redis://localhost:6379/0",
+    return Settings(home=REPO, data_dir=REPO / "data").with_sections(
+        kafka={"bootstrap": "localhost:9092", "controller_port": 9093, "jmx_exporter_port": 9404},
+        redis={"url": "redis://localhost:6379/0"},
     )
 
 
@@ -57,14 +53,14 @@ def shared() -> Settings:
 @pytest.fixture
 def isolated(tmp_path: Path) -> Iterator[Settings]:
     kafka, controller, jmx, redis_port, prom = free_ports(5)
-    settings = Settings(
-        home=REPO,
-        data_dir=tmp_path / "data",
-        kafka_bootstrap=f"localhost:{kafka}",
-        kafka_controller_port=controller,
-        kafka_jmx_exporter_port=jmx,
-        redis_url=f"redis://localhost:{redis_port}/0",
-        prometheus_port=prom,
+    settings = Settings(home=REPO, data_dir=tmp_path / "data").with_sections(
+        kafka={
+            "bootstrap": f"localhost:{kafka}",
+            "controller_port": controller,
+            "jmx_exporter_port": jmx,
+        },
+        redis={"url": f"redis://localhost:{redis_port}/0"},
+        observability={"prometheus_port": prom},
     )
     yield settings
     stack.down(settings)  # whatever a failed test left behind, on these ports only
@@ -111,7 +107,7 @@ def test_up_is_idempotent(shared: Settings) -> None:
 
 
 def test_kafka_produce_consume_round_trip(shared: Settings) -> None:
-    bootstrap = shared.kafka_bootstrap
+    bootstrap = shared.kafka.bootstrap
     topic = f"streamrec-test.stack.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
@@ -142,7 +138,7 @@ def test_kafka_produce_consume_round_trip(shared: Settings) -> None:
 
 
 def test_redis_answers_ping(shared: Settings) -> None:
-    client = redis.Redis.from_url(shared.redis_url, socket_timeout=2)
+    client = redis.Redis.from_url(shared.redis.url, socket_timeout=2)
     assert client.ping() is True
 
 
@@ -187,7 +183,7 @@ def test_down_stops_only_what_up_started(
     assert port_open(kafka_port)
     assert port_open(redis_port)
     # The broker we started carries the Prometheus JMX exporter agent.
-    url = f"http://127.0.0.1:{isolated.kafka_jmx_exporter_port}/metrics"
+    url = f"http://127.0.0.1:{isolated.kafka.jmx_exporter_port}/metrics"
     with urllib.request.urlopen(url, timeout=10) as resp:
         body = resp.read().decode()
     assert "kafka_server_brokertopicmetrics_messagesin_total" in body
@@ -211,8 +207,8 @@ def test_up_reuses_a_foreign_server_and_down_leaves_it(
     tmp_path: Path, bystander_redis: tuple[int, subprocess.Popen[bytes]]
 ) -> None:
     port, bystander = bystander_redis
-    settings = Settings(
-        home=REPO, data_dir=tmp_path / "data", redis_url=f"redis://localhost:{port}"
+    settings = Settings(home=REPO, data_dir=tmp_path / "data").with_sections(
+        redis={"url": f"redis://localhost:{port}"}
     )
     # A stale pid file naming a live process that is not redis (this test) is ignored.
     pid_file = settings.data_path / "run" / "redis.pid"
@@ -232,7 +228,9 @@ def test_up_fails_clearly_when_the_port_is_not_the_service(tmp_path: Path) -> No
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         port = squatter.getsockname()[1]
-        settings = Settings(home=REPO, data_dir=tmp_path, redis_url=f"redis://localhost:{port}")
+        settings = Settings(home=REPO, data_dir=tmp_path).with_sections(
+            redis={"url": f"redis://localhost:{port}"}
+        )
         with pytest.raises(PortInUseError) as err:
             stack.up(settings, ["redis"])
     assert err.value.service == "redis"
@@ -240,7 +238,7 @@ def test_up_fails_clearly_when_the_port_is_not_the_service(tmp_path: Path) -> No
 
 
 def test_a_service_that_dies_on_start_fails_with_its_log(isolated: Settings) -> None:
-    broken = isolated.model_copy(update={"kafka_heap": "-Xmx1q"})  # the JVM refuses to start
+    broken = isolated.with_sections(kafka={"heap": "-Xmx1q"})  # the JVM refuses to start
     with pytest.raises(ExitedError) as err:
         stack.up(broken, ["kafka"])
     assert err.value.service == "kafka"

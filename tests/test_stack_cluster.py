@@ -75,8 +75,8 @@ def _cli(
     env |= {
         "COLUMNS": "200",
         "STREAMREC_DATA_DIR": str(data_dir or settings.data_path),
-        "STREAMREC_CLUSTER_REDIS_BASE_PORT": str(settings.cluster_redis_base_port),
-        "STREAMREC_CLUSTER_KAFKA_BASE_PORT": str(settings.cluster_kafka_base_port),
+        "STREAMREC_CLUSTER_REDIS_BASE_PORT": str(settings.cluster.redis_base_port),
+        "STREAMREC_CLUSTER_KAFKA_BASE_PORT": str(settings.cluster.kafka_base_port),
     }
     return subprocess.run(
         [sys.executable, "-m", "streamrec", "stack", *args, "--topology", "cluster"],
@@ -89,16 +89,16 @@ def _cli(
 
 
 def _prefixed(cluster: Settings) -> Settings:
-    return cluster.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
+    return cluster.with_sections(kafka={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
 
 
 def _partitions(settings: Settings, topic: str) -> list[tuple[int, list[int], list[int]]]:
-    meta = AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).list_topics(timeout=10)
+    meta = AdminClient({"bootstrap.servers": settings.kafka.bootstrap}).list_topics(timeout=10)
     return [(p.leader, p.replicas, p.isrs) for p in meta.topics[topic].partitions.values()]
 
 
 def _brokers(settings: Settings) -> set[int]:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     return set(admin.list_topics(timeout=10).brokers)
 
 
@@ -137,8 +137,8 @@ def _free_redis_base() -> int:
 @pytest.fixture
 def throwaway(tmp_path: Path) -> Iterator[Settings]:
     """Settings for a Redis Cluster of our own (free ports, temporary data dir)."""
-    settings = Settings(
-        home=REPO, data_dir=tmp_path / "data", cluster_redis_base_port=_free_redis_base()
+    settings = Settings(home=REPO, data_dir=tmp_path / "data").with_sections(
+        cluster={"redis_base_port": _free_redis_base()}
     )
     yield settings
     stack.down(settings, ["redis"], topology="cluster")
@@ -153,18 +153,18 @@ def test_up_starts_three_brokers_and_a_whole_redis_cluster(
     settings, watch = topic
     assert _brokers(settings) == {1, 2, 3}
     parts = _partitions(settings, watch)
-    assert len(parts) == settings.topic_partitions
+    assert len(parts) == settings.kafka.topic_partitions
     for _leader, replicas, isrs in parts:
         assert sorted(replicas) == [1, 2, 3]
         assert sorted(isrs) == [1, 2, 3]
     # min.insync.replicas is set on the topic itself (not merely the broker's default of 2).
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
     resource = ConfigResource(ConfigResource.Type.TOPIC, watch)
     entry = admin.describe_configs([resource])[resource].result(30)["min.insync.replicas"]
     assert entry.value == "2"
     assert entry.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
 
-    base = cluster_stack.cluster_redis_base_port
+    base = cluster_stack.cluster.redis_base_port
     ports = [base + i for i in range(REDIS_NODES)]
     for port in ports:
         info = _cluster_info(port)
@@ -179,7 +179,7 @@ def test_up_starts_three_brokers_and_a_whole_redis_cluster(
     # Every node runs with the persistence and failover settings of the template.
     config = _node(base).config_get("*")
     assert (config["appendonly"], config["appendfsync"]) == ("yes", "everysec")
-    assert config["cluster-node-timeout"] == str(cluster_stack.cluster_redis_node_timeout_ms)
+    assert config["cluster-node-timeout"] == str(cluster_stack.cluster.redis_node_timeout_ms)
 
 
 def test_status_lists_every_node_with_its_role(cluster_stack: Settings) -> None:
@@ -228,7 +228,7 @@ def test_a_killed_broker_leaves_acks_all_producing_and_catches_up(
         )
         producer = Producer(
             {
-                "bootstrap.servers": settings.kafka_bootstrap,
+                "bootstrap.servers": settings.kafka.bootstrap,
                 "acks": "all",
                 "enable.idempotence": True,
             }
@@ -272,7 +272,7 @@ def test_a_killed_redis_master_fails_over_and_rejoins_as_replica(cluster_stack: 
     states = {st.port: st for st in _states(cluster_stack).values()}
     os.kill(states[master.port].pid, signal.SIGKILL)
     try:
-        timeout = 10 * cluster_stack.cluster_redis_node_timeout_ms / 1000
+        timeout = 10 * cluster_stack.cluster.redis_node_timeout_ms / 1000
 
         def promoted() -> bool:
             info = _node(replica.port).info("replication")
@@ -314,7 +314,7 @@ def test_down_stops_every_node_and_up_restores_the_data(
     assert _node(master.port).get(key) == "on disk"  # the AOF kept it across the restart
     assert (
         watch
-        in AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        in AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
         .list_topics(timeout=10)
         .topics
     )
@@ -326,7 +326,7 @@ def test_down_stops_every_node_and_up_restores_the_data(
 def test_a_plain_redis_on_a_node_port_is_one_clear_error(
     throwaway: Settings, tmp_path: Path
 ) -> None:
-    port = throwaway.cluster_redis_base_port + 2
+    port = throwaway.cluster.redis_base_port + 2
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     plain = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -391,9 +391,9 @@ def test_a_partly_formed_cluster_is_one_clear_error_and_starts_nothing(throwaway
     assert "Traceback" not in out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert "redis cluster is only partly formed" in line
-    assert str(throwaway.cluster_redis_base_port + 1) in line
+    assert str(throwaway.cluster.redis_base_port + 1) in line
     assert not list((throwaway.data_path / "cluster" / "run").glob("*.pid"))
-    base = throwaway.cluster_redis_base_port
+    base = throwaway.cluster.redis_base_port
     assert not any(port_open(base + i) for i in range(REDIS_NODES))
 
 

@@ -28,7 +28,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return open_store(f"file://{tmp_path / 'store'}")
     s3: Settings = request.getfixturevalue("s3_storage")
-    return open_store(s3.storage, endpoint_url=s3.s3_endpoint_url)
+    return open_store(s3.storage, endpoint_url=s3.storage.s3_endpoint_url)
 
 
 def _race(n: int, fn: Callable[[int], object]) -> list[object]:
@@ -203,8 +203,8 @@ def test_stores_under_different_prefixes_do_not_see_each_other(
 def test_s3_settings_reach_minio_from_a_subprocess(s3_settings: Settings) -> None:
     """What stream-worker and registry tests build on: the settings plus the environment
     the fixture sets are enough for a child process (a CLI command) to use the same prefix."""
-    assert s3_settings.storage.location.startswith(f"s3://{s3_settings.minio_bucket}/test-")
-    assert s3_settings.topic_prefix.startswith("t")  # still the per-test Kafka/Redis prefixes
+    assert s3_settings.storage.location.startswith(f"s3://{s3_settings.minio.bucket}/test-")
+    assert s3_settings.kafka.topic_prefix.startswith("t")  # still the per-test Kafka/Redis prefixes
     child = (
         "import sys\n"
         "from core.storage import open_store\n"
@@ -216,13 +216,15 @@ def test_s3_settings_reach_minio_from_a_subprocess(s3_settings: Settings) -> Non
             "-c",
             child,
             s3_settings.storage.location,
-            str(s3_settings.s3_endpoint_url),
+            str(s3_settings.storage.s3_endpoint_url),
         ],
         cwd=ROOT,
         check=True,
         timeout=60,
     )
-    store = open_store(s3_settings.storage.location, endpoint_url=s3_settings.s3_endpoint_url)
+    store = open_store(
+        s3_settings.storage.location, endpoint_url=s3_settings.storage.s3_endpoint_url
+    )
     assert isinstance(store, S3Store)
     assert store.list() == ["from-child"]
     assert store.get("from-child") == b"hi"
@@ -237,7 +239,7 @@ def test_minio_is_up_identified_and_bucket_creation_is_idempotent(minio: Setting
     assert service.probe()  # answers as MinIO (Server header), not just an open port
     (state,) = stack.status(minio, ["minio"])
     assert state.state in {"running", "external"}
-    assert state.port == minio.minio_port
+    assert state.port == minio.minio.port
     assert service.ensure_bucket() is False  # exists already: no error, nothing created
     assert service.installed()  # the pinned version is what runs from .cache/bin
 
@@ -256,8 +258,8 @@ def test_minio_up_refuses_a_port_held_by_another_server(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         console = s.getsockname()[1]
     try:
-        settings = Settings(
-            data_dir=tmp_path, minio_port=server.server_address[1], minio_console_port=console
+        settings = Settings(data_dir=tmp_path).with_sections(
+            minio={"port": server.server_address[1], "console_port": console}
         )
         with pytest.raises(PortInUseError) as err:
             stack.up(settings, ["minio"])
@@ -272,6 +274,6 @@ def test_minio_refuses_a_password_it_would_reject(tmp_path: Path) -> None:
     from schemas.errors import ConfigError
     from streamrec.stack.minio import MinioService
 
-    settings = Settings(data_dir=tmp_path, minio_root_password="short")
+    settings = Settings(data_dir=tmp_path).with_sections(minio={"root_password": "short"})
     with pytest.raises(ConfigError, match="at least 8 characters"):
         MinioService(settings).prepare()

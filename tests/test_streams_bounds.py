@@ -34,7 +34,7 @@ T = datetime(2024, 6, 1, 12, tzinfo=UTC)
 
 
 def test_popularity_sets_keep_their_top_items_whatever_item_ids_arrive(topics: Settings) -> None:
-    s = topics.model_copy(update={"stream_pop_cap": 100, "stream_flush_interval_s": 1.0})
+    s = topics.with_sections(stream={"pop_cap": 100, "flush_interval_s": 1.0})
     popular = {f"hit{i}": 20 + i for i in range(5)}
     records = [
         ("watch", f"u{i % 50}".encode(), watch_doc(i, f"u{i % 50}", f"junk-{i}"))
@@ -47,15 +47,15 @@ def test_popularity_sets_keep_their_top_items_whatever_item_ids_arrive(topics: S
             n += 1
     produce(s, records)
     run_caught_up(s)
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    keys = RedisKeys(s.redis_key_prefix)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
+    keys = RedisKeys(s.redis.key_prefix)
     # Each partition's sets are capped (the layout keeps popularity per partition).
     assert [r.zcard(k.pop_all) for k in keys.all_slots()] == [100] * 4
     fan = keys.user_slot("fan")
     top = dict(r.zrevrange(fan.pop_all, 0, 4, withscores=True))
     assert top == {k: float(v) for k, v in popular.items()}  # the top is exact
-    hours = r.keys(f"{s.redis_key_prefix}:*:pop:h:*")
-    days = r.keys(f"{s.redis_key_prefix}:*:pop:d:*")
+    hours = r.keys(f"{s.redis.key_prefix}:*:pop:h:*")
+    days = r.keys(f"{s.redis.key_prefix}:*:pop:d:*")
     assert len(hours) == len(days) == 4
     assert {r.zcard(k) for k in hours + days} == {100}
     assert r.ttl(keys.user_slot("u7").item_stats("junk-7")) > 0  # per-item keys expire
@@ -139,7 +139,7 @@ def _listening(port: int) -> set[str]:
 
 
 def test_worker_metrics_listen_on_loopback_unless_configured(topics: Settings) -> None:
-    s = topics.model_copy(update={"stream_metrics_port": 0})
+    s = topics.with_sections(stream={"metrics_port": 0})
     summary = run_worker(s, until_caught_up=True, handle_signals=False)
     assert summary.metrics_port
     assert _listening(summary.metrics_port) == {"0100007F"}  # 127.0.0.1 only, by default
@@ -148,7 +148,7 @@ def test_worker_metrics_listen_on_loopback_unless_configured(topics: Settings) -
 
 
 def test_temp_files_of_a_killed_writer_are_removed_on_assignment(topics: Settings) -> None:
-    s = topics.model_copy(update={"stream_flush_interval_s": 1.0})
+    s = topics.with_sections(stream={"flush_interval_s": 1.0})
     store = LocalStore(s.storage.location.removeprefix("file://"))
 
     def temp_of(partition: int, first: int, mtime: float) -> Path:

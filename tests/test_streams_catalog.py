@@ -17,9 +17,9 @@ pytestmark = pytest.mark.integration
 
 
 def catalog_groups(s: Settings) -> set[str]:
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
     groups = admin.list_consumer_groups().result(timeout=30).valid
-    return {g.group_id for g in groups if g.group_id.startswith(f"{s.topic_prefix}.")}
+    return {g.group_id for g in groups if g.group_id.startswith(f"{s.kafka.topic_prefix}.")}
 
 
 def test_catalog_reads_to_the_end_under_one_stable_group(topics: Settings) -> None:
@@ -37,7 +37,7 @@ def test_catalog_reads_to_the_end_under_one_stable_group(topics: Settings) -> No
             cat.close()
     assert sum(written) == 60  # mirrored to Redis on each start
     # No fresh group id per start (at most the one stable, never-committed id).
-    stable = f"{topics.topic_prefix}.{topics.stream_app_id}.catalog-reader"
+    stable = f"{topics.kafka.topic_prefix}.{topics.stream.app_id}.catalog-reader"
     assert catalog_groups(topics) <= {stable}
 
 

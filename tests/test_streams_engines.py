@@ -86,7 +86,7 @@ def test_faust_engine_holds_commits_through_redis_and_storage_outages(
     def start_redis() -> subprocess.Popen:
         return start_redis_until_ping(cmd, port)
 
-    s = topics.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    s = topics.with_sections(redis={"url": f"redis://127.0.0.1:{port}/0"})
     root = Path(s.storage.location.removeprefix("file://"))
     away = root.with_name("storage-away")
     rds = start_redis()

@@ -32,8 +32,12 @@ class GatedWriter(SnapshotWriter):
         return super().write(*args, **kwargs)
 
 
-def make_processor(tmp_path, **overrides):
-    s = Settings(topic_prefix="p", redis_key_prefix="x", stream_retry_max_s=0.01, **overrides)
+def make_processor(tmp_path, **stream):
+    s = Settings().with_sections(
+        kafka={"topic_prefix": "p"},
+        redis={"key_prefix": "x"},
+        stream={"retry_max_s": 0.01, **stream},
+    )
     writer = GatedWriter(LocalStore(tmp_path))
     commits: list[dict] = []
     proc = Processor(
@@ -55,7 +59,7 @@ def batch(first: int, n: int) -> list:
 
 
 def test_loop_keeps_going_while_a_flush_is_in_flight_and_commits_after(tmp_path) -> None:
-    proc, writer, commits = make_processor(tmp_path, stream_flush_events=3)
+    proc, writer, commits = make_processor(tmp_path, flush_events=3)
     tp = ("p.watch", 0)
     proc.assign({tp: -1})
     proc.process({tp: batch(0, 4)})
@@ -88,7 +92,7 @@ class SyncLog(LocalStore):
 
 
 def test_a_job_syncs_all_its_files_once_before_its_commit(tmp_path) -> None:
-    proc, writer, commits = make_processor(tmp_path, stream_flush_events=100)
+    proc, writer, commits = make_processor(tmp_path, flush_events=100)
     writer.store = store = SyncLog(tmp_path, commits)
     writer.gate.set()
     a, b = ("p.watch", 0), ("p.watch", 1)
@@ -105,7 +109,7 @@ def test_a_job_syncs_all_its_files_once_before_its_commit(tmp_path) -> None:
 
 
 def test_partition_lost_during_a_flush_is_not_committed(tmp_path) -> None:
-    proc, writer, commits = make_processor(tmp_path, stream_flush_events=2)
+    proc, writer, commits = make_processor(tmp_path, flush_events=2)
     a, b = ("p.watch", 0), ("p.watch", 1)
     proc.assign({a: -1, b: -1})
     proc.process({a: batch(0, 2), b: batch(0, 3)})
@@ -118,7 +122,7 @@ def test_partition_lost_during_a_flush_is_not_committed(tmp_path) -> None:
 
 
 def test_buffers_past_twice_flush_events_wait_for_the_write(tmp_path) -> None:
-    proc, writer, commits = make_processor(tmp_path, stream_flush_events=2)
+    proc, writer, commits = make_processor(tmp_path, flush_events=2)
     tp = ("p.watch", 0)
     proc.assign({tp: -1})
     proc.process({tp: batch(0, 2)})

@@ -217,7 +217,7 @@ class DeadLetters:
     def __init__(self, s: Settings) -> None:
         self.c = Consumer(
             {
-                "bootstrap.servers": s.kafka_bootstrap,
+                "bootstrap.servers": s.kafka.bootstrap,
                 "group.id": "fuzz",
                 "enable.auto.commit": False,
             }
@@ -238,7 +238,7 @@ def wait_applied(
     s: Settings, r: redis.Redis, last: dict, thread: threading.Thread, errors: list
 ) -> None:
     """Until Redis's watermark of every partition written to reaches its last offset."""
-    keys = RedisKeys(s.redis_key_prefix)
+    keys = RedisKeys(s.redis.key_prefix)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert thread.is_alive(), f"the worker stopped: {errors!r}"
@@ -250,7 +250,7 @@ def wait_applied(
 
 
 def check_redis(s: Settings, r: redis.Redis, truth: Truth) -> None:
-    keys = RedisKeys(s.redis_key_prefix)
+    keys = RedisKeys(s.redis.key_prefix)
     for user in USERS:
         h = r.hgetall(keys.user_slot(user).user_stats(user))
         want = truth.user.get(user, [0, 0, 0.0])
@@ -287,11 +287,11 @@ def check_dead(dead: list[DeadLetter], truth: Truth) -> None:
 def test_the_worker_survives_hostile_batches_and_applies_good_events_exactly_once(
     settings: Settings,
 ) -> None:
-    s = settings.model_copy(update={"stream_metrics_port": -1, "stream_flush_interval_s": 1.0})
+    s = settings.with_sections(stream={"metrics_port": -1, "flush_interval_s": 1.0})
     create_topics(s, watch={"max.message.bytes": BIG_LIMIT}, rate={"max.message.bytes": BIG_LIMIT})
     worker = create_app(s)
     thread, errors = start_in_thread(worker)
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     truth = Truth()
     dlq = DeadLetters(s)
 

@@ -35,17 +35,17 @@ pytestmark = pytest.mark.integration
 
 
 def committed(s: Settings, topic: str) -> dict[int, int]:
-    c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group_id(s)})
+    c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": group_id(s)})
     try:
-        tps = [TopicPartition(s.topic(topic), p) for p in range(s.topic_partitions)]
+        tps = [TopicPartition(s.topic(topic), p) for p in range(s.kafka.topic_partitions)]
         return {tp.partition: tp.offset for tp in c.committed(tps, timeout=10)}
     finally:
         c.close()
 
 
 def n_watch(s: Settings, user: str) -> int:
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    return int(user_hash(r, RedisKeys(s.redis_key_prefix), user).get("n_watch", 0))
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
+    return int(user_hash(r, RedisKeys(s.redis.key_prefix), user).get("n_watch", 0))
 
 
 def big_value() -> bytes:
@@ -60,7 +60,7 @@ def big_value() -> bytes:
 def test_a_record_over_kafkas_limit_is_dead_lettered_cut_and_other_partitions_apply(
     settings: Settings,
 ) -> None:
-    s = settings.model_copy(update={"stream_flush_interval_s": 1.0})
+    s = settings.with_sections(stream={"flush_interval_s": 1.0})
     create_topics(s, watch={"max.message.bytes": BIG_LIMIT})
     big = big_value()
     users = [f"u{i}" for i in range(12)]
@@ -92,7 +92,7 @@ def test_a_record_over_kafkas_limit_is_dead_lettered_cut_and_other_partitions_ap
 def test_a_dead_letter_refused_at_its_size_is_sent_again_cut_to_the_minimum(
     settings: Settings,
 ) -> None:
-    s = settings.model_copy(update={"stream_flush_interval_s": 1.0})
+    s = settings.with_sections(stream={"flush_interval_s": 1.0})
     # The dead-letter topic takes less than the configured 256 KiB letter.
     create_topics(
         s, watch={"max.message.bytes": BIG_LIMIT}, dead_letter={"max.message.bytes": "100000"}
@@ -139,7 +139,7 @@ def test_a_dead_letter_kafka_refuses_for_good_stops_the_worker_loudly(
 def test_events_are_counted_once_whatever_their_key_the_rest_is_dead_lettered(
     topics: Settings,
 ) -> None:
-    s = topics.model_copy(update={"stream_flush_interval_s": 1.0})
+    s = topics.with_sections(stream={"flush_interval_s": 1.0})
     same = watch_doc(1, "dupe-user")
     keys = [b"dupe-user", b"k1", b"k2", b"k3", b"k4", b"k5"]
     records = [("watch", k, same) for k in keys]
@@ -164,8 +164,8 @@ def test_events_are_counted_once_whatever_their_key_the_rest_is_dead_lettered(
     assert len({p for p, _ in where[:6]}) > 1  # the keys spread the copies over partitions
     run_caught_up(s)
     assert n_watch(s, "dupe-user") == 1
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    assert "n_rate" not in user_hash(r, RedisKeys(s.redis_key_prefix), "u7")
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
+    assert "n_rate" not in user_hash(r, RedisKeys(s.redis.key_prefix), "u7")
     dead = sorted(read_dead_letters(s), key=lambda d: (d.source_topic, d.source_offset))
     assert len(dead) == 7
     assert all(d.reason.startswith("key mismatch") for d in dead), [d.reason for d in dead]

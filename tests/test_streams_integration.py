@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 def test_dead_letters_keep_bytes_reason_and_source(topics: Settings, engine: str) -> None:
     from streams import run_worker
 
-    s = topics.model_copy(update={"stream_flush_interval_s": 1.0, "stream_engine": engine})
+    s = topics.with_sections(stream={"flush_interval_s": 1.0, "engine": engine})
     truth = Truth()
     genres = produce_catalog(s, 50)
     produce_events(s, truth, genres, 2_000, bad_every=100)
@@ -137,7 +137,7 @@ def test_redis_outage_holds_commits_and_catches_up(topics: Settings, tmp_path: P
     def start_redis() -> subprocess.Popen:
         return start_redis_until_ping(cmd, port)
 
-    s = topics.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+    s = topics.with_sections(redis={"url": f"redis://127.0.0.1:{port}/0"})
     rds = start_redis()
     truth = Truth()
     genres = produce_catalog(s, 100)

@@ -36,7 +36,7 @@ def events(partition: int, offsets: range, item: str = "m1") -> RedisWork:
 
 
 def applier(s: Settings) -> tuple[RedisApplier, RedisSink]:
-    sink = RedisSink(s.redis_url, RedisKeys(s.redis_key_prefix))
+    sink = RedisSink(s.redis.url, RedisKeys(s.redis.key_prefix))
     metrics = StreamMetrics()
     app = RedisApplier(
         redis=sink,
@@ -51,8 +51,8 @@ def applier(s: Settings) -> tuple[RedisApplier, RedisSink]:
 
 
 def counts(s: Settings) -> tuple[int, int, float]:
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    keys = RedisKeys(s.redis_key_prefix)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
+    keys = RedisKeys(s.redis.key_prefix)
     n0 = int(user_hash(r, keys, "u0").get("n_watch", 0))
     n1 = int(user_hash(r, keys, "u1").get("n_watch", 0))
     return n0, n1, pop_all(r, keys).get("m1", 0.0)
@@ -68,8 +68,8 @@ def test_partitions_are_applied_together_and_never_twice(stack: Settings, settin
         assert counts(settings) == (10, 5, 15.0)  # pop:all summed over both partitions
         assert sink.watermarks("t.watch", [0, 1]) == {0: 9, 1: 4}
         # Each partition's state is in its own slot.
-        r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-        keys = RedisKeys(settings.redis_key_prefix)
+        r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+        keys = RedisKeys(settings.redis.key_prefix)
         assert r.hget(keys.slot(1).user_stats("u1"), "n_watch") == "5"
         assert r.zscore(keys.slot(0).pop_all, "m1") == 10.0
 
@@ -113,8 +113,8 @@ def resent(partition: int, offsets: range, ids: list[str]) -> RedisWork:
 def test_a_resent_event_id_at_a_new_offset_is_counted_once(stack: Settings, settings: Settings):
     app, sink = applier(settings)
     app.dedupe_window = 10  # ids are remembered for 10 offsets of their partition (5-buckets)
-    r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    keys = RedisKeys(settings.redis_key_prefix)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    keys = RedisKeys(settings.redis.key_prefix)
     try:
         first = resent(0, range(0, 5), [f"e{o}" for o in range(5)])
         app.apply([first])
@@ -139,7 +139,7 @@ def test_a_resent_event_id_at_a_new_offset_is_counted_once(stack: Settings, sett
             more.st = first.st
             app.apply([more])
         assert counts(settings)[0] == 7 + 30
-        seen = sorted(r.scan_iter(f"{settings.redis_key_prefix}:{{p0}}:seen:t.watch:0:*"))
+        seen = sorted(r.scan_iter(f"{settings.redis.key_prefix}:{{p0}}:seen:t.watch:0:*"))
         assert seen == [keys.slot(0).seen_ids("t.watch", 0, b) for b in (5, 6, 7)]
         assert 24 * 3600 < r.ttl(seen[-1]) <= 7 * 24 * 3600
         # Past the window an id is forgotten (the documented bound): counted again.
@@ -157,8 +157,8 @@ def test_dedupe_off_counts_every_offset(stack: Settings, settings: Settings):
     try:
         app.apply([resent(0, range(0, 3), ["e0", "e0", "e0"])])
         assert counts(settings)[0] == 3
-        r = redis.Redis.from_url(settings.redis_url)
-        assert not list(r.scan_iter(f"{settings.redis_key_prefix}:*seen:*"))
+        r = redis.Redis.from_url(settings.redis.url)
+        assert not list(r.scan_iter(f"{settings.redis.key_prefix}:*seen:*"))
     finally:
         app.close()
         sink.close()
@@ -176,7 +176,7 @@ def test_a_producer_resending_an_event_is_counted_once_end_to_end(topics: Settin
     from streams.snapshots import read_snapshots
     from training.data import read_events
 
-    s = topics.model_copy(update={"stream_flush_interval_s": 1.0, "stream_engine": engine})
+    s = topics.with_sections(stream={"flush_interval_s": 1.0, "engine": engine})
     doc = {"event_id": "same-1", "user_id": "u9", "item_id": "m1", "ts": T0.isoformat()}
     other = {**doc, "event_id": "other-2"}
     with EventProducer(s) as p:
@@ -185,8 +185,8 @@ def test_a_producer_resending_an_event_is_counted_once_end_to_end(topics: Settin
         p.flush()
     summary = run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
     assert summary.processed == 3
-    r = redis.Redis.from_url(s.redis_url, decode_responses=True)
-    keys = RedisKeys(s.redis_key_prefix)
+    r = redis.Redis.from_url(s.redis.url, decode_responses=True)
+    keys = RedisKeys(s.redis.key_prefix)
     # Keyed by user with murmur2: the state is in the slot serving looks in.
     assert r.hget(keys.user_slot("u9").user_stats("u9"), "n_watch") == "2"
     assert pop_all(r, keys) == {"m1": 2.0}

@@ -165,8 +165,10 @@ class FlakyWriter(SnapshotWriter):
 def test_commit_only_after_the_snapshot_is_durable(tmp_path) -> None:
     from core.config import Settings
 
-    s = Settings(
-        topic_prefix="p", stream_flush_events=3, stream_retry_max_s=0.01, redis_key_prefix="x"
+    s = Settings().with_sections(
+        kafka={"topic_prefix": "p"},
+        stream={"flush_events": 3, "retry_max_s": 0.01},
+        redis={"key_prefix": "x"},
     )
     commits: list[dict] = []
     writer = FlakyWriter(LocalStore(tmp_path), failures=2)

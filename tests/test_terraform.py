@@ -376,7 +376,12 @@ def test_tasks_speak_the_cluster_protocol_to_the_cluster_mode_redis():
     assert _task_env("STREAMREC_REDIS_CLUSTER") == "true"
     family = "local.parameter_group_name"
     assert _task_env("STREAMREC_REDIS_CLUSTER", **{family: "default.redis7"}) == "false"
-    assert Settings(redis_cluster=_task_env("STREAMREC_REDIS_CLUSTER")).redis_cluster is True
+    assert (
+        Settings()
+        .with_sections(redis={"cluster": _task_env("STREAMREC_REDIS_CLUSTER")})
+        .redis.cluster
+        is True
+    )
 
 
 def test_stream_worker_waits_for_a_replica_when_shards_have_one():

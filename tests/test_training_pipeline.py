@@ -30,8 +30,8 @@ def ml_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     write_snapshots(
         open_store(f"file://{root}"), EventArrays(ml.users, ml.items, ml.ts, ml.ratings)
     )
-    return base.model_copy(
-        update={"storage_url": f"file://{root}", "train_catalog": "movielens", "train_threads": 2}
+    return base.with_sections(
+        storage={"url": f"file://{root}"}, train={"catalog": "movielens", "threads": 2}
     )
 
 
@@ -50,7 +50,7 @@ def test_train_publish_gate_and_cli(ml_settings: Settings) -> None:
     assert len(td.snapshot_files) > 100 and td.event_time_min < td.event_time_max
     assert set(card.artifacts) == {"als.npz", "popularity.json", "features.npz", "ranker.txt"}
     assert {a.format for a in card.artifacts.values()} == {"npz", "json", "lightgbm-text"}
-    assert card.params["als_factors"] == ml_settings.train_als_factors
+    assert card.params["als_factors"] == ml_settings.train.als_factors
     assert card.metrics["popularity"]["ndcg@10"] == pytest.approx(m["popularity"]["ndcg@10"])
     assert card.code_version
 

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_replayed_movielens_trains_publishes_and_races(topics: Settings) -> None:
     from streams import run_worker
 
-    s = topics.model_copy(update={"train_threads": 2})  # default flush cadence: issue 20
+    s = topics.with_sections(train={"threads": 2})  # default flush cadence: issue 20
     ml = load_movielens(s.cache_path)
     train_split = ml.subset("train")
     stats = replay_movielens(s, train_split)
@@ -63,7 +63,7 @@ def test_replayed_movielens_trains_publishes_and_races(topics: Settings) -> None
     env = {
         **os.environ,
         "STREAMREC_STORAGE_URL": s.storage.location,
-        "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
+        "STREAMREC_TOPIC_PREFIX": s.kafka.topic_prefix,
         "STREAMREC_TRAIN_THREADS": "1",
     }
     cmd = [sys.executable, "-m", "streamrec", "train", "--force", "--catalog", "topic"]

@@ -23,18 +23,18 @@ from training.synthetic import power_law_events, structured_events, write_snapsh
 
 N_EVENTS = 30_000  # 300 users, ~700 items: the whole module trains in seconds
 SMALL = {
-    "train_catalog": "none",
-    "train_threads": 1,
-    "train_als_iterations": 8,
-    "train_ranker_rounds": 50,
-    "train_ranker_max_users": 300,
-    "train_eval_max_users": 300,
+    "catalog": "none",
+    "threads": 1,
+    "als_iterations": 8,
+    "ranker_rounds": 50,
+    "ranker_max_users": 300,
+    "eval_max_users": 300,
 }
 
 
 def _settings(root: Path, events) -> Settings:
     write_snapshots(open_store(f"file://{root}"), events)
-    return Settings().model_copy(update={"storage_url": f"file://{root}", **SMALL})
+    return Settings().with_sections(storage={"url": f"file://{root}"}, train=SMALL)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 from pydantic import ValidationError
 from rich.console import Console
 
-from core.config import ServeSettings, Settings
+from core.config import Settings
 from core.redis import check_kind
 from schemas.errors import ConfigError
 
@@ -51,12 +51,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     overrides = {k: getattr(args, k) for k in _ENV if getattr(args, k) is not None}
     try:
-        serve = ServeSettings.model_validate({**settings.serve.model_dump(), **overrides})
+        settings = settings.with_sections(serve=overrides)
     except ValidationError as err:
         first = err.errors()[0]
         option = "--" + str(first["loc"][-1]).replace("_", "-")
         raise ConfigError(f"{option}: {first['msg']}") from None
-    settings = settings.model_copy(update={"serve": serve})
     for key, value in overrides.items():
         os.environ[_ENV[key]] = str(value)
     _check_port_free(settings.serve.host, settings.serve.port)

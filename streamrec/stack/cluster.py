@@ -127,13 +127,7 @@ def client_settings(settings: Settings) -> Settings:
         # losing a master then loses nothing the worker committed offsets for.
         "min_replicas_ack": 1,
     }
-    return settings.model_copy(
-        update={
-            "stack": settings.stack.model_copy(update={"topology": "cluster"}),
-            "kafka": settings.kafka.model_copy(update=kafka),
-            "redis": settings.redis.model_copy(update=redis),
-        }
-    )
+    return settings.with_sections(stack={"topology": "cluster"}, kafka=kafka, redis=redis)
 
 
 def client_env(settings: Settings) -> dict[str, str]:

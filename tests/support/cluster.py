@@ -18,16 +18,14 @@ from core.redis import connect
 @pytest.fixture
 def on_cluster(cluster_stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     tag = f"t{uuid.uuid4().hex[:10]}"
-    s = cluster_stack.model_copy(
-        update={
-            "topic_prefix": tag,
-            "redis_key_prefix": tag,
-            "storage_url": f"file://{tmp_path / 'storage'}",
-        }
+    s = cluster_stack.with_sections(
+        kafka={"topic_prefix": tag},
+        redis={"key_prefix": tag},
+        storage={"url": f"file://{tmp_path / 'storage'}"},
     )
     yield s
     try:
-        r = connect(s.redis_url, cluster=True)
+        r = connect(s.redis.url, cluster=True)
         names = list(r.scan_iter(f"{tag}:*", count=10_000))  # every master's
         if names:
             r.delete(*names)  # split by slot by the cluster client

@@ -28,7 +28,9 @@ def perses_server(settings: Settings, prometheus_port: int) -> Iterator[PersesSe
     """Perses started (not yet waited for: the caller waits once Prometheus is up), stopped
     on exit. ``settings`` must have a private ``data_dir``."""
     perses = PersesService(
-        settings.model_copy(update={"perses_port": free_port(), "prometheus_port": prometheus_port})
+        settings.with_sections(
+            observability={"perses_port": free_port(), "prometheus_port": prometheus_port}
+        )
     )
     perses.start()
     try:

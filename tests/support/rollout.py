@@ -64,9 +64,9 @@ class Harness:
     the stream processor's feature script does (item -> last watch time)."""
 
     def __init__(self, settings, window_s=60.0, cap=50):
-        self.r = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
         # Partition 0's keys: every event here is sent on partition 0.
-        self.keys = RedisKeys(settings.redis_key_prefix).slot(0)
+        self.keys = RedisKeys(settings.redis.key_prefix).slot(0)
         self.oe = OnlineEval(SlotRunner(self.r, url="test"), self.keys, window_s=window_s, cap=cap)
         self.offsets = {RESP: 0, WATCH: 0}
 

@@ -11,7 +11,7 @@ Imported by tests/conftest.py, so every test module can ask for:
 
 boto3 reads credentials from the environment, so both set ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` / ``AWS_DEFAULT_REGION`` to MinIO's for the test (and any
-subprocess it starts); ``open_store(s.storage, endpoint_url=s.s3_endpoint_url)`` then works.
+subprocess it starts); ``open_store(s.storage, endpoint_url=s.storage.s3_endpoint_url)`` then works.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def minio() -> Settings:
     (state,) = up(base, ["minio"])
     assert state.state in {"started", "running", "external"}, state
     service.ensure_bucket()  # also when MinIO was already running (up leaves it alone)
-    return base.model_copy(update={"s3_endpoint_url": service.endpoint_url})
+    return base.with_sections(storage={"s3_endpoint_url": service.endpoint_url})
 
 
 @pytest.fixture
@@ -47,26 +47,26 @@ def s3_storage(minio: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
     """Settings with storage under a fresh prefix of the MinIO bucket; emptied afterwards."""
     from streamrec.stack.minio import MinioService
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio.minio_root_user)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio.minio_root_password.get_secret_value())
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", minio.minio.root_user)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", minio.minio.root_password.get_secret_value())
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     for leaked in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(leaked, raising=False)
     # Safety net: boto3 clients built without endpoint_url (a subprocess given only the
     # storage URL) reach MinIO too, never real AWS with these credentials.
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", str(minio.s3_endpoint_url))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", str(minio.storage.s3_endpoint_url))
     prefix = f"test-{uuid.uuid4().hex[:12]}"
-    yield minio.model_copy(update={"storage_url": f"s3://{minio.minio_bucket}/{prefix}"})
-    _empty_prefix(MinioService(minio).client(), minio.minio_bucket, prefix + "/")
+    yield minio.with_sections(storage={"url": f"s3://{minio.minio.bucket}/{prefix}"})
+    _empty_prefix(MinioService(minio).client(), minio.minio.bucket, prefix + "/")
 
 
 @pytest.fixture
 def s3_settings(settings: Settings, s3_storage: Settings) -> Settings:
     """The per-test ``settings`` on the real Kafka/Redis, with storage on MinIO."""
-    return settings.model_copy(
-        update={
-            "storage_url": s3_storage.storage_url,
-            "s3_endpoint_url": s3_storage.s3_endpoint_url,
+    return settings.with_sections(
+        storage={
+            "url": s3_storage.storage.url,
+            "s3_endpoint_url": s3_storage.storage.s3_endpoint_url,
         }
     )
 

@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -83,7 +84,7 @@ def registry_of(settings: Settings) -> ModelRegistry:
 def write_history(redis_client, settings: Settings, user: str, items: list[str]) -> None:
     """What the stream processor writes for watch events (layout: schemas.redis_keys): in
     the slot of the user's partition; ``items`` oldest first, so the last one is the newest."""
-    keys = RedisKeys(settings.redis_key_prefix, settings.topic_partitions).user_slot(user)
+    keys = RedisKeys(settings.redis.key_prefix, settings.kafka.topic_partitions).user_slot(user)
     now = time.time()
     redis_client.zadd(
         keys.user_recent(user), {item: now - (len(items) - n) for n, item in enumerate(items)}
@@ -92,7 +93,7 @@ def write_history(redis_client, settings: Settings, user: str, items: list[str])
 
 def write_trending(redis_client, settings: Settings, scores: dict[str, float]) -> None:
     redis_client.zadd(
-        RedisKeys(settings.redis_key_prefix, settings.topic_partitions).trending, scores
+        RedisKeys(settings.redis.key_prefix, settings.kafka.topic_partitions).trending, scores
     )
 
 
@@ -138,16 +139,18 @@ def trained(cache_dir: str) -> Trained:
     return train_two_stage(Path(cache_dir))
 
 
-def serving_settings(settings: Settings, **overrides: object) -> Settings:
+def serving_settings(settings: Settings, **sections: Mapping[str, Any]) -> Settings:
     """The per-test settings with serving knobs for tests: generous budget (a loaded, busy
-    CI machine must not turn a personalised answer into a timeout fallback), fast polls."""
-    base = {
-        "serve_budget_ms": 5_000.0,
-        "serve_alias_poll_s": 3600.0,
-        "serve_max_k": 100,
-        "serve_preload": False,  # tests decide when models load
+    CI machine must not turn a personalised answer into a timeout fallback), fast polls.
+    ``sections`` change more, as :meth:`Settings.with_sections` takes them."""
+    serve = {
+        "budget_ms": 5_000.0,
+        "alias_poll_s": 3600.0,
+        "max_k": 100,
+        "preload": False,  # tests decide when models load
+        **sections.pop("serve", {}),
     }
-    return settings.model_copy(update={**base, **overrides})
+    return settings.with_sections(serve=serve, **sections)
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -176,12 +179,12 @@ def serve_env(s: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes ``streamrec serve`` use the test's settings."""
     return {
         **os.environ,
-        "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
-        "STREAMREC_REDIS_KEY_PREFIX": s.redis_key_prefix,
+        "STREAMREC_TOPIC_PREFIX": s.kafka.topic_prefix,
+        "STREAMREC_REDIS_KEY_PREFIX": s.redis.key_prefix,
         "STREAMREC_STORAGE_URL": s.storage.location,
-        "STREAMREC_REDIS_URL": s.redis_url,
-        "STREAMREC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-        "STREAMREC_SERVE_BUDGET_MS": str(s.serve_budget_ms),
+        "STREAMREC_REDIS_URL": s.redis.url,
+        "STREAMREC_KAFKA_BOOTSTRAP": s.kafka.bootstrap,
+        "STREAMREC_SERVE_BUDGET_MS": str(s.serve.budget_ms),
         **extra,
     }
 

@@ -124,11 +124,11 @@ def produce_events(
 def worker_env(s: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
     env.update(
-        STREAMREC_TOPIC_PREFIX=s.topic_prefix,
-        STREAMREC_REDIS_KEY_PREFIX=s.redis_key_prefix,
+        STREAMREC_TOPIC_PREFIX=s.kafka.topic_prefix,
+        STREAMREC_REDIS_KEY_PREFIX=s.redis.key_prefix,
         STREAMREC_STORAGE_URL=s.storage.location,
-        STREAMREC_REDIS_URL=s.redis_url,
-        STREAMREC_KAFKA_BOOTSTRAP=s.kafka_bootstrap,
+        STREAMREC_REDIS_URL=s.redis.url,
+        STREAMREC_KAFKA_BOOTSTRAP=s.kafka.bootstrap,
         STREAMREC_STREAM_FLUSH_INTERVAL_S="2",
         STREAMREC_STREAM_FLUSH_EVENTS="5000",
         STREAMREC_STREAM_SESSION_TIMEOUT_MS="6000",
@@ -153,7 +153,7 @@ def committed_vs_end(s: Settings) -> tuple[int, int]:
     a partition's leadership moves (a broker died or came back on a cluster)."""
     deadline = time.monotonic() + 60
     while True:
-        c = Consumer({"bootstrap.servers": s.kafka_bootstrap, "group.id": group_id(s)})
+        c = Consumer({"bootstrap.servers": s.kafka.bootstrap, "group.id": group_id(s)})
         try:
             tps = [TopicPartition(s.topic(t), p) for t in EVENT_TOPICS for p in range(4)]
             committed = sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
@@ -228,8 +228,8 @@ def verify(s: Settings, truth: Truth, genres_checked: bool = True) -> None:
         ids = table.column("event_id").to_pylist() if table is not None else []
         assert len(ids) == len(set(ids)), f"{etype}: {len(ids) - len(set(ids))} duplicates"
         assert set(ids) == truth.ids[etype], f"{etype}: missing {len(truth.ids[etype] - set(ids))}"
-    r = connect(s.redis_url, cluster=s.redis_cluster, decode_responses=True)
-    keys = RedisKeys(s.redis_key_prefix, s.topic_partitions)
+    r = connect(s.redis.url, cluster=s.redis.cluster, decode_responses=True)
+    keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
     pipe = r.pipeline()
     users = sorted(truth.user)
     # Where serving looks: the slot of the user's murmur2 partition (schemas.redis_keys).
@@ -255,7 +255,7 @@ def verify(s: Settings, truth: Truth, genres_checked: bool = True) -> None:
 def read_dead_letters(s: Settings) -> list[DeadLetter]:
     c = Consumer(
         {
-            "bootstrap.servers": s.kafka_bootstrap,
+            "bootstrap.servers": s.kafka.bootstrap,
             "group.id": "dl-reader",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -274,11 +274,11 @@ BIG_LIMIT = "3000000"  # the issue's reproduction: a topic and a producer raised
 
 def create_topics(s: Settings, **configs: dict[str, str]) -> None:
     """Create the named topics (logical names) with their configs, then the rest as usual."""
-    admin = AdminClient({"bootstrap.servers": s.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": s.kafka.bootstrap})
     new = [
         NewTopic(
             s.topic(name),
-            num_partitions=1 if name == DEAD_LETTER else s.topic_partitions,
+            num_partitions=1 if name == DEAD_LETTER else s.kafka.topic_partitions,
             replication_factor=1,
             config=cfg,
         )
@@ -332,7 +332,7 @@ def start_in_thread(worker) -> tuple[threading.Thread, list[BaseException]]:
 
 def run_caught_up(s: Settings, timeout: float = 120) -> None:
     """Run a confluent worker until it has caught up; fail (not hang) if it does not."""
-    worker = create_app(s.model_copy(update={"stream_metrics_port": -1}), until_caught_up=True)
+    worker = create_app(s.with_sections(stream={"metrics_port": -1}), until_caught_up=True)
     t, errors = start_in_thread(worker)
     t.join(timeout)
     if t.is_alive():
