@@ -20,6 +20,7 @@ record (see :mod:`streams.faust_app`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -60,11 +61,21 @@ class _Thread(AIOKafkaConsumerThread):
 
 
 class BatchConsumer(AIOKafkaConsumer):
-    """Set ``deliver``, ``cadence`` and ``batch_s`` before the app starts."""
+    """Set ``deliver``, ``realign``, ``cadence`` and ``batch_s`` before the app starts.
+
+    Fetching waits until the engine has taken the current assignment over
+    (``ready_generation``, set by its on_assigned hook after it re-positioned every
+    partition at the next offset its Processor expects): a batch fetched before that would
+    reach the Processor before it knows the partitions, which drops such records -- and
+    for a partition nothing was ever committed for, nothing would notice the hole."""
 
     deliver: Deliver
+    # Moves every partition's position back to the Processor's next offset (the engine's
+    # _Run.realign): records fetched and then dropped are read again, never skipped.
+    realign: Callable[[], Awaitable[None]]
     cadence: Cadence  # the batch cap (streams.worker.Cadence, as the confluent engine's)
     batch_s = 0.02
+    ready_generation = -1  # the generation the engine has taken over (see above)
     _room = 10_000  # records the fill in progress may still take (one fetch's max_records)
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
@@ -86,6 +97,9 @@ class BatchConsumer(AIOKafkaConsumer):
         """Faust's fetcher task (replaces the per-message loop): fill a batch, deliver it."""
         stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
         while not (stopped() or fetcher_stopped()):
+            if self.ready_generation != self.app.consumer_generation_id:
+                await asyncio.sleep(0.01)  # the engine's on_assigned hook is not done yet
+                continue
             batch, generation = await self._fill()
             if batch:
                 await self.deliver(batch, generation)
@@ -94,8 +108,7 @@ class BatchConsumer(AIOKafkaConsumer):
         """Up to ``cadence.events`` records, returned ``batch_s`` after the first one arrived
         at the latest (as the confluent engine's ``consume(n, timeout)``); empty after a
         second without records, when stopping, or when a rebalance began or completed
-        meanwhile (the records are then dropped and the positions sought back to the
-        committed offsets: whoever owns the partitions next reads them from there)."""
+        meanwhile (the records are then dropped and read again: see ``realign``)."""
         app, cap = self.app, self.cadence.events
         generation = app.consumer_generation_id
         batch: Batch = {}
@@ -108,11 +121,14 @@ class BatchConsumer(AIOKafkaConsumer):
                 return {}, generation
             if app.consumer_generation_id != generation or not self.flow_active:
                 # A rebalance began or completed meanwhile: what this fill fetched is
-                # dropped, and the consumer's positions go back to the committed offsets
-                # (as Faust's getmany does), or the records fetched after the new
-                # assignment's seek would be skipped (a gap, which the engine refuses).
-                if n or records:
-                    await self.perform_seek()
+                # dropped. If the engine has already taken a new assignment over, its
+                # re-positioning may predate these records, so the positions go back
+                # again; otherwise its coming on_assigned hook does it. (Faust's
+                # perform_seek was not enough: aiokafka's seek_to_committed leaves a
+                # partition without a committed offset where it is, past the drop.)
+                now_gen = app.consumer_generation_id
+                if (n or records) and generation != now_gen == self.ready_generation:
+                    await self.realign()
                 return {}, generation
             for tp, recs in (records or {}).items():
                 if not recs or (active is not None and tp not in active):

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.errors import IllegalStateError
+from aiokafka.structs import TopicPartition as KafkaTP
 from confluent_kafka import Consumer, TopicPartition
 from faust.types import TP as FaustTP
 
@@ -114,6 +116,8 @@ class FaustWorker(Worker):
                 on_assigned=run.on_assigned,
                 on_revoked=run.on_revoked,
             )
+            run.app = app
+            app.consumer.realign = run.realign  # type: ignore[attr-defined]
             try:
                 await start_app(app, group_id(s))
                 await run.supervise(app, parts)
@@ -179,6 +183,7 @@ class _Run:
         self.call = call
         self.errors: list[BaseException] = []
         self.stopping = False
+        self.app: faust.App | None = None  # set once created (before it starts)
 
     async def supervise(self, app: faust.App, parts: Parts) -> None:
         """The tick loop: catalog, the Parquet cadence, lag and trending, until stopped."""
@@ -213,11 +218,47 @@ class _Run:
             self.w.stop_event.set()
 
     async def on_assigned(self, tps: list[TP]) -> None:
+        assert self.app is not None
+        consumer = self.app.consumer
+        generation = self.app.consumer_generation_id
         await self.call(self.assign, tps)
+        await self.realign()
+        # Only now may the consumer fetch for this generation (BatchConsumer).
+        consumer.ready_generation = generation  # type: ignore[attr-defined]
+
+    async def realign(self) -> None:
+        """Every partition's consumer position back to the offset the Processor expects
+        next (the log's start where nothing was committed): records fetched and then
+        dropped (a rebalance, Faust clearing the channel) are read again instead of
+        skipped; re-read ones are duplicates the Processor drops. Rewinding is always
+        safe, so this may run while batches are still queued."""
+        assert self.app is not None
+        expected = await self.call(
+            lambda: {tp: st.next_offset for tp, st in self.proc.parts.items()}
+        )
+        thread = self.app.consumer._thread  # type: ignore[attr-defined]
+        at = {KafkaTP(t, p): off for (t, p), off in expected.items() if off >= 0}
+        start = [KafkaTP(t, p) for (t, p), off in expected.items() if off < 0]
+        try:
+            if at:
+                await thread.seek_wait(at)
+            if start:
+                await thread.seek_to_beginning(*start)
+        except (IllegalStateError, KeyError, AssertionError) as err:
+            # Not ours any more: a newer rebalance, whose assignment realigns again.
+            log.info("realign skipped (a newer rebalance): %r", err)
 
     async def on_revoked(self, tps: list[TP]) -> None:
         if tps:  # the first join "revokes" nothing
+            t0 = time.monotonic()
             await self.call(hand_over, self.proc, tps, self.w.metrics, self.w.progress)
+            took = time.monotonic() - t0
+            # Faust's flight recorder reports a hook past 0.95 x the session timeout as
+            # "Task timed out"; say how close we came, and where the time went, before that.
+            if took > self.w.settings.stream.session_timeout_ms / 2000:
+                log.warning(
+                    "revoke hook took %.1f s (flush + commit of %d partition(s))", took, len(tps)
+                )
 
     # --- on the executor thread -------------------------------------------------------
     def process(self, batch: Batch) -> None:

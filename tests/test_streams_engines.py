@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from tests.support.stream_worker import (
     verify,
     wait_caught_up,
     wait_for_log,
+    worker_env,
 )
 
 pytestmark = pytest.mark.integration
@@ -56,12 +58,29 @@ def test_a_worker_of_the_other_engine_is_refused(topics: Settings, first: str, s
         while owner.progress.assigned == 0:
             assert time.monotonic() < deadline and not owner_errors, owner_errors
             time.sleep(0.05)
-        newcomer, thread, errors = _start(topics, second)
-        thread.join(60)
-        if thread.is_alive():
-            newcomer.stop()
-        assert len(errors) == 1 and isinstance(errors[0], EngineConflict), errors
-        message = str(errors[0])
+        if second == "faust":
+            # The command as a user runs it: one line of error and a non-zero exit, no
+            # traceback of Faust's (its agent logged one when refused while starting).
+            done = subprocess.run(
+                [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
+                env=worker_env(topics, STREAMREC_STREAM_ENGINE="faust"),
+                capture_output=True,
+                text=True,
+                timeout=120,
+                cwd=Path(__file__).resolve().parents[1],
+            )
+            output = done.stdout + done.stderr
+            assert done.returncode != 0 and "Traceback" not in output, output[-3000:]
+            errors_ = [line for line in done.stderr.splitlines() if "error" in line]
+            assert len(errors_) == 1, done.stderr[-3000:]
+            message = errors_[0]
+        else:
+            newcomer, thread, errors = _start(topics, second)
+            thread.join(60)
+            if thread.is_alive():
+                newcomer.stop()
+            assert len(errors) == 1 and isinstance(errors[0], EngineConflict), errors
+            message = str(errors[0])
         assert "\n" not in message and f"workers of the {first} engine" in message
         assert owner.progress.assigned == 20 and not owner_errors  # the owner keeps them all
     finally:
