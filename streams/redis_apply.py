@@ -45,6 +45,14 @@ FRESHNESS_SAMPLES = 64
 
 @dataclass
 class RedisWork:
+_event_id = attrgetter("event_id")  # over map(): no Python frame per event
+
+
+class Retry(Protocol):
+    """The processor's retry: runs ``fn`` until it succeeds, backing off while ``sink`` is
+    down (and giving up only when the worker stops)."""
+
+    def __call__(self, fn: Callable[[], T], sink: str, /) -> T: ...
     """A partition's share of a micro-batch: its good events and their offsets, the
     batch's offset range (dead letters included) and the events' producer timestamps.
     ``dropped`` collects the offsets of events the apply did not count because their id was
@@ -223,7 +231,7 @@ class RedisApplier:
                     keys,
                     w.st.topic,
                     w.st.partition,
-                    [e.event_id for e in w.events],
+                    list(map(_event_id, w.events)),
                     w.offsets,
                     self.dedupe_window,
                 )
@@ -244,7 +252,7 @@ class RedisApplier:
 
     def _drop_repeats(self, w: RedisWork) -> RedisWork:
         """``w`` without events whose id came earlier in the batch."""
-        drop = repeats([e.event_id for e in w.events])
+        drop = repeats(list(map(_event_id, w.events)))
         return self._dropped(w, drop) if drop else w
 
     def _drop_ids(self, w: RedisWork, ids: frozenset[str]) -> RedisWork:

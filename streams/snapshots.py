@@ -23,7 +23,9 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from operator import attrgetter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 _SPECIAL = {"ts", "kafka_partition", "kafka_offset"}
 # Older than this, a temporary file is no live write's (one file takes well under a second).
 STALE_TEMP_S = 60.0
+_EPOCH = attrgetter("epoch")
 
 
 def arrival_day(now: float | None = None) -> date:
@@ -50,18 +53,21 @@ def to_table(
     """A typed Arrow table (schema :func:`schemas.snapshots.arrow_schema`) of events."""
     schema = arrow_schema(event_type)
     columns = []
+    n = len(events)
     for f in schema:
         if f.name == "ts":
-            values = [int(ev.epoch * 1_000_000) for ev in events]
-            # view: the same int64 microseconds, without a compute-kernel cast per file
-            columns.append(pa.array(values, type=pa.int64()).view(f.type))
+            # int(epoch * 1e6) of each event, vectorised (the same float product, and the
+            # cast truncates as int() does: event times are after 1970); view: the same
+            # int64 microseconds, without a compute-kernel cast per file
+            epochs = np.fromiter(map(_EPOCH, events), dtype=np.float64, count=n)
+            micros = (epochs * 1_000_000).astype(np.int64)
+            columns.append(pa.array(micros, type=pa.int64()).view(f.type))
         elif f.name == "kafka_partition":
-            columns.append(pa.array([partition] * len(events), type=f.type))
+            columns.append(pa.array([partition] * n, type=f.type))
         elif f.name == "kafka_offset":
             columns.append(pa.array(offsets, type=f.type))
-        else:
-            name = f.name
-            columns.append(pa.array([getattr(ev, name) for ev in events], type=f.type))
+        else:  # attrgetter over map: no Python frame per event
+            columns.append(pa.array(list(map(attrgetter(f.name), events)), type=f.type))
     return pa.Table.from_arrays(columns, schema=schema)
 
 
