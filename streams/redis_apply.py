@@ -27,13 +27,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
 from streams.dedupe import dedupe_plan, repeats
+from streams.deltas import compute_deltas
 from streams.fast_decode import EventRecord
 from streams.features import Limits, TtlTracker, to_payload
-from streams.deltas import compute_deltas
 from streams.metrics import StreamMetrics
 from streams.redis_sink import APPLIED, CONFLICT, DUPLICATE, SKIPPED, PartitionRange, RedisSink
 from streams.state import PartitionState
@@ -41,18 +42,11 @@ from streams.state import PartitionState
 log = logging.getLogger(__name__)
 
 FRESHNESS_SAMPLES = 64
+_event_id = attrgetter("event_id")  # over map(): no Python frame per event
 
 
 @dataclass
 class RedisWork:
-_event_id = attrgetter("event_id")  # over map(): no Python frame per event
-
-
-class Retry(Protocol):
-    """The processor's retry: runs ``fn`` until it succeeds, backing off while ``sink`` is
-    down (and giving up only when the worker stops)."""
-
-    def __call__(self, fn: Callable[[], T], sink: str, /) -> T: ...
     """A partition's share of a micro-batch: its good events and their offsets, the
     batch's offset range (dead letters included) and the events' producer timestamps.
     ``dropped`` collects the offsets of events the apply did not count because their id was
