@@ -24,6 +24,7 @@ from models.npz import from_npz, to_npz
 from models.popularity import PopularityModel
 from models.ranker import ARTIFACT as RANKER_ARTIFACT
 from models.ranker import Ranker
+from models.signals import ALL_FEATURES, Signals, assemble
 
 FEATURES_ARTIFACT = "features.npz"
 
@@ -37,7 +38,12 @@ class CandidateGenerator:
         stats: ItemStats,
         user_rating_mean: np.ndarray,
         user_recent: np.ndarray,
+        *,
+        signals: Signals | None = None,
+        feature_names: Sequence[str] = FEATURES,
     ) -> None:
+        """``feature_names``: the ranker's features, in order (a version's own list: any of
+        ``models.signals.ALL_FEATURES`` whose artifacts ``signals`` holds)."""
         n_users = len(als.user_ids)
         if (
             stats.table.shape[0] != len(als.item_ids)
@@ -45,6 +51,20 @@ class CandidateGenerator:
             or user_recent.shape[0] != n_users
         ):
             raise ValueError("feature tables do not match the ALS id maps")
+        self.signals = signals or Signals()
+        self.feature_names = tuple(feature_names)
+        unknown = [n for n in self.feature_names if n not in ALL_FEATURES]
+        if unknown:
+            raise ValueError(f"features this code does not compute: {unknown}")
+        lacking = self.signals.missing_for(self.feature_names)
+        if lacking:
+            raise ValueError(f"the features {list(self.feature_names)} need {lacking}")
+        seq = self.signals.sasrec
+        if seq is not None and not np.array_equal(seq.item_ids, als.item_ids):
+            raise ValueError("SASRec's item ids are not ALS's")
+        self._seq = seq is not None and (
+            self.signals.seq_candidates > 0 or any(n.startswith("sasrec") for n in feature_names)
+        )
         self.als = als
         self.stats = stats
         self.user_rating_mean = user_rating_mean
@@ -100,24 +120,46 @@ class CandidateGenerator:
         scores[np.concatenate(bans)] = -np.inf
         n = min(n, int(np.isfinite(scores).sum()))
         if n <= 0:
-            return np.zeros(0, np.int64), np.zeros((0, len(FEATURES)), np.float32)
+            return np.zeros(0, np.int64), np.zeros((0, len(self.feature_names)), np.float32)
         cand = np.argpartition(-scores, n - 1)[:n] if n < scores.size else np.arange(scores.size)
+        seq = self.signals.sasrec_scores(user_id, history) if self._seq else None
+        if seq is not None and self.signals.seq_candidates > 0:
+            cand = self._with_sequential(cand, seq, scores)
         cand = cand[np.lexsort((cand, -scores[cand]))]
         table, overrides = None, None
         if isinstance(item_features, LiveItemFeatures):
             table = self.live_table(item_features.dense(als.item_ids))
         else:
             overrides = override_block(als.item_ids, cand, item_features or {})
+        profile = self.profile(user_id, hcols)
         x = feature_matrix(
             self.stats,
-            self.profile(user_id, hcols),
+            profile,
             cand,
             scores[cand],
             unit_factors=self.unit_factors,
             overrides=overrides,
             item_table=table,
         )
+        if self.feature_names != FEATURES:
+            row = als.merged_row(u, hcols, hvals)
+            if row is None and u is not None:
+                got = csr_row(als.user_items, u)
+                row = (got.indices, got.data)
+            extra = self.signals.columns(
+                self.feature_names, cand, recent=profile.recent, row=row, seq_scores=seq
+            )
+            x = assemble(self.feature_names, x, extra)
         return cand, x
+
+    def _with_sequential(self, cand: np.ndarray, seq: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """``cand`` and SASRec's best ``seq_candidates`` items among those ALS may offer."""
+        s = np.where(np.isfinite(scores), seq, -np.inf)
+        m = min(self.signals.seq_candidates, int(np.isfinite(s).sum()))
+        if m <= 0:
+            return cand
+        top = np.argpartition(-s, m - 1)[:m] if m < s.size else np.arange(s.size)
+        return np.union1d(cand, top)
 
     def live_table(self, dense: np.ndarray | None) -> np.ndarray:
         """The item table with a live table's values (``dense``, NaN: none) in place, built
@@ -228,6 +270,7 @@ class TwoStageModel(Recommender):
         feats = {
             **self.generator.stats.to_arrays(),
             "user_rating_mean": self.generator.user_rating_mean.astype(np.float32),
+            **self.generator.signals.params(),
             "user_recent": self.generator.user_recent.astype(np.int32),
         }
         return {
@@ -241,6 +284,7 @@ class TwoStageModel(Recommender):
     def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         for needed in (FEATURES_ARTIFACT, RANKER_ARTIFACT):
             if needed not in files:
+            **self.generator.signals.to_artifacts(),
                 raise ArtifactError(f"missing {needed}", kind=cls.kind, artifact=needed)
         als = ALSModel.from_artifacts(files, params.get("als", {}))
         pop = PopularityModel.from_artifacts(files, params.get("popularity", {}))
@@ -256,19 +300,29 @@ class TwoStageModel(Recommender):
                 "user_rating_mean",
             ),
         )
-        ranker = Ranker.from_text(
-            files[RANKER_ARTIFACT], params.get("features", FEATURES), kind=cls.kind
-        )
-        if tuple(ranker.feature_names) != FEATURES:
+        # The version's own feature list (versions before per-version lists: FEATURES).
+        names = tuple(params.get("features", FEATURES))
+        unknown = [n for n in names if n not in ALL_FEATURES]
+        if unknown:
             raise ArtifactError(
-                "the ranker was trained on other features than this code computes",
+                f"the ranker was trained on features this code does not compute: {unknown}",
                 kind=cls.kind,
                 artifact=RANKER_ARTIFACT,
             )
         try:
             generator = CandidateGenerator(
-                als, ItemStats.from_arrays(a), a["user_rating_mean"], a["user_recent"]
-            )
+                als, ItemStats.from_arrays(a), a["user_rating_mean"], a["user_recent"],
+                signals=signals, feature_names=names,
+            )  # fmt: skip
         except ValueError as err:
             raise ArtifactError(str(err), kind=cls.kind, artifact=FEATURES_ARTIFACT) from err
+        ranker = Ranker.from_text(files[RANKER_ARTIFACT], names, kind=cls.kind)
+        signals = Signals.from_artifacts(files, params, kind=cls.kind)
+        lacking = signals.missing_for(names)
+        if lacking:
+            raise ArtifactError(
+                f"missing {', '.join(lacking)} (the ranker's features need it)",
+                kind=cls.kind,
+                artifact=lacking[0],
+            )
         return cls(generator, ranker, pop, n_candidates=int(params.get("n_candidates", 200)))

@@ -5,13 +5,20 @@ once, trees compiled with lleaves) on a few hundred users with fresh histories."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from core.config import Settings
+from core.storage import open_store
 from models.base import excluded_columns
-from models.features import LiveItemFeatures, feature_matrix
-from models.two_stage import TwoStageModel
+from models.errors import ArtifactError
+from models.features import FEATURES, LiveItemFeatures, feature_matrix
+from models.ranker import Ranker
+from models.registry import MODEL_PARAMS, ModelRegistry
+from models.two_stage import CandidateGenerator, TwoStageModel
+from schemas.manifest import TrainingData
 from tests.support.serving import trained
 
 K = 20
@@ -29,11 +36,13 @@ def plain(model: TwoStageModel, user: str, history: list[str], live: LiveItemFea
     fresh = [als.item_index[i] for i in dict.fromkeys(history) if i in als.item_index]
     if u is None and not fresh:
         return [i for i, _ in model.popularity.recommend(user, K, exclude=history)]
+    merged: dict[int, float] = {}
     if u is not None and not fresh:
         vec = als.user_factors[u]
+        row = als.user_items[u]
+        merged = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
     else:  # the training row merged with the history in a dict, then the fold-in
         row = als.user_items[u] if u is not None else None
-        merged = {}
         if row is not None:
             merged = dict(zip(row.indices.tolist(), row.data.tolist(), strict=True))
         for j in fresh:
@@ -48,17 +57,48 @@ def plain(model: TwoStageModel, user: str, history: list[str], live: LiveItemFea
     cand = cand[np.lexsort((cand, -scores[cand]))]
     hcols = np.asarray(fresh, dtype=np.int64)
     dense = live.dense(als.item_ids)
+    profile = gen.profile(user, hcols)
     x = feature_matrix(
         gen.stats,
-        gen.profile(user, hcols),
+        profile,
         cand,
         scores[cand],
         unit_factors=gen.unit_factors,
         overrides=None if dense is None else dense[cand],
     )
+    x = with_extras(model, x, cand, profile.recent, merged)
     ranked = model.ranker.booster.predict(x, num_threads=1)
     order = np.lexsort((np.arange(cand.size), -ranked))[:K]
     return [str(als.item_ids[cand[i]]) for i in order]
+
+
+def with_extras(
+    model: TwoStageModel, x: np.ndarray, cand: np.ndarray, recent: np.ndarray, row: dict
+) -> np.ndarray:
+    """The version's own feature list, each extra feature computed the plain way: sparse
+    rows densified, products written out."""
+    sig, n = model.generator.signals, len(cand)
+    cols = {name: x[:, i] for i, name in enumerate(FEATURES)}
+    if sig.transitions is not None:
+        t = sig.transitions[recent].toarray()  # row p: where users went after recent[p]
+        cols["next_last"] = t[0, cand] if recent.size else np.full(n, np.nan)
+        cols["next_recent"] = t.mean(axis=0)[cand] if recent.size else np.full(n, np.nan)
+    if sig.knn is not None:
+        vec = np.zeros(sig.knn.shape[0])
+        vec[list(row)] = list(row.values())
+        knn = (sig.knn.T @ vec)[cand]
+        cols["knn_score"] = knn if row else np.full(n, np.nan)
+        rank = np.array([np.sum(knn > v) + np.sum(knn[:i] == v) for i, v in enumerate(knn)])
+        cols["knn_rank"] = rank if row else np.full(n, np.nan)
+    names = model.generator.feature_names
+    return np.column_stack([cols[name] for name in names]).astype(np.float32)
+
+
+def test_the_version_serves_the_sequential_features(model: TwoStageModel) -> None:
+    """What the test below compares covers the features of issue 19 (the default list)."""
+    assert {"next_last", "next_recent", "knn_score", "knn_rank"} <= set(
+        model.generator.feature_names
+    )
 
 
 def test_the_fast_path_ranks_exactly_as_lightgbm_and_als(model: TwoStageModel) -> None:
@@ -95,3 +135,41 @@ def test_recommend_unseen_is_recommend_without_the_training_items(model: TwoStag
     # A model without training rows (the contract's default) excludes what it is told.
     top = [i for i, _ in model.popularity.recommend_unseen(user, 3, exclude=["50"])]
     assert "50" not in top and len(top) == 3
+
+
+def test_a_version_with_the_old_feature_list_still_loads_and_serves(
+    model: TwoStageModel, tmp_path: Path
+) -> None:
+    """Per-version feature lists: a version whose ranker learnt the features of before issue
+    19 (FEATURES, no sequential artifacts; its manifest may not even name them) is served with
+    exactly those; a version naming a feature this code does not compute is refused."""
+    gen = model.generator
+    old_gen = CandidateGenerator(gen.als, gen.stats, gen.user_rating_mean, gen.user_recent)
+    rng = np.random.default_rng(0)
+    x = rng.random((600, len(FEATURES)))
+    old_ranker = Ranker.fit(x, x[:, 0] > 0.8, np.full(6, 100), FEATURES, rounds=5)
+    old = TwoStageModel(old_gen, old_ranker, model.popularity, n_candidates=50)
+    registry = ModelRegistry(open_store(f"file://{tmp_path}"), "reco")
+    card = registry.publish(old, training_data=TrainingData(n_events=1), params={}, metrics={})
+    assert card.params[MODEL_PARAMS]["features"] == list(FEATURES)
+    assert not {"transitions.npz", "ranker_knn.npz", "sasrec.npz"} & set(card.artifacts)
+    user = str(gen.als.user_ids[5])
+    want = old.recommend_unseen(user, K, history=["50", "1"])
+    loaded = registry.load(card.version)
+    assert isinstance(loaded, TwoStageModel) and loaded.generator.feature_names == FEATURES
+    assert loaded.recommend_unseen(user, K, history=["50", "1"]) == want
+    files = {
+        name: registry.store.get(f"models/reco/{card.version}/{name}") for name in card.artifacts
+    }
+    params = dict(card.params[MODEL_PARAMS])
+    del params["features"]  # a manifest written before per-version lists
+    assert TwoStageModel.from_artifacts(files, params).recommend_unseen(user, K) == (
+        old.recommend_unseen(user, K)
+    )
+    with pytest.raises(ArtifactError, match="does not compute: \\['next_next'\\]"):
+        TwoStageModel.from_artifacts(files, {**params, "features": [*FEATURES, "next_next"]})
+    # The new list without its artifact: refused with what is missing, not a KeyError.
+    files = {n: data for n, (data, _fmt) in model.to_artifacts().items()}
+    del files["transitions.npz"]
+    with pytest.raises(ArtifactError, match=r"missing transitions\.npz"):
+        TwoStageModel.from_artifacts(files, model.params())

@@ -48,7 +48,8 @@ def test_train_publish_gate_and_cli(ml_settings: Settings) -> None:
     td = card.training_data
     assert td.n_events == 100_000 and td.n_users == 943 and td.n_items == 1682
     assert len(td.snapshot_files) > 100 and td.event_time_min < td.event_time_max
-    assert set(card.artifacts) == {"als.npz", "popularity.json", "features.npz", "ranker.txt"}
+    assert set(card.artifacts) == {"als.npz", "popularity.json", "features.npz", "ranker.txt",
+                                   "transitions.npz", "ranker_knn.npz"}  # fmt: skip
     assert {a.format for a in card.artifacts.values()} == {"npz", "json", "lightgbm-text"}
     assert card.params["als_factors"] == ml_settings.train.als_factors
     assert card.metrics["popularity"]["ndcg@10"] == pytest.approx(m["popularity"]["ndcg@10"])

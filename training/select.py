@@ -25,6 +25,7 @@ import numpy as np
 from models.als import ALSModel
 from models.base import Recommender
 from models.ease import EaseModel
+from models.knn import ItemKNNModel
 from models.popularity import PopularityModel
 from models.ranker import Ranker
 from models.two_stage import CandidateGenerator, TwoStageModel
@@ -108,7 +109,15 @@ class Cut:
             assert isinstance(als, ALSModel) and isinstance(
                 pop, PopularityModel
             )  # fit_* give these
-            self._generator = generator_parts(self.data, self.catalog, als, pop)
+            knn: ItemKNNModel | None = None
+            if any(f.startswith("knn") for f in self.cfg.feature_names()):
+                fitted = self.model("item-knn")  # the kNN family's fit: its similarity
+                assert isinstance(fitted, ItemKNNModel)
+                knn = fitted
+            seq = self.model(SEQUENTIAL) if self.cfg.wants_sasrec() else None
+            self._generator = generator_parts(
+                self.data, self.catalog, als, pop, self.cfg, knn=knn, sasrec=seq
+            )
         return self._generator
 
 
@@ -133,7 +142,7 @@ def learn_ranker(
     x, y, groups = ranker_dataset(gen, labels, cfg, tick, users=users)
     if len(groups) < 2:
         raise_not_enough(labels)
-    ranker = fit_ranker(x, y, groups, cfg)
+    ranker = fit_ranker(x, y, groups, cfg, gen.feature_names)
     facts = {
         "ranker_rows": len(y),
         "ranker_users": len(groups),

@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,13 @@ from models.features import FEATURES, RECENT_ITEMS, ItemStats
 from models.knn import ItemKNNModel
 from models.popularity import PopularityModel
 from models.ranker import Ranker
+from models.signals import (
+    KNN_FEATURES,
+    SASREC_FEATURES,
+    TRANSITION_FEATURES,
+    Signals,
+    transition_matrix,
+)
 from models.two_stage import CandidateGenerator, TwoStageModel
 from training.catalog import ItemCatalog
 from training.data import Interactions
@@ -33,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _DEFAULT = TrainSettings.model_fields
+RANKER_FEATURES = (*FEATURES, *TRANSITION_FEATURES, *KNN_FEATURES)
 
 Tick = Callable[[int], None]
 
@@ -62,6 +70,11 @@ class TrainConfig:
     seed: int = _DEFAULT["seed"].default
     threads: int = _DEFAULT["threads"].default
     ranker_threads: int = _DEFAULT["ranker_threads"].default
+    # The ranker's features (issue 19, chosen on the validation split: bench/sequential_ranker.py);
+    # SASRec's join them when the run fits SASRec (sasrec_epochs > 0) and ranker_sasrec is on.
+    ranker_features: tuple[str, ...] = RANKER_FEATURES
+    ranker_sasrec: bool = True
+    seq_candidates: int = 0  # SASRec's top-N added to ALS's candidates (needs SASRec)
     # SASRec (training/sasrec.py): 0 epochs leaves the sequential family out of the run.
     sasrec_epochs: int = _DEFAULT["sasrec_epochs"].default
     sasrec_cache_dir: str | None = None  # JAX's compilation cache (settings.cache_path/jax)
@@ -75,6 +88,18 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def feature_names(self) -> tuple[str, ...]:
+        """The ranker's features in a run with this configuration."""
+        seq = SASREC_FEATURES if self.sasrec_epochs > 0 and self.ranker_sasrec else ()
+        return (*self.ranker_features, *(f for f in seq if f not in self.ranker_features))
+
+    def wants_sasrec(self) -> bool:
+        """Whether the two-stage model needs the run's SASRec."""
+        names = self.feature_names()
+        return self.sasrec_epochs > 0 and (
+            self.seq_candidates > 0 or any(f in SASREC_FEATURES for f in names)
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrainConfig:
@@ -175,15 +200,40 @@ def generator_for(
 ) -> tuple[CandidateGenerator, PopularityModel]:
     als = fit_als(data, cfg, tick)
     pop = fit_popularity(data, cfg)
-    return generator_parts(data, catalog, als, pop), pop
+    return generator_parts(data, catalog, als, pop, cfg), pop
 
 
 def generator_parts(
-    data: Interactions, catalog: ItemCatalog, als: ALSModel, pop: PopularityModel
+    data: Interactions,
+    catalog: ItemCatalog,
+    als: ALSModel,
+    pop: PopularityModel,
+    cfg: TrainConfig | None = None,
+    *,
+    knn: ItemKNNModel | None = None,
+    sasrec: Any = None,
 ) -> CandidateGenerator:
-    """The candidate generator of ALS and popularity already fitted on ``data``."""
+    """The candidate generator of ALS and popularity already fitted on ``data``, with the
+    features of ``cfg`` (FEATURES when None); ``knn`` / ``sasrec``: fitted on ``data`` too
+    (the kNN one is fitted here when the features need it and none is given)."""
     stats = item_stats(data, catalog, pop)
-    return CandidateGenerator(als, stats, user_rating_mean(data), user_recent(data))
+    names = cfg.feature_names() if cfg is not None else FEATURES
+    signals = Signals(seq_candidates=cfg.seq_candidates if cfg and sasrec is not None else 0)
+    if any(f in TRANSITION_FEATURES for f in names):
+        counts = np.bincount(data.users, minlength=len(data.user_ids))
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        signals.transitions = transition_matrix(indptr, data.items, len(data.item_ids))
+    if any(f in KNN_FEATURES for f in names):
+        assert cfg is not None
+        signals.knn = (knn or fit_knn(data, cfg)).similarity
+    if any(f in SASREC_FEATURES for f in names) or signals.seq_candidates:
+        if sasrec is None:  # a run without SASRec: the ranker goes without its features
+            names = tuple(f for f in names if f not in SASREC_FEATURES)
+        signals.sasrec = sasrec
+    return CandidateGenerator(
+        als, stats, user_rating_mean(data), user_recent(data), signals=signals,
+        feature_names=names,
+    )  # fmt: skip
 
 
 def ranker_dataset(
@@ -222,7 +272,8 @@ def ranker_dataset(
             ys.append(y)
             groups.append(len(cand))
     if not xs:
-        return np.zeros((0, len(FEATURES)), np.float32), np.zeros(0), np.zeros(0, np.int64)
+        empty = np.zeros((0, len(gen.feature_names)), np.float32)
+        return empty, np.zeros(0), np.zeros(0, np.int64)
     return np.vstack(xs), np.concatenate(ys), np.asarray(groups, dtype=np.int64)
 
 
@@ -240,8 +291,15 @@ def sample_negatives(
     return x[keep], y[keep], np.bincount(group_of[keep], minlength=len(groups))
 
 
-def fit_ranker(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: TrainConfig) -> Ranker:
-    """LambdaRank with early stopping on a random fifth of the users."""
+def fit_ranker(
+    x: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    cfg: TrainConfig,
+    names: tuple[str, ...] = FEATURES,
+) -> Ranker:
+    """LambdaRank over the ``names`` columns of ``x``, early stopping on a random fifth of
+    the users."""
     x, y, groups = sample_negatives(x, y, groups, cfg.ranker_max_rows, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     is_valid = rng.random(len(groups)) < 0.2
@@ -254,7 +312,7 @@ def fit_ranker(x: np.ndarray, y: np.ndarray, groups: np.ndarray, cfg: TrainConfi
         x,
         y,
         groups,
-        FEATURES,
+        names,
         valid=valid,
         params=cfg.ranker_params,
         rounds=cfg.ranker_rounds,
@@ -276,7 +334,7 @@ def fit_two_stage(
     x, y, groups = ranker_dataset(earlier, labels, cfg, tick)
     if len(groups) < 2:
         raise_not_enough(labels)
-    ranker = fit_ranker(x, y, groups, cfg)
+    ranker = fit_ranker(x, y, groups, cfg, earlier.feature_names)
     facts = {
         "ranker_rows": len(y),
         "ranker_users": len(groups),

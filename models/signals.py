@@ -1,0 +1,192 @@
+"""Ranker features beyond :data:`models.features.FEATURES`, each group backed by one artifact
+of the two-stage version (issue 19): what the user's item *sequence* says about a candidate.
+
+- transitions (``transitions.npz``): how often the candidate followed the user's newest
+  items in the training sequences — P(next = c | item), counted over the next
+  :data:`TRANSITION_WINDOW` items at weight 1/distance, normalised per item. No JAX.
+- item-kNN (``ranker_knn.npz``): the user's item row times the item-item similarity of the
+  kNN baseline at the candidate, and its rank among the candidates.
+- SASRec (``sasrec.npz``, :class:`models.sasrec.SASRecModel`): the sequential model's score
+  of the candidate given the user's training sequence followed by the fresh history, its
+  rank among the candidates and the distance to the best candidate's score; optionally its
+  top-N as a second candidate source.
+
+A version lists the features its ranker was trained on (``params.features``); serving builds
+exactly those, so adding a feature here never makes an older version unloadable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.sparse import csr_matrix
+
+from models.features import FEATURES
+from models.npz import csr_arrays, csr_from, from_npz, to_npz
+
+TRANSITION_FEATURES = ("next_last", "next_recent")
+KNN_FEATURES = ("knn_score", "knn_rank")
+SASREC_FEATURES = ("sasrec_score", "sasrec_rank", "sasrec_gap")
+EXTRA_FEATURES = (*TRANSITION_FEATURES, *KNN_FEATURES, *SASREC_FEATURES)
+ALL_FEATURES = (*FEATURES, *EXTRA_FEATURES)
+TRANSITIONS_ARTIFACT = "transitions.npz"
+KNN_ARTIFACT = "ranker_knn.npz"
+TRANSITION_WINDOW = 3
+
+
+def transition_matrix(indptr: np.ndarray, items: np.ndarray, n_items: int) -> csr_matrix:
+    """Row-normalised ``n_items x n_items``: row ``a`` holds where users went after ``a``
+    (the next :data:`TRANSITION_WINDOW` items of each user's sequence, oldest first, weighted
+    1/distance). ``items[indptr[u]:indptr[u + 1]]`` is user ``u``'s sequence."""
+    owner = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    rows, cols, vals = [], [], []
+    for d in range(1, TRANSITION_WINDOW + 1):
+        same = owner[d:] == owner[:-d]
+        rows.append(items[:-d][same])
+        cols.append(items[d:][same])
+        vals.append(np.full(int(same.sum()), 1.0 / d))
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    keep = r != c  # an item does not lead to itself
+    m = csr_matrix(
+        (np.concatenate(vals)[keep], (r[keep], c[keep])), shape=(n_items, n_items)
+    ).tocsr()
+    m.sum_duplicates()
+    out = np.asarray(m.sum(axis=1)).ravel()
+    m.data /= np.repeat(np.maximum(out, 1e-12), np.diff(m.indptr))
+    return csr_matrix(m, dtype=np.float32)
+
+
+def rows_dot(m: csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``weights @ m[rows]`` as a dense vector (sparse rows gathered, no matrix product)."""
+    starts, ends = m.indptr[rows], m.indptr[rows + 1]
+    lengths = ends - starts
+    if not lengths.sum():
+        return np.zeros(m.shape[1], np.float64)
+    pos = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)])
+    w = np.repeat(np.asarray(weights, np.float64), lengths)
+    return np.bincount(m.indices[pos], weights=m.data[pos] * w, minlength=m.shape[1])
+
+
+def rank_desc(x: np.ndarray) -> np.ndarray:
+    """0 for the largest value; ties keep the candidates' order."""
+    r = np.empty(len(x), np.float32)
+    r[np.argsort(-x, kind="stable")] = np.arange(len(x))
+    return r
+
+
+@dataclass
+class Signals:
+    """The artifacts behind :data:`EXTRA_FEATURES` (None: that group is not available).
+    ``sasrec`` is a :class:`models.sasrec.SASRecModel` over the same item columns as ALS."""
+
+    transitions: csr_matrix | None = None
+    knn: csr_matrix | None = None
+    sasrec: Any = None
+    seq_candidates: int = 0  # SASRec's top-N added to the ALS candidates
+
+    def missing_for(self, names: Sequence[str]) -> list[str]:
+        """The artifacts ``names`` need that these signals lack."""
+        need = {
+            TRANSITIONS_ARTIFACT: self.transitions is None
+            and any(n in TRANSITION_FEATURES for n in names),
+            KNN_ARTIFACT: self.knn is None and any(n in KNN_FEATURES for n in names),
+            "sasrec.npz": self.sasrec is None
+            and (self.seq_candidates > 0 or any(n in SASREC_FEATURES for n in names)),
+        }
+        return [a for a, lacking in need.items() if lacking]
+
+    def sasrec_scores(self, user_id: str, history: Sequence[str]) -> np.ndarray | None:
+        """SASRec's score of every item column for the user's sequence (None: no sequence)."""
+        if self.sasrec is None:
+            return None
+        vec = self.sasrec.user_vector(user_id, history)
+        return None if vec is None else np.asarray(self.sasrec.scores(vec), np.float64)
+
+    def columns(
+        self,
+        names: Sequence[str],
+        cand: np.ndarray,
+        *,
+        recent: np.ndarray,
+        row: tuple[np.ndarray, np.ndarray] | None,
+        seq_scores: np.ndarray | None,
+    ) -> dict[str, np.ndarray]:
+        """The extra features among ``names`` of the candidate columns ``cand``. ``recent``:
+        the user's newest item columns, newest first (fresh history first); ``row``: the
+        user's item row (columns, weights) with the fresh history merged; ``seq_scores``:
+        :meth:`sasrec_scores`."""
+        out: dict[str, np.ndarray] = {}
+        nan = np.full(len(cand), np.nan)
+        wanted = set(names)
+        if wanted & set(TRANSITION_FEATURES):
+            assert self.transitions is not None  # checked when the model was loaded
+            if recent.size:
+                t = self.transitions
+                out["next_last"] = rows_dot(t, recent[:1], np.ones(1))[cand]
+                weights = np.full(len(recent), 1.0 / len(recent))
+                out["next_recent"] = rows_dot(t, recent, weights)[cand]
+            else:
+                out["next_last"] = out["next_recent"] = nan
+        if wanted & set(KNN_FEATURES):
+            assert self.knn is not None
+            if row is not None and row[0].size:
+                score = rows_dot(self.knn, np.asarray(row[0], np.int64), row[1])[cand]
+                out["knn_score"], out["knn_rank"] = score, rank_desc(score)
+            else:
+                out["knn_score"] = out["knn_rank"] = nan
+        if wanted & set(SASREC_FEATURES):
+            if seq_scores is not None and cand.size:
+                s = seq_scores[cand]
+                out["sasrec_score"], out["sasrec_rank"] = s, rank_desc(s)
+                out["sasrec_gap"] = s.max() - s
+            else:
+                out["sasrec_score"] = out["sasrec_rank"] = out["sasrec_gap"] = nan
+        return out
+
+    # -- artifacts -------------------------------------------------------------------------
+    def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
+        files: dict[str, tuple[bytes, str]] = {}
+        if self.transitions is not None:
+            files[TRANSITIONS_ARTIFACT] = (to_npz(csr_arrays("t", self.transitions)), "npz")
+        if self.knn is not None:
+            files[KNN_ARTIFACT] = (to_npz(csr_arrays("s", self.knn)), "npz")
+        if self.sasrec is not None:
+            files.update(self.sasrec.to_artifacts())
+        return files
+
+    def params(self) -> dict[str, Any]:
+        p: dict[str, Any] = {"seq_candidates": self.seq_candidates}
+        if self.sasrec is not None:
+            p["sasrec"] = self.sasrec.params()
+        return p
+
+    @classmethod
+    def from_artifacts(
+        cls, files: Mapping[str, bytes], params: Mapping[str, Any], *, kind: str
+    ) -> Signals:
+        """What the version holds (absent artifacts stay None: the caller checks the
+        feature list against :meth:`missing_for`)."""
+        sig = cls(seq_candidates=int(params.get("seq_candidates", 0)))
+        if TRANSITIONS_ARTIFACT in files:
+            a = from_npz(files[TRANSITIONS_ARTIFACT], kind=kind, artifact=TRANSITIONS_ARTIFACT)
+            sig.transitions = csr_from("t", a)
+        if KNN_ARTIFACT in files:
+            sig.knn = csr_from("s", from_npz(files[KNN_ARTIFACT], kind=kind, artifact=KNN_ARTIFACT))
+        if "sasrec.npz" in files:
+            from models.sasrec import SASRecModel
+
+            sig.sasrec = SASRecModel.from_artifacts(files, dict(params.get("sasrec", {})))
+        return sig
+
+
+def assemble(names: Sequence[str], base: np.ndarray, extra: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The ``names`` columns, in order, from the :data:`FEATURES` block and the extras."""
+    if tuple(names) == FEATURES:
+        return base
+    out = np.empty((base.shape[0], len(names)), np.float32)
+    for i, name in enumerate(names):
+        out[:, i] = extra[name] if name in extra else base[:, FEATURES.index(name)]
+    return out
