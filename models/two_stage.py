@@ -264,13 +264,13 @@ class TwoStageModel(Recommender):
             "popularity": self.popularity.params(),
             "n_candidates": self.n_candidates,
             "features": list(self.ranker.feature_names),
+            **self.generator.signals.params(),
         }
 
     def to_artifacts(self) -> dict[str, tuple[bytes, str]]:
         feats = {
             **self.generator.stats.to_arrays(),
             "user_rating_mean": self.generator.user_rating_mean.astype(np.float32),
-            **self.generator.signals.params(),
             "user_recent": self.generator.user_recent.astype(np.int32),
         }
         return {
@@ -278,13 +278,13 @@ class TwoStageModel(Recommender):
             **self.popularity.to_artifacts(),
             FEATURES_ARTIFACT: (to_npz(feats), "npz"),
             RANKER_ARTIFACT: (self.ranker.to_text(), "lightgbm-text"),
+            **self.generator.signals.to_artifacts(),
         }
 
     @classmethod
     def from_artifacts(cls, files: Mapping[str, bytes], params: dict[str, Any]) -> Self:
         for needed in (FEATURES_ARTIFACT, RANKER_ARTIFACT):
             if needed not in files:
-            **self.generator.signals.to_artifacts(),
                 raise ArtifactError(f"missing {needed}", kind=cls.kind, artifact=needed)
         als = ALSModel.from_artifacts(files, params.get("als", {}))
         pop = PopularityModel.from_artifacts(files, params.get("popularity", {}))
@@ -309,13 +309,6 @@ class TwoStageModel(Recommender):
                 kind=cls.kind,
                 artifact=RANKER_ARTIFACT,
             )
-        try:
-            generator = CandidateGenerator(
-                als, ItemStats.from_arrays(a), a["user_rating_mean"], a["user_recent"],
-                signals=signals, feature_names=names,
-            )  # fmt: skip
-        except ValueError as err:
-            raise ArtifactError(str(err), kind=cls.kind, artifact=FEATURES_ARTIFACT) from err
         ranker = Ranker.from_text(files[RANKER_ARTIFACT], names, kind=cls.kind)
         signals = Signals.from_artifacts(files, params, kind=cls.kind)
         lacking = signals.missing_for(names)
@@ -325,4 +318,11 @@ class TwoStageModel(Recommender):
                 kind=cls.kind,
                 artifact=lacking[0],
             )
+        try:
+            generator = CandidateGenerator(
+                als, ItemStats.from_arrays(a), a["user_rating_mean"], a["user_recent"],
+                signals=signals, feature_names=names,
+            )  # fmt: skip
+        except ValueError as err:
+            raise ArtifactError(str(err), kind=cls.kind, artifact=FEATURES_ARTIFACT) from err
         return cls(generator, ranker, pop, n_candidates=int(params.get("n_candidates", 200)))
