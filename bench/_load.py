@@ -1,7 +1,8 @@
 """Load generators of the serving benchmark, each run as its own process so load never
 shares the server's (or the driver's) interpreter.
 
-* :func:`wrk_max`: max throughput with wrk (Debian package ``wrk``), closed loop;
+* :func:`wrk_max`: max throughput with wrk (Debian package ``wrk``), closed loop
+  (:func:`wrk_run`: with the count of requests answered);
 * :func:`paced`: latency at a fixed rate, open loop: requests are sent on a fixed schedule
   and each latency is measured from its *scheduled* send time, so a stalled server cannot
   hide the queueing it causes (no coordinated omission). Run as
@@ -55,6 +56,11 @@ def _users_script(users: list[str]) -> Path:
 
 def wrk_max(port: int, users: list[str], duration: float, conns: int) -> float:
     """Requests/s wrk reaches cycling through ``users``; any error aborts the benchmark."""
+    return wrk_run(port, users, duration, conns)[0]
+
+
+def wrk_run(port: int, users: list[str], duration: float, conns: int) -> tuple[float, int]:
+    """(requests/s, requests answered) of :func:`wrk_max`."""
     script = _users_script(users)
     try:
         out = subprocess.run(
@@ -68,7 +74,8 @@ def wrk_max(port: int, users: list[str], duration: float, conns: int) -> float:
         errors = re.search(pattern, out)
         if errors:
             raise SystemExit(f"wrk saw errors ({errors.group(0)}):\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    return rps, int(re.search(r"(\d+) requests in", out).group(1))
 
 
 async def _paced(port: int, rate: float, duration: float, conns: int, users: list[str]) -> dict:
@@ -119,10 +126,12 @@ def paced(port: int, rate: float, duration: float, users: list[str], conns: int 
 
 
 def served_counts(port: int) -> dict[str, float]:
-    """/recommend answers so far by variant, and result-cache hits, from /metrics."""
+    """/recommend answers so far by variant, result-cache hits and batches of model calls
+    (with the calls in them), from /metrics."""
     import httpx
 
-    out: dict[str, float] = {"all": 0.0, "fallback": 0.0, "cache_hit": 0.0}
+    out: dict[str, float] = {"all": 0.0, "fallback": 0.0, "cache_hit": 0.0, "batches": 0.0}
+    out["batch_calls"] = 0.0
     for line in httpx.get(f"http://127.0.0.1:{port}/metrics").text.splitlines():
         value = line.split()[-1] if line and not line.startswith("#") else "0"
         if line.startswith("streamrec_serving_request_seconds_count") and "/recommend/" in line:
@@ -130,13 +139,21 @@ def served_counts(port: int) -> dict[str, float]:
             out["fallback"] += float(value) if 'variant="fallback"' in line else 0.0
         elif line.startswith('streamrec_serving_result_cache_total{result="hit"}'):
             out["cache_hit"] += float(value)
+        elif line.startswith("streamrec_serving_model_batches_total"):
+            out["batches"] += float(value)
+        elif line.startswith("streamrec_serving_model_batch_calls_total"):
+            out["batch_calls"] += float(value)
     return out
 
 
 def shares(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Shares of the answers between two ``served_counts`` that fell back / hit the cache."""
+    """Shares of the answers between two ``served_counts`` that fell back / hit the cache,
+    and the mean size of the batches of model calls made meanwhile (``batch_mean``)."""
     n = max(after["all"] - before["all"], 1.0)
-    return {s: (after[s] - before[s]) / n for s in ("fallback", "cache_hit")}
+    out = {s: (after[s] - before[s]) / n for s in ("fallback", "cache_hit")}
+    batches = after["batches"] - before["batches"]
+    out["batch_mean"] = (after["batch_calls"] - before["batch_calls"]) / batches if batches else 0.0
+    return out
 
 
 def main() -> None:

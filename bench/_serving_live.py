@@ -8,11 +8,15 @@ memory of the servers' worker processes.
   steady rate, so users' Redis histories change between their requests (and the result
   cache misses as it would in production);
 * :func:`worker_memory`: RSS and PSS (shared pages split between the processes mapping
-  them) of each process of a server's tree.
+  them) of each process of a server's tree;
+* :func:`tree_cpu_s`: CPU seconds (user + system) a server's process tree has used, whose
+  difference over a run divided by the requests answered is the CPU a request costs: the
+  figure a loaded machine does not inflate the way it does wall time.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -136,6 +140,23 @@ def _kb(path: Path, field: str) -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its descendants (live ones: a worker that
+    exited takes its share along)."""
+    procs = [pid]
+    for p in procs:
+        procs += _children(p)
+    ticks = 0
+    for p in procs:
+        try:
+            # Fields after the command (which may hold spaces): utime, stime are 14 and 15.
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def worker_memory(pid: int) -> list[dict[str, float]]:

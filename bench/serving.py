@@ -17,14 +17,16 @@ reported, with the shares of our answers that fell back and that came from the r
 worker processes.
 
 ``--compare-workers`` runs ours and the baseline with 1 and with 2 workers side by side;
-``--inline`` adds ours with ``STREAMREC_SERVE_MODEL_INLINE=true``; ``--realistic`` draws users
+``--inline`` adds ours with ``STREAMREC_SERVE_MODEL_INLINE=true``, ``--unbatched`` ours with
+``STREAMREC_SERVE_MODEL_BATCH_MAX=1`` (each model call alone: the same-run baseline of the
+batching of concurrent requests' model calls); ``--realistic`` draws users
 Zipf-like while a producer feeds their watch events through Kafka and a stream worker at
 ``--events-rate`` per second (``bench/_serving_live.py``), so histories change between a
 user's requests and the result cache hits only as it really would.
 
     .venv/bin/python bench/serving.py [--workers 1] [--runs 3] [--duration 10]
         [--topology single,cluster] [--no-result-cache] [--compare-workers] [--inline]
-        [--realistic [--events-rate 1000]] [--sasrec EPOCHS]
+        [--unbatched] [--realistic [--events-rate 1000]] [--sasrec EPOCHS]
 
 ``--sasrec EPOCHS`` adds ours serving a SASRec version (``bench/_serving_sasrec.py``) beside
 the ALS+LightGBM one, on the same Redis histories, in the same alternation.
@@ -47,8 +49,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench._load import ensure_wrk, paced, served_counts, shares, wrk_max  # noqa: E402
-from bench._serving_live import LiveEvents, worker_memory, zipf_users  # noqa: E402
+from bench._load import ensure_wrk, paced, served_counts, shares, wrk_max, wrk_run  # noqa: E402
+from bench._serving_live import LiveEvents, tree_cpu_s, worker_memory, zipf_users  # noqa: E402
 from bench._serving_sasrec import publish_sasrec  # noqa: E402
 from bench._serving_setup import cleanup, prepare  # noqa: E402
 
@@ -109,6 +111,7 @@ LABELS = {
     "bare": "bare FastAPI",
     "ours2": "/recommend (model), 2 workers",
     "inline": "/recommend (model), model calls inline",
+    "unbatched": "/recommend (model), one model call a batch",
     "bare2": "bare FastAPI, 2 workers",
     "sasrec": "/recommend (SASRec, Redis sequence)",
 }
@@ -116,9 +119,13 @@ LABELS = {
 TWO_WORKERS = ("ours2", "bare2")
 
 
-def measure(args: argparse.Namespace, users: list[str], ports: dict[str, int], console) -> dict:
+def measure(
+    args: argparse.Namespace, users: list[str], ports: dict[str, int], pids: dict[str, int], console
+) -> dict:
     """The servers run side by side and their runs alternate (ours, bare, ours, ...), so a
-    noisy neighbour on a shared machine hits all alike; medians of ``args.runs``."""
+    noisy neighbour on a shared machine hits all alike; medians of ``args.runs``. Beside
+    the rates, the CPU each server's process tree spent per request answered over its
+    max-throughput runs (``cpu_ms``): what load on the machine does not inflate."""
     kinds = list(ports)
     ours = [k for k in kinds if not k.startswith("bare")]
     res: dict[str, dict] = {kind: {} for kind in kinds}
@@ -126,11 +133,17 @@ def measure(args: argparse.Namespace, users: list[str], ports: dict[str, int], c
         res[kind]["warm"] = wrk_max(ports[kind], users, 8, args.conns)
     before = {k: served_counts(ports[k]) for k in ours}
     runs: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpu = {kind: [0.0, 0] for kind in kinds}  # CPU seconds, requests
     for _ in range(args.runs):
         for kind in kinds:
-            runs[kind].append(wrk_max(ports[kind], users, args.duration, args.conns))
+            t0 = tree_cpu_s(pids[kind])
+            rps, n = wrk_run(ports[kind], users, args.duration, args.conns)
+            cpu[kind][0] += tree_cpu_s(pids[kind]) - t0
+            cpu[kind][1] += n
+            runs[kind].append(rps)
     for kind in kinds:
         res[kind].update(rps=statistics.median(runs[kind]), runs=runs[kind])
+        res[kind]["cpu_ms"] = cpu[kind][0] / max(cpu[kind][1], 1) * 1000
         console.print(f"{kind}: max throughput runs {runs[kind]} req/s")
     for k in ours:
         res[k].update(shares(before[k], served_counts(ports[k])))
@@ -182,6 +195,11 @@ def main() -> None:
         help="also ours serving a SASRec version trained for EPOCHS epochs (needs JAX)",
     )
     ap.add_argument(
+        "--unbatched",
+        action="store_true",
+        help="also ours with STREAMREC_SERVE_MODEL_BATCH_MAX=1 (no batching of model calls)",
+    )
+    ap.add_argument(
         "--inline",
         action="store_true",
         help="also ours with STREAMREC_SERVE_MODEL_INLINE=true (model calls on the loop)",
@@ -224,6 +242,8 @@ def run_bench(args: argparse.Namespace) -> None:
         kinds = ["ours", "ours2", "bare", "bare2"]
     if args.inline:
         kinds.insert(1, "inline")
+    if args.unbatched:
+        kinds.insert(1, "unbatched")
     if args.sasrec:
         kinds.insert(1, "sasrec")
     ports = {kind: args.port + i for i, kind in enumerate(kinds)}
@@ -238,14 +258,17 @@ def run_bench(args: argparse.Namespace) -> None:
             kind_env = stacks[topo][1]
             if kind == "inline":
                 kind_env = {**kind_env, "STREAMREC_SERVE_MODEL_INLINE": "true"}
+            if kind == "unbatched":  # each request's model call on its own, as before
+                kind_env = {**kind_env, "STREAMREC_SERVE_MODEL_BATCH_MAX": "1"}
             if kind == "sasrec":  # the same Redis, the sequential model's registry name
                 kind_env = {**kind_env, "STREAMREC_MODEL_NAME": seq_name}
-            server = "ours" if kind in ("inline", "sasrec") else kind.rstrip("2")
+            server = "ours" if kind in ("inline", "sasrec", "unbatched") else kind.rstrip("2")
             procs.append(start_server(server, ports[kind], workers, kind_env))
+        pids = {kind: proc.pid for kind, proc in zip(kinds, procs, strict=True)}
         if args.realistic:
-            res = measure_live(args, settings, env, users, ports, console)
+            res = measure_live(args, settings, env, users, ports, pids, console)
         else:
-            res = measure(args, users, ports, console)
+            res = measure(args, users, ports, pids, console)
         for kind, proc in zip(kinds, procs, strict=True):
             res[kind]["memory"] = worker_memory(proc.pid)
     finally:
@@ -258,7 +281,7 @@ def run_bench(args: argparse.Namespace) -> None:
     report(console, args, res, res[kinds[0]]["rps"] / 2)
 
 
-def measure_live(args, settings, env, users: list[str], ports, console) -> dict:
+def measure_live(args, settings, env, users: list[str], ports, pids, console) -> dict:
     """:func:`measure` on Zipf-drawn users while their watch events stream in."""
     from ingest.movielens import load_movielens
 
@@ -266,7 +289,7 @@ def measure_live(args, settings, env, users: list[str], ports, console) -> dict:
     draws = zipf_users(users, 20_000)
     with LiveEvents(settings, env, users, items, args.events_rate) as live:
         started, t0 = live.produced, time.monotonic()
-        res = measure(args, draws, ports, console)
+        res = measure(args, draws, ports, pids, console)
         rate = (live.produced - started) / (time.monotonic() - t0)
     console.print(f"watch events produced during the measurement: {rate:.0f}/s")
     for r in res.values():
@@ -283,7 +306,8 @@ def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:
     if args.realistic:
         title += f", Zipf users, {args.events_rate:g} watch events/s streaming in"
     table = Table(title=f"serving benchmark ({title}; load avg {load})")
-    for col in ("endpoint", "max req/s", f"p50 @ {rate:.0f}/s", f"p99 @ {rate:.0f}/s"):
+    cols = ("endpoint", "max req/s", "CPU ms/req", f"p50 @ {rate:.0f}/s", f"p99 @ {rate:.0f}/s")
+    for col in cols:
         table.add_column(col, justify="right")
     table.add_column("fallback / cache hit (max; paced)", justify="right")
     for kind, r in res.items():
@@ -294,10 +318,18 @@ def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:
             else "-"
         )
         table.add_row(
-            LABELS[kind], f"{r['rps']:.0f}", f"{p['p50_ms']:.1f} ms", f"{p['p99_ms']:.1f} ms",
+            LABELS[kind], f"{r['rps']:.0f}", f"{r['cpu_ms']:.3f}", f"{p['p50_ms']:.1f} ms",
+            f"{p['p99_ms']:.1f} ms",
             shares,
         )  # fmt: skip
     console.print(table)
+    for kind, r in res.items():
+        if not kind.startswith("bare"):
+            console.print(
+                f"{LABELS[kind]}: CPU {r['cpu_ms']:.3f} ms a request = "
+                f"{r['cpu_ms'] / res['bare']['cpu_ms']:.1f}x bare's; mean batch of model calls "
+                f"{r.get('batch_mean', 0):.1f} at max, {r['paced'].get('batch_mean', 0):.1f} paced"
+            )
     for kind, r in res.items():
         mem = ", ".join(f"RSS {m['rss_mb']:.0f} / PSS {m['pss_mb']:.0f} MB" for m in r["memory"])
         console.print(f"{LABELS[kind]}: {mem}")

@@ -160,6 +160,14 @@ class ServeSettings(Section):
         description="Run model calls on the event loop instead of a thread: no thread "
         "hand-off per request, but a call past the budget is not cut off.",
     )
+    model_batch_max: int = Field(
+        32,
+        ge=1,
+        le=1024,
+        description="Most model calls of concurrent requests made together in one batch on "
+        "the compute thread (calls arriving while a batch runs go in the next); 1: one "
+        "call per hand-off.",
+    )
     preload: bool = Field(
         True,
         description="Start loading the production model in the background at startup "

@@ -68,6 +68,17 @@ class Recommender(ABC):
             item_features=item_features,
         )
 
+    def recommend_unseen_batch(self, calls: Sequence[ModelCall]) -> list[list[tuple[str, float]]]:
+        """:meth:`recommend_unseen` of each call, in order. Serving hands over the calls of
+        requests that arrived together; a kind that scores several users in one pass
+        overrides it (the answers must be the single calls')."""
+        return [
+            self.recommend_unseen(
+                c.user_id, c.k, history=c.history, exclude=c.exclude, item_features=c.item_features
+            )
+            for c in calls
+        ]
+
     @abstractmethod
     def known_user(self, user_id: str) -> bool:
         """True if the user was in the training data (has a learned representation)."""
@@ -94,6 +105,17 @@ class Recommender(ABC):
     def params(self) -> dict[str, Any]:
         """Parameters needed by :meth:`from_artifacts` besides the files (JSON-able)."""
         return {}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCall:
+    """The arguments of one :meth:`Recommender.recommend_unseen` call."""
+
+    user_id: str
+    k: int
+    history: Sequence[str] = ()
+    exclude: Collection[str] = ()
+    item_features: Mapping[str, Mapping[str, float]] | None = None
 
 
 @dataclass

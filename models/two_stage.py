@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 
 from models.als import ALSModel
-from models.base import Recommender, csr_row, excluded_columns, history_vector
+from models.base import ModelCall, Recommender, csr_row, excluded_columns, history_vector
 from models.errors import ArtifactError
 from models.features import (
     FEATURES,
@@ -215,6 +215,12 @@ class TwoStageModel(Recommender):
         item_features: Mapping[str, Mapping[str, float]] | None = None,
     ) -> list[tuple[str, float]]:
         return self._recommend(user_id, k, history, None, exclude, item_features, seen=True)
+
+    def recommend_unseen_batch(self, calls: Sequence[ModelCall]) -> list[list[tuple[str, float]]]:
+        """The calls ranked together (``models.two_stage_batch``), as one by one."""
+        from models.two_stage_batch import recommend_unseen_batch
+
+        return recommend_unseen_batch(self, calls)
 
     def _recommend(
         self,

@@ -26,6 +26,7 @@ from core.storage import ObjectStore, open_store
 from models.features import LiveItemFeatures
 from schemas.redis_keys import RedisKeys
 from serving import registry_metrics
+from serving.batcher import ModelBatcher
 from serving.cluster_reader import ClusterReader
 from serving.features import ItemFeatureTable
 from serving.logging_sink import EventSink
@@ -53,6 +54,7 @@ class ServingContext:
     items: ItemFeatureTable
     sink: EventSink
     compute: ThreadPoolExecutor  # model calls; apart from loads so a load never queues them
+    batcher: ModelBatcher  # model calls of concurrent requests, together on ``compute``
     results: ResultCache
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -103,6 +105,7 @@ async def open_context(
         items=items,
         sink=EventSink(settings, metrics),
         compute=compute,
+        batcher=ModelBatcher(compute, max_batch=settings.serve.model_batch_max, metrics=metrics),
         results=ResultCache(settings.serve.result_cache_size),
     )
     ctx.tasks = [

@@ -78,6 +78,13 @@ class ServingMetrics:
             ["result"],
             registry=r,
         )
+        # Model calls made together (serving.batcher): calls / batches is the mean batch.
+        self.model_batches = Counter(
+            "streamrec_serving_model_batches", "Batches of model calls made.", registry=r
+        )
+        self.model_batch_calls = Counter(
+            "streamrec_serving_model_batch_calls", "Model calls made in batches.", registry=r
+        )
         self.model_loads = Counter(
             "streamrec_serving_model_loads", "Model loads by outcome.", ["outcome"], registry=r
         )

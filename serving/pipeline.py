@@ -4,14 +4,13 @@ This never raises for an outage: the answer is then popularity, with the reason.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from models.base import ModelCall
 from serving import fallback
 from serving.context import ServingContext
 from serving.errors import ModelUnavailable
@@ -120,24 +119,16 @@ async def _personal(
     if not has_signal(model, user_id, history):
         return [], fallback.UNKNOWN_USER
     ctx.metrics.result_cache.labels("miss").inc()
-    call = functools.partial(
-        model.recommend_unseen,  # nothing the user saw: Redis history and training
-        user_id,
-        k,
-        history=history,
-        exclude=recent,
-        item_features=ctx.items.features,
-    )
+    # Nothing the user saw: the Redis history and (the model bans them) training items.
+    call = ModelCall(user_id, k, history, recent, ctx.items.features)
     try:
         if ctx.settings.serve.model_inline:
-            # A short call costs less than the two thread hand-offs (and, on a busy host,
-            # the waits to be scheduled again) of running it on the compute pool.
+            # No thread at all: no hand-off, but nothing cuts a slow call off either.
             if deadline.left() <= 0:
                 raise TimeoutError
-            scored = call()
-        else:
-            future = asyncio.get_running_loop().run_in_executor(ctx.compute, call)
-            scored = await asyncio.wait_for(future, deadline.left())
+            scored = model.recommend_unseen_batch([call])[0]
+        else:  # with the calls of concurrent requests, in one hand-off (serving.batcher)
+            scored = await ctx.batcher.call(model, call, deadline.left())
     except TimeoutError:
         return [], fallback.TIMEOUT
     except Exception:

@@ -5,6 +5,7 @@ once, trees compiled with lleaves) on a few hundred users with fresh histories."
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,13 @@ import pytest
 
 from core.config import Settings
 from core.storage import open_store
-from models.base import excluded_columns
+from models.base import ModelCall, excluded_columns
 from models.errors import ArtifactError
 from models.features import FEATURES, LiveItemFeatures, feature_matrix
 from models.ranker import Ranker
 from models.registry import MODEL_PARAMS, ModelRegistry
 from models.two_stage import CandidateGenerator, TwoStageModel
+from models.two_stage_batch import batchable
 from schemas.manifest import TrainingData
 from tests.support.serving import trained
 
@@ -173,3 +175,55 @@ def test_a_version_with_the_old_feature_list_still_loads_and_serves(
     del files["transitions.npz"]
     with pytest.raises(ArtifactError, match=r"missing transitions\.npz"):
         TwoStageModel.from_artifacts(files, model.params())
+
+
+def test_batched_calls_rank_as_single_calls_and_the_plain_computation(
+    model: TwoStageModel,
+) -> None:
+    """serving.batcher hands the model calls of concurrent requests to
+    ``recommend_unseen_batch`` (models.two_stage_batch): every answer, scores included, is
+    the single call's, in batches mixing known users, new users with a history, users
+    nobody knows (popularity) and a k above the candidates; and the top-k is the plain
+    computation's. Also for a version of the base feature list alone."""
+    rng = np.random.default_rng(11)
+    items = model.als.item_ids
+    live = LiveItemFeatures({str(items[n]): {"pop_all": float(n)} for n in range(0, 300, 4)})
+    users = [*model.als.user_ids[:100].tolist(), *(f"new-{n}" for n in range(20))]
+    calls = []
+    for n, user in enumerate(users):
+        size = int(rng.integers(0, 25)) if n % 4 else 0
+        history = [str(i) for i in rng.choice(items, size, replace=False)]
+        calls.append(ModelCall(user, K, history, history, live))
+    calls.append(ModelCall("nobody", K, (), (), live))
+    calls.append(ModelCall(users[1], model.n_candidates + 5, (), (), live))
+    gen = model.generator
+    base = TwoStageModel(
+        CandidateGenerator(gen.als, gen.stats, gen.user_rating_mean, gen.user_recent),
+        Ranker.fit(*_random_rank_data(), FEATURES, rounds=5),
+        model.popularity,
+        n_candidates=60,
+    )
+    assert batchable(model) and batchable(base)  # ranked together, not one by one
+    answers = {}
+    for version in (model, base):
+        single = [
+            version.recommend_unseen(
+                c.user_id, c.k, history=c.history, exclude=c.exclude, item_features=live
+            )
+            for c in calls
+        ]
+        batched, start = [], 0
+        for size in itertools.cycle((1, 7, 16, 33)):
+            if start >= len(calls):
+                break
+            batched += version.recommend_unseen_batch(calls[start : start + size])
+            start += size
+        assert batched == single
+        answers[version] = batched
+    for c, got in zip(calls[:60], answers[model][:60], strict=True):
+        assert [i for i, _ in got] == plain(model, c.user_id, list(c.history), live), c.user_id
+
+
+def _random_rank_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.random.default_rng(0).random((600, len(FEATURES)))
+    return x, (x[:, 0] > 0.8).astype(float), np.full(6, 100)

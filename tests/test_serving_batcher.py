@@ -1,0 +1,82 @@
+"""serving.batcher: the model calls of concurrent requests go to the compute thread together
+(one batch in flight; calls arriving meanwhile form the next), each request gets its own
+answer, a call whose deadline passes is left out, and a failing call fails alone. Pure
+logic: a small model class of its own, no services."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from models.base import ModelCall
+from serving.batcher import ModelBatcher
+from serving.metrics import ServingMetrics
+
+
+class Echo:
+    """Answers a call with its user id; records each batch; a gate holds the first batch
+    until released, so the test decides what arrives while it is in flight."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = threading.Event()
+
+    def recommend_unseen_batch(self, calls: list[ModelCall]) -> list[list[tuple[str, float]]]:
+        self.gate.wait(5)
+        self.batches.append([c.user_id for c in calls])
+        if any(c.user_id == "boom" for c in calls):
+            raise ValueError("boom")
+        return [[(c.user_id, float(c.k))] for c in calls]
+
+    def recommend_unseen(self, user_id: str, k: int, **_: object) -> list[tuple[str, float]]:
+        if user_id == "boom":
+            raise ValueError("boom")
+        return [(user_id, float(k))]
+
+
+def test_concurrent_calls_are_batched_cut_off_and_isolated() -> None:
+    model = Echo()
+    metrics = ServingMetrics()
+
+    async def go():
+        with ThreadPoolExecutor(2) as pool:
+            batcher = ModelBatcher(pool, max_batch=8, metrics=metrics)
+            first = asyncio.ensure_future(batcher.call(model, ModelCall("u0", 1), 5.0))
+            await asyncio.sleep(0.05)  # the first batch is in flight, held by the gate
+            late = asyncio.ensure_future(batcher.call(model, ModelCall("late", 1), 0.01))
+            rest = [
+                asyncio.ensure_future(batcher.call(model, ModelCall(f"u{n}", n), 5.0))
+                for n in range(1, 12)
+            ]
+            boom = asyncio.ensure_future(batcher.call(model, ModelCall("boom", 1), 5.0))
+            await asyncio.sleep(0.05)  # "late" has given up meanwhile
+            model.gate.set()
+            got = await asyncio.gather(first, *rest)
+            errors = await asyncio.gather(late, boom, return_exceptions=True)
+            return got, errors
+
+    got, (late, boom) = asyncio.run(go())
+    assert got == [[(f"u{n}", float(max(n, 1)))] for n in range(12)]
+    assert isinstance(late, TimeoutError) and isinstance(boom, ValueError)
+    # One alone, then the ones that arrived meanwhile, at most 8 a batch, without "late".
+    assert model.batches[0] == ["u0"]
+    assert all(len(b) <= 8 for b in model.batches) and len(model.batches) >= 3
+    assert not any("late" in b for b in model.batches)
+    assert metrics.model_batch_calls._value.get() == 13  # "late" never made
+    assert metrics.model_batches._value.get() == len(model.batches)
+
+
+def test_a_call_with_no_time_left_is_not_made() -> None:
+    model = Echo()
+    model.gate.set()
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            await ModelBatcher(pool).call(model, ModelCall("u", 1), 0.0)
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(go())
+    assert model.batches == []
