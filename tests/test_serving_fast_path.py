@@ -18,10 +18,13 @@ from models.errors import ArtifactError
 from models.features import FEATURES, LiveItemFeatures, feature_matrix
 from models.ranker import Ranker
 from models.registry import MODEL_PARAMS, ModelRegistry
+from models.sasrec import SASRecModel
+from models.signals import SASREC_FEATURES, Signals
 from models.two_stage import CandidateGenerator, TwoStageModel
 from models.two_stage_batch import batchable
 from schemas.manifest import TrainingData
 from tests.support.serving import trained
+from training.sasrec import SASRecConfig, init_params
 
 K = 20
 
@@ -57,6 +60,12 @@ def plain(model: TwoStageModel, user: str, history: list[str], live: LiveItemFea
     n = min(model.n_candidates, int(np.isfinite(scores).sum()))
     cand = np.argpartition(-scores, n - 1)[:n]
     cand = cand[np.lexsort((cand, -scores[cand]))]
+    sasrec, seq = gen.signals.sasrec, None
+    if sasrec is not None:  # its scores of every item; its best as more candidates
+        seq = sasrec.scores(sasrec.user_vector(user, history)).astype(np.float64)
+        best = np.argsort(-np.where(np.isfinite(scores), seq, -np.inf), kind="stable")
+        more = [j for j in best[: gen.signals.seq_candidates] if np.isfinite(scores[j])]
+        cand = np.array(sorted({*cand.tolist(), *more}, key=lambda j: (-scores[j], j)))
     hcols = np.asarray(fresh, dtype=np.int64)
     dense = live.dense(als.item_ids)
     profile = gen.profile(user, hcols)
@@ -68,14 +77,19 @@ def plain(model: TwoStageModel, user: str, history: list[str], live: LiveItemFea
         unit_factors=gen.unit_factors,
         overrides=None if dense is None else dense[cand],
     )
-    x = with_extras(model, x, cand, profile.recent, merged)
+    x = with_extras(model, x, cand, profile.recent, merged, seq)
     ranked = model.ranker.booster.predict(x, num_threads=1)
     order = np.lexsort((np.arange(cand.size), -ranked))[:K]
     return [str(als.item_ids[cand[i]]) for i in order]
 
 
 def with_extras(
-    model: TwoStageModel, x: np.ndarray, cand: np.ndarray, recent: np.ndarray, row: dict
+    model: TwoStageModel,
+    x: np.ndarray,
+    cand: np.ndarray,
+    recent: np.ndarray,
+    row: dict,
+    seq: np.ndarray | None = None,
 ) -> np.ndarray:
     """The version's own feature list, each extra feature computed the plain way: sparse
     rows densified, products written out."""
@@ -92,6 +106,10 @@ def with_extras(
         cols["knn_score"] = knn if row else np.full(n, np.nan)
         rank = np.array([np.sum(knn > v) + np.sum(knn[:i] == v) for i, v in enumerate(knn)])
         cols["knn_rank"] = rank if row else np.full(n, np.nan)
+    if seq is not None:
+        s = seq[cand]
+        cols["sasrec_score"], cols["sasrec_gap"] = s, s.max() - s
+        cols["sasrec_rank"] = [np.sum(s > v) + np.sum(s[:i] == v) for i, v in enumerate(s)]
     names = model.generator.feature_names
     return np.column_stack([cols[name] for name in names]).astype(np.float32)
 
@@ -227,3 +245,45 @@ def test_batched_calls_rank_as_single_calls_and_the_plain_computation(
 def _random_rank_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     x = np.random.default_rng(0).random((600, len(FEATURES)))
     return x, (x[:, 0] > 0.8).astype(float), np.full(6, 100)
+
+
+def test_a_version_with_sasrec_features_carries_sasrec_and_ranks_as_the_plain_computation(
+    model: TwoStageModel,
+) -> None:
+    """SASRec's score, rank and gap as ranker features and its top-N as extra candidates:
+    the version holds sasrec.npz, and after a round trip through its artifacts every answer
+    equals the plain computation's (a small SASRec of random weights: only the plumbing is
+    under test here, the forward pass is held equal to JAX's by tests/test_sasrec.py)."""
+    gen, als = model.generator, model.als
+    cfg = SASRecConfig(max_len=20, dim=16, blocks=1, heads=2, seed=3)
+    users = als.user_items
+    seq = SASRecModel(
+        als.user_ids, als.item_ids, users.indptr, users.indices,
+        init_params(len(als.item_ids), cfg), blocks=1, heads=2,
+    )  # fmt: skip
+    signals = Signals(gen.signals.transitions, gen.signals.knn, seq, seq_candidates=15)
+    names = (*gen.feature_names, *SASREC_FEATURES)
+    with_seq = TwoStageModel(
+        CandidateGenerator(
+            als, gen.stats, gen.user_rating_mean, gen.user_recent, signals=signals,
+            feature_names=names,
+        ),
+        Ranker.fit(*_rank_data(len(names)), names, rounds=8),
+        model.popularity,
+        n_candidates=40,
+    )  # fmt: skip
+    files = {n: data for n, (data, _fmt) in with_seq.to_artifacts().items()}
+    assert "sasrec.npz" in files
+    loaded = TwoStageModel.from_artifacts(files, with_seq.params())
+    assert loaded.generator.feature_names == names and loaded.generator.signals.seq_candidates
+    live = LiveItemFeatures({})
+    rng = np.random.default_rng(5)
+    for n, user in enumerate([*als.user_ids[:30].tolist(), "new-1", "new-2"]):
+        history = [str(i) for i in rng.choice(als.item_ids, n % 9, replace=False)]
+        got = loaded.recommend_unseen(user, K, history=history, exclude=history, item_features=live)
+        assert [i for i, _ in got] == plain(loaded, user, history, live), user
+
+
+def _rank_data(width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x = np.random.default_rng(0).random((600, width))
+    return x, (x[:, 0] + x[:, -1] > 1.6).astype(float), np.full(6, 100)
