@@ -32,9 +32,8 @@ from operator import attrgetter
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
 from streams.dedupe import dedupe_plan, repeats
-from streams.deltas import compute_deltas
 from streams.fast_decode import EventRecord
-from streams.features import Limits, TtlTracker, to_payload
+from streams.features import Limits, TtlTracker, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
 from streams.redis_sink import APPLIED, CONFLICT, DUPLICATE, SKIPPED, PartitionRange, RedisSink
 from streams.state import PartitionState

@@ -1,6 +1,5 @@
-"""The batch (columnar) paths of the stream worker against their per-event references:
-streams.fast_decode.fast_decode_many against fast_decode, streams.deltas.compute_deltas
-against streams.features.compute_deltas. Pure: no services."""
+"""The batch decoder (streams.fast_decode.fast_decode_many) against its per-event
+reference, fast_decode. Pure: no services."""
 
 from __future__ import annotations
 
@@ -11,8 +10,6 @@ import orjson
 import pytest
 
 import streams.fast_decode as fd
-from schemas.events import FeedbackEvent, RecoRequestEvent, RecoResponseEvent
-from streams import deltas, features
 from streams.decode import decode_batch
 
 ODD = [
@@ -91,59 +88,3 @@ def test_a_clean_batch_is_decoded_without_an_event_by_event_step(monkeypatch):
     recs = [(j, orjson.loads(v)["user_id"].encode(), v, None) for j, v in enumerate(values)]
     out = decode_batch(recs, event_type="rate", topic="t", partition=0, now=0.0)
     assert len(out.events) == 500 and not out.dead and calls == []
-
-
-def _events(n: int, seed: int, ordered: bool) -> list:
-    rng = random.Random(seed)
-    out: list = []
-    values = {t: _docs(t, n, 0.0, seed) for t in ("watch", "rate")}
-    recs = {t: fd.fast_decode_many(v, t) for t, v in values.items()}
-    ts = "2024-05-01T12:00:00.5Z"
-    for j in range(n):
-        roll = rng.random()
-        if roll < 0.05:
-            out.append(
-                FeedbackEvent(event_id=f"f{j}", user_id="u1", item_id="m1", kind="click", ts=ts)
-            )
-        elif roll < 0.08:
-            out.append(
-                RecoRequestEvent(event_id=f"q{j}", user_id=f"u{j}", request_id="q", k=5, ts=ts)
-            )
-        elif roll < 0.1:
-            out.append(
-                RecoResponseEvent(
-                    event_id=f"r{j}", user_id="u2", request_id="q", items=["m1"], model_name="m",
-                    model_version="1", variant="production", latency_ms=1.0, ts=ts,
-                )
-            )  # fmt: skip
-        else:
-            out.append(recs[rng.choice(["watch", "rate"])][j])
-    if not ordered:
-        rng.shuffle(out)
-    return out
-
-
-def _state(d: features.Deltas) -> dict:
-    def slots(obj: object) -> dict:
-        return {k: getattr(obj, k) for k in type(obj).__slots__}
-
-    return {
-        "users": {u: slots(v) for u, v in d.users.items()},
-        "items": {i: slots(v) for i, v in d.items.items()},
-        "pop": (d.pop_hour, d.pop_day, d.pop_all),
-        "max_ts": d.max_ts,
-        "n": d.n_events,
-    }
-
-
-@pytest.mark.parametrize("ordered", [True, False])
-@pytest.mark.parametrize("seed", range(4))
-def test_columnar_deltas_equal_the_loops(seed, ordered):
-    evs = _events(800, seed, ordered)
-    genres = {f"m{j}": ["Drama", "War"][: j % 3] for j in range(30)}
-    for batch in (evs, [e for e in evs if e.event_type == "watch"], evs[:1], []):
-        ref = features.compute_deltas(batch, genres)
-        got = deltas.compute_deltas(iter(batch), genres)
-        assert _state(got) == _state(ref)
-        for u in ref.users:  # each user's items in the same first-come order
-            assert list(got.users[u].recent) == list(ref.users[u].recent)
