@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from models.base import ModelCall
 from serving import fallback
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ def warm_model(
                     WARM_USER, K, history=history, exclude=exclude, item_features=item_features
                 )
                 calls += 1
+            # The request path's own call: its calls batched (serving.batcher).
+            batch = [
+                ModelCall(WARM_USER, K, longest[:n], longest[:n], item_features)
+                for n in (0, *HISTORY_LENGTHS)
+            ]
+            calls += len(model.recommend_unseen_batch(batch))
     except Exception as err:
         log.warning("warm-up of %s failed after %d calls: %s", type(model).__name__, calls, err)
     log.debug(

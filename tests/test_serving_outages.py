@@ -143,9 +143,9 @@ def test_model_call_past_the_budget_falls_back_with_timeout(served: Settings) ->
         async with running_client(app) as c:
             ctx = app.state.ctx
             await ctx.models.get(1)  # loaded: only the model call can be slow now
-            # Model calls run on ctx.compute; with its only thread busy, the call cannot
-            # finish within the budget.
-            ctx.compute = ThreadPoolExecutor(max_workers=1)
+            # Model calls run on ctx.compute (through the batcher); with its only thread
+            # busy, the call cannot finish within the budget.
+            ctx.compute = ctx.batcher.executor = ThreadPoolExecutor(max_workers=1)
             ctx.compute.submit(gate.wait)
             try:
                 slow = await c.get("/recommend/1?k=2")
