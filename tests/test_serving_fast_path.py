@@ -109,7 +109,9 @@ def with_extras(
     if seq is not None:
         s = seq[cand]
         cols["sasrec_score"], cols["sasrec_gap"] = s, s.max() - s
-        cols["sasrec_rank"] = [np.sum(s > v) + np.sum(s[:i] == v) for i, v in enumerate(s)]
+        cols["sasrec_rank"] = np.array(
+            [np.sum(s > v) + np.sum(s[:i] == v) for i, v in enumerate(s)]
+        )
     names = model.generator.feature_names
     return np.column_stack([cols[name] for name in names]).astype(np.float32)
 
