@@ -87,25 +87,6 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _flat_names(cls, data: Any) -> Any:
-        """``Settings(kafka_bootstrap=...)``: a section field given by its variable's name
-        (as before sections) goes to its section, over the section's environment."""
-        if not isinstance(data, dict) or not (flat := data.keys() & _sectioned().keys()):
-            return data
-        out = {k: v for k, v in data.items() if k not in flat}
-        for section, values in _by_section({k: data[k] for k in flat}).items():
-            given = out.get(section)
-            if isinstance(given, Section):
-                base = given.model_dump()
-            elif isinstance(given, dict):
-                base = given
-            else:  # not given: the rest of the section comes from the environment, as before
-                base = sections()[section]().model_dump()
-            out[section] = {**base, **values}
-        return out
-
     @model_validator(mode="after")
     def _resolve_storage(self) -> Self:
         if self.storage.url is None:
@@ -179,17 +160,6 @@ class Settings(BaseSettings):
             env[f"{ENV_PREFIX}{flat.upper()}"] = str(value)
         return env
 
-    # Compatibility with the flat settings of before sections (``settings.kafka_bootstrap``)
-    # for work in flight when they came, tests and benchmarks: read-only, and hidden from the
-    # type checker so checked code reads the sections.
-    if not TYPE_CHECKING:
-
-        def __getattr__(self, name: str) -> Any:
-            where = _sectioned().get(name)
-            if where is None:
-                return super().__getattr__(name)
-            return getattr(getattr(self, where[0]), where[1])
-
 
 @cache
 def sections() -> dict[str, type[Section]]:
@@ -209,19 +179,6 @@ def flat_names() -> dict[str, tuple[str, str]]:
     for section, kind in sections().items():
         for field, env in kind.env_names().items():
             out[env.removeprefix(ENV_PREFIX).lower()] = (section, field)
-    return out
-
-
-@cache
-def _sectioned() -> dict[str, tuple[str, str]]:
-    return {flat: where for flat, where in flat_names().items() if where[0]}
-
-
-def _by_section(flat: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in flat.items():
-        section, field = flat_names()[name]
-        out.setdefault(section, {})[field] = value
     return out
 
 

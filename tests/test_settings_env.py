@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr, ValidationError
 
 from core.config import Settings, flat_names, sections
@@ -65,3 +66,19 @@ def test_every_documented_variable_sets_its_field(monkeypatch):
     for var, raw in s.environment().items():
         monkeypatch.setenv(var, raw)
     assert Settings() == s
+
+
+def test_with_sections_changes_only_what_it_names_and_refuses_what_does_not_exist(monkeypatch):
+    monkeypatch.setenv("STREAMREC_KAFKA_BOOTSTRAP", "broker:1")
+    s = Settings(data_dir=Path("/tmp/streamrec-with-sections"))
+    before = s.model_dump()
+    t = s.with_sections(kafka={"topic_prefix": "p"}, redis={"key_prefix": "x"})
+    assert (t.kafka.topic_prefix, t.kafka.bootstrap, t.redis.key_prefix) == ("p", "broker:1", "x")
+    assert s.model_dump() == before  # a copy
+    assert t.with_sections(storage={"url": None}).storage.url == s.default_storage_url()
+    for bad in ({"kafk": {}}, {"kafka": {"prefix": "p"}}):
+        with pytest.raises(TypeError):
+            s.with_sections(**bad)
+    with pytest.raises(ValidationError):  # validated again, as the environment is
+        s.with_sections(kafka={"topic_partitions": 0})
+    assert not hasattr(s, "redis_url")  # the flat names are the variables' only
