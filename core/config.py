@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 from functools import cache, lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -94,11 +94,9 @@ class Settings(BaseSettings):
         return self
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
-        """Also takes a section field by its variable's name (``{"stream_engine": "faust"}``)."""
+        """A storage URL left to its default follows a new ``home`` or ``data_dir``. Fields of
+        sections change by :meth:`with_sections`."""
         update = dict(update or {})
-        flat = {k: update.pop(k) for k in _sectioned().keys() & update}
-        for section, values in _by_section(flat).items():
-            update[section] = getattr(self, section).model_copy(update=values)
         out = super().model_copy(update=update, deep=deep)
         moved = update.keys() & {"home", "data_dir"} and "storage" not in update
         if moved and self.storage.url == self.default_storage_url():
