@@ -16,14 +16,14 @@ from core.kafka import delete_topics, ensure_topics
 def fresh_settings(base: Settings | None = None) -> Settings:
     base = base or Settings()
     s = base.with_sections(kafka={"topic_prefix": f"bench{uuid.uuid4().hex[:8]}"})
-    ensure_topics(s)
+    ensure_topics(s.kafka)
     return s
 
 
 def cleanup(settings: Settings) -> None:
     # A benchmark's cleanup must not hide its results.
     with contextlib.suppress(Exception):
-        delete_topics(settings, timeout=10)
+        delete_topics(settings.kafka, timeout=10)
 
 
 def median(values: list[float]) -> float:

@@ -89,7 +89,7 @@ class LiveEvents:
         from schemas.redis_keys import RedisKeys
 
         s = self.settings
-        p = EventProducer(s)
+        p = EventProducer(s.kafka)
         p.produce(s.topic("watch"), self._event("live-probe", self.items[0], -1), b"live-probe")
         p.flush(30)
         keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions).user_slot("live-probe")
@@ -106,7 +106,7 @@ class LiveEvents:
         from core.kafka import EventProducer
 
         s = self.settings
-        p = EventProducer(s, **{"linger.ms": 5})
+        p = EventProducer(s.kafka, **{"linger.ms": 5})
         topic = s.topic("watch")
         rng = np.random.default_rng(11)
         users = zipf_users(self.users, 200_000, seed=13)

@@ -38,7 +38,7 @@ def prepare(settings, console, stacks: list) -> list[str]:
     registry.promote(version, reason="bench", actor="bench")
     users: list[str] = []
     for stack in stacks:
-        ensure_topics(stack)
+        ensure_topics(stack.kafka)
         users = fill_redis(stack, ml)
     return users
 
@@ -92,4 +92,4 @@ def cleanup(settings) -> None:
     for i in range(0, len(keys), 5000):
         r.delete(*keys[i : i + 5000])
     with contextlib.suppress(Exception):  # cleanup must not hide the benchmark's own error
-        delete_topics(settings, timeout=10)
+        delete_topics(settings.kafka, timeout=10)

@@ -37,7 +37,7 @@ def fresh_settings(base: Settings, tmp: str) -> Settings:
 
 def cleanup(s: Settings) -> None:
     """Delete the run's topics and Redis keys (a benchmark must not fill the shared stack)."""
-    delete_topics(s)
+    delete_topics(s.kafka)
     cleanup_keys(s)
 
 
@@ -57,7 +57,7 @@ def produce_movielens(s: Settings) -> int:
 
 def produce_backlog(s: Settings, n: int, seed: int = 1) -> None:
     rng = random.Random(seed)
-    p = EventProducer(s)
+    p = EventProducer(s.kafka)
     watch, rate = s.topic("watch"), s.topic("rate")
     t0 = time.time() - n * 0.01
     i = 0
@@ -130,7 +130,7 @@ def worker_rate(s: Settings, n: int, engine: str = "confluent") -> float:
 
 
 def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: int) -> None:
-    p = EventProducer(s, **{"linger.ms": 1})
+    p = EventProducer(s.kafka, **{"linger.ms": 1})
     watch = s.topic("watch")
     # Connect and fetch metadata before the clock starts: a cold producer's first messages
     # wait ~0.5 s for its connection, which showed up as the worker's p99.
@@ -176,7 +176,7 @@ def freshness_worker(
     r = connect(s.redis.url, cluster=s.redis.cluster)
     try:
         # Wait until the worker is in the group and processing (a warm-up event is visible).
-        EventProducer(s).produce(
+        EventProducer(s.kafka).produce(
             s.topic("watch"),
             orjson.dumps(
                 {

@@ -24,7 +24,7 @@ from ingest.replay import iter_payloads, replay_movielens
 
 def bare_loop(settings: Settings, payloads: list[tuple[str, bytes, bytes]]) -> float:
     """The baseline: produce pre-built bytes in a tight loop, then wait for delivery."""
-    p = Producer(producer_config(settings))
+    p = Producer(producer_config(settings.kafka))
     topics = {t: settings.topic(t) for t, _, _ in payloads[:2]}
     start = time.perf_counter()
     for t, key, value in payloads:

@@ -141,7 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="streamrec-phases-")
     s = fresh_settings(Settings(), tmp)
-    ensure_topics(s)
+    ensure_topics(s.kafka)
     out = os.path.join(tmp, "phases.json")
     try:
         if args.backlog:
@@ -153,7 +153,7 @@ def main() -> None:
         )  # fmt: skip
         keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
         r = connect(s.redis.url, cluster=s.redis.cluster)
-        EventProducer(s).produce(
+        EventProducer(s.kafka).produce(
             s.topic("watch"),
             json.dumps({"event_type": "watch", "event_id": "warm", "user_id": "warmup",
                         "item_id": "m0", "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ",

@@ -112,7 +112,7 @@ def main() -> None:
         for topo, base in bases.items():
             for engine in runs_on[topo]:
                 s = fresh_settings(base, tmp)
-                ensure_topics(s)
+                ensure_topics(s.kafka)
                 try:
                     fw = freshness_worker(s, args.rate, args.seconds, engine)
                     fb = freshness_bare(s, args.rate, args.seconds)
@@ -146,7 +146,7 @@ def throughput_run(
 ) -> dict[str, float]:
     """One backlog on ``base``'s stack, read by the bare consumer and each worker setup."""
     s = fresh_settings(base, tmp)
-    ensure_topics(s)
+    ensure_topics(s.kafka)
     out: dict[str, float] = {}
     try:
         if workload == "movielens":

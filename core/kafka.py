@@ -13,7 +13,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from core.config import Settings
+from core.config import KafkaSettings
 from core.errors import DeliveryFailed, KafkaError
 from schemas.catalog import ItemRecord
 from schemas.codec import encode_event
@@ -40,9 +40,9 @@ class DeliveryStats:
         return self.produced - self.failed
 
 
-def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+def producer_config(kafka: KafkaSettings, **overrides: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka.bootstrap,
+        "bootstrap.servers": kafka.bootstrap,
         # Idempotence gives exactly-once per partition for retries inside librdkafka and
         # implies acks=all; set both so the intent reads from the config.
         "enable.idempotence": True,
@@ -59,7 +59,7 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "partitioner": PARTITIONER,
         # How long librdkafka retries a message before reporting it failed: long enough to
         # ride out a broker restart (the queue fills meanwhile and send() waits).
-        "message.timeout.ms": settings.kafka.delivery_timeout_ms,
+        "message.timeout.ms": kafka.delivery_timeout_ms,
     }
     conf.update(overrides)
     return conf
@@ -71,11 +71,11 @@ class EventProducer:
     ``send`` blocks briefly when the local queue is full (back-pressure, for batch jobs);
     ``try_send`` never blocks and counts a drop instead (for request paths)."""
 
-    def __init__(self, settings: Settings, **config: Any) -> None:
-        self.settings = settings
+    def __init__(self, kafka: KafkaSettings, **config: Any) -> None:
+        self.kafka = kafka
         self.stats = DeliveryStats()
         self._producer = Producer(
-            producer_config(settings, **config), error_cb=self._on_error, logger=log
+            producer_config(kafka, **config), error_cb=self._on_error, logger=log
         )
 
     def _on_error(self, err: Any) -> None:
@@ -120,7 +120,7 @@ class EventProducer:
                 self._producer.poll(0.05)  # let deliveries drain the queue
             except KafkaException as err:
                 raise KafkaError(
-                    f"cannot produce to {topic}: {err}", bootstrap=self.settings.kafka.bootstrap
+                    f"cannot produce to {topic}: {err}", bootstrap=self.kafka.bootstrap
                 ) from err
 
     def send(
@@ -131,7 +131,7 @@ class EventProducer:
         on_failure: Callable[[str], None] | None = None,
     ) -> bool:
         return self.produce(
-            self.settings.topic(event.TOPIC),
+            self.kafka.topic(event.TOPIC),
             encode_event(event),
             event.key,
             block=block,
@@ -144,7 +144,7 @@ class EventProducer:
         return ok
 
     def send_item(self, item: ItemRecord) -> None:
-        self.produce(self.settings.topic(CATALOG), encode_event(item), item.key)
+        self.produce(self.kafka.topic(CATALOG), encode_event(item), item.key)
 
     def poll(self, timeout: float = 0) -> None:
         self._producer.poll(timeout)
@@ -154,7 +154,7 @@ class EventProducer:
         reported failed within the delivery timeout, so this waits that long (plus
         ``grace_s``) at most. Whatever is still queued then is purged, which reports it
         failed too. Returns how many were purged."""
-        timeout = self.settings.kafka.delivery_timeout_ms / 1000 + grace_s
+        timeout = self.kafka.delivery_timeout_ms / 1000 + grace_s
         remaining = self._producer.flush(timeout)
         if remaining:
             self._producer.purge(in_queue=True, in_flight=True)
@@ -170,7 +170,7 @@ class EventProducer:
             self.stats.reasons.append(f"{remaining} still queued after {timeout:.0f} s")
         if self.stats.failed:
             raise DeliveryFailed(
-                self.stats.failed, self.stats.reasons, bootstrap=self.settings.kafka.bootstrap
+                self.stats.failed, self.stats.reasons, bootstrap=self.kafka.bootstrap
             )
         return self.stats
 
@@ -184,47 +184,47 @@ class EventProducer:
         self._producer.flush(10)
 
 
-def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap})
+def admin_client(kafka: KafkaSettings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka.bootstrap})
 
 
-def check_kafka(settings: Settings, timeout: float = 5.0) -> None:
+def check_kafka(kafka: KafkaSettings, timeout: float = 5.0) -> None:
     """Raise KafkaError if the cluster cannot be reached within ``timeout``."""
     try:
-        admin_client(settings).list_topics(timeout=timeout)
+        admin_client(kafka).list_topics(timeout=timeout)
     except KafkaException as err:
         raise KafkaError(
-            f"Kafka at {settings.kafka.bootstrap} is unreachable: {err}",
-            bootstrap=settings.kafka.bootstrap,
+            f"Kafka at {kafka.bootstrap} is unreachable: {err}",
+            bootstrap=kafka.bootstrap,
         ) from None
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
     """Create every topic of :data:`schemas.topics.TOPICS` that is missing; idempotent.
     Returns the names created."""
-    admin = admin_client(settings)
+    admin = admin_client(kafka)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as err:
         raise KafkaError(
-            f"Kafka at {settings.kafka.bootstrap} is unreachable: {err}",
-            bootstrap=settings.kafka.bootstrap,
+            f"Kafka at {kafka.bootstrap} is unreachable: {err}",
+            bootstrap=kafka.bootstrap,
         ) from None
     new = []
     for spec in TOPICS:
-        name = settings.topic(spec.name)
+        name = kafka.topic(spec.name)
         if name in existing:
             continue
-        config = {"retention.ms": str(settings.kafka.topic_retention_ms), **spec.config}
-        if settings.kafka.topic_min_insync_replicas > 1:  # 1 leaves the broker default in force
-            config["min.insync.replicas"] = str(settings.kafka.topic_min_insync_replicas)
+        config = {"retention.ms": str(kafka.topic_retention_ms), **spec.config}
+        if kafka.topic_min_insync_replicas > 1:  # 1 leaves the broker default in force
+            config["min.insync.replicas"] = str(kafka.topic_min_insync_replicas)
         if spec.compacted:
             config.pop("retention.ms")
         new.append(
             NewTopic(
                 name,
-                num_partitions=spec.partitions or settings.kafka.topic_partitions,
-                replication_factor=settings.kafka.topic_replication_factor,
+                num_partitions=spec.partitions or kafka.topic_partitions,
+                replication_factor=kafka.topic_replication_factor,
                 config=config,
             )
         )
@@ -238,7 +238,7 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         except KafkaException as err:
             if "TOPIC_ALREADY_EXISTS" not in str(err):  # lost a race with another creator
                 raise KafkaError(
-                    f"cannot create topic {name}: {err}", bootstrap=settings.kafka.bootstrap
+                    f"cannot create topic {name}: {err}", bootstrap=kafka.bootstrap
                 ) from None
     # Metadata propagates asynchronously; wait so a producer right after sees the topics.
     deadline = time.monotonic() + timeout
@@ -249,10 +249,10 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     return created
 
 
-def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
+def delete_topics(kafka: KafkaSettings, timeout: float = 30.0) -> None:
     """Delete this prefix's topics (tests use throwaway prefixes)."""
-    admin = admin_client(settings)
-    names = [settings.topic(s.name) for s in TOPICS]
+    admin = admin_client(kafka)
+    names = [kafka.topic(s.name) for s in TOPICS]
     existing = set(admin.list_topics(timeout=timeout).topics)
     doomed = [n for n in names if n in existing]
     if not doomed:  # confluent-kafka refuses an empty list with a ValueError
@@ -262,10 +262,10 @@ def delete_topics(settings: Settings, timeout: float = 30.0) -> None:
         fut.result()
 
 
-def _offset_consumer(settings: Settings, group_id: str) -> Consumer:
+def _offset_consumer(kafka: KafkaSettings, group_id: str) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
+            "bootstrap.servers": kafka.bootstrap,
             "group.id": group_id,
             "enable.auto.commit": False,
         }
@@ -273,12 +273,12 @@ def _offset_consumer(settings: Settings, group_id: str) -> Consumer:
 
 
 def end_offsets(
-    settings: Settings, topics: list[str], timeout: float = 10.0
+    kafka: KafkaSettings, topics: list[str], timeout: float = 10.0
 ) -> dict[tuple[str, int], tuple[int, int]]:
     """(low, high) watermarks of every partition of ``topics`` (missing topics are skipped)."""
     from confluent_kafka import TopicPartition
 
-    consumer = _offset_consumer(settings, "streamrec-offsets")
+    consumer = _offset_consumer(kafka, "streamrec-offsets")
     try:
         meta = consumer.list_topics(timeout=timeout).topics
         return {
@@ -290,21 +290,21 @@ def end_offsets(
     except KafkaException as err:
         raise KafkaError(
             f"cannot read the offsets of {', '.join(topics)}: {err}",
-            bootstrap=settings.kafka.bootstrap,
+            bootstrap=kafka.bootstrap,
         ) from None
     finally:
         consumer.close()
 
 
-def group_lag(settings: Settings, group_id: str, topics: list[str], timeout: float = 10.0) -> int:
+def group_lag(kafka: KafkaSettings, group_id: str, topics: list[str], timeout: float = 10.0) -> int:
     """Messages in ``topics`` not yet committed by consumer group ``group_id`` (a partition
     the group never committed counts from its low watermark)."""
     from confluent_kafka import TopicPartition
 
-    marks = end_offsets(settings, topics, timeout)
+    marks = end_offsets(kafka, topics, timeout)
     if not marks:
         return 0
-    consumer = _offset_consumer(settings, group_id)
+    consumer = _offset_consumer(kafka, group_id)
     try:
         tps = [TopicPartition(t, p) for t, p in marks]
         lag = 0
@@ -314,7 +314,7 @@ def group_lag(settings: Settings, group_id: str, topics: list[str], timeout: flo
         return lag
     except KafkaException as err:
         raise KafkaError(
-            f"cannot read the lag of group {group_id}: {err}", bootstrap=settings.kafka.bootstrap
+            f"cannot read the lag of group {group_id}: {err}", bootstrap=kafka.bootstrap
         ) from None
     finally:
         consumer.close()

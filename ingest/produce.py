@@ -109,7 +109,7 @@ def produce_events(
         raise ConfigError(f"the failed file {path} must not be the input file")
     report = ProduceReport()
     start = time.perf_counter()
-    producer = producer if producer is not None else EventProducer(settings)
+    producer = producer if producer is not None else EventProducer(settings.kafka)
     dead_letter_topic = settings.topic(DEAD_LETTER)
     undelivered = _Undelivered()
     try:

@@ -139,7 +139,7 @@ def replay_movielens(
         raise DatasetError(f"--speedup must be positive, got {speedup}", dataset="ml-100k")
     validate_dataset(ml)
     own = producer is None
-    producer = producer if producer is not None else EventProducer(settings)
+    producer = producer if producer is not None else EventProducer(settings.kafka)
     stats = ReplayStats()
     start = time.perf_counter()
     for item in ml.catalog:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from core.config import Settings
+from core.config import StorageSettings
 from core.errors import ObjectNotFound
 from core.storage import ObjectStore, open_store
 from models import aliases
@@ -70,10 +70,10 @@ class ModelRegistry:
         self.prefix = f"{ROOT}/{name}/"
 
     @classmethod
-    def from_settings(cls, settings: Settings, name: str | None = None) -> ModelRegistry:
-        """The registry of ``name`` (default ``settings.model_name``) in ``settings.storage``."""
-        store = open_store(settings.storage)
-        return cls(store, name or settings.model_name)
+    def from_settings(cls, storage: StorageSettings, name: str) -> ModelRegistry:
+        """The registry of model ``name`` (``settings.model_name`` unless one is chosen) in
+        the ``storage`` section's store."""
+        return cls(open_store(storage), name)
 
     def __repr__(self) -> str:
         return f"ModelRegistry({self.store.url!r}, {self.name!r})"

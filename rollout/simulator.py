@@ -142,7 +142,7 @@ class Simulator:
         self.rng = random.Random(seed)
         self.watch_prob = settings.simulate.watch_prob
         self.noise_prob = settings.simulate.noise_prob
-        self.producer = producer or EventProducer(settings)
+        self.producer = producer or EventProducer(settings.kafka)
         self.stats = SimStats()
 
     async def _one(self, client: httpx.AsyncClient, user: str) -> None:

@@ -103,7 +103,7 @@ async def open_context(
         store=store,
         models=models,
         items=items,
-        sink=EventSink(settings, metrics),
+        sink=EventSink(settings.kafka, settings.serve.log_queue_max, metrics),
         compute=compute,
         batcher=ModelBatcher(compute, max_batch=settings.serve.model_batch_max, metrics=metrics),
         results=ResultCache(settings.serve.result_cache_size),

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from core.config import Settings
+from core.config import KafkaSettings
 from core.errors import DeliveryFailed, KafkaError
 from core.kafka import EventProducer
 from schemas.errors import StreamrecError
@@ -53,17 +53,19 @@ def request_payloads(reco: Recommendation, *, status: int, ts: datetime) -> tupl
 
 
 class EventSink:
-    def __init__(self, settings: Settings, metrics: ServingMetrics) -> None:
+    def __init__(self, kafka: KafkaSettings, queue_max: int, metrics: ServingMetrics) -> None:
+        """Logs to ``kafka``'s topics; ``queue_max``: messages held before a log is dropped
+        (``serve.log_queue_max``)."""
         self.metrics = metrics
         self._topics = {
-            RecoRequestEvent.TOPIC: settings.topic(RecoRequestEvent.TOPIC),
-            RecoResponseEvent.TOPIC: settings.topic(RecoResponseEvent.TOPIC),
+            RecoRequestEvent.TOPIC: kafka.topic(RecoRequestEvent.TOPIC),
+            RecoResponseEvent.TOPIC: kafka.topic(RecoResponseEvent.TOPIC),
         }
         self._last_warning = 0.0
         self.producer = EventProducer(
-            settings,
+            kafka,
             **{
-                "queue.buffering.max.messages": settings.serve.log_queue_max,
+                "queue.buffering.max.messages": queue_max,
                 # Logs are worth less than latency: give up on them sooner than batch jobs do.
                 "message.timeout.ms": 10_000,
                 "linger.ms": 50,

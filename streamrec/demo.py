@@ -70,11 +70,11 @@ class DemoContext:
 def step_stack(ctx: DemoContext) -> None:
     states = stack.up(ctx.settings)
     ctx.console.print("  " + ", ".join(f"{s.name} {s.state} on :{s.port}" for s in states))
-    ensure_topics(ctx.settings)
+    ensure_topics(ctx.settings.kafka)
 
 
 def _topic_size(settings: Settings, topic: str) -> int:
-    return sum(high for _low, high in end_offsets(settings, [topic]).values())
+    return sum(high for _low, high in end_offsets(settings.kafka, [topic]).values())
 
 
 def step_replay(ctx: DemoContext) -> None:
@@ -121,11 +121,11 @@ def step_stream(ctx: DemoContext) -> None:
     # The catalog topic is read whole at start-up, outside the group: not part of the lag.
     topics = [ctx.settings.topic(t) for t in EVENT_TOPICS]
     start = time.monotonic()
-    total = group_lag(ctx.settings, group, topics) or 1
+    total = group_lag(ctx.settings.kafka, group, topics) or 1
     with _progress(ctx.console) as progress:
         task = progress.add_task("stream processor catching up", total=total)
         while True:
-            lag = group_lag(ctx.settings, group, topics)
+            lag = group_lag(ctx.settings.kafka, group, topics)
             progress.update(task, completed=total - min(lag, total))
             if lag == 0:
                 break
@@ -199,7 +199,7 @@ def step_fresh(ctx: DemoContext) -> None:
         f"({before.get('fallback_reason') or 'no history'}): "
         + ", ".join(ctx.titles.get(i, i) for i in before["items"][:5])
     )
-    with EventProducer(ctx.settings) as producer:
+    with EventProducer(ctx.settings.kafka) as producer:
         for n, item in enumerate(FRESH_ITEMS):
             producer.send(
                 WatchEvent(
@@ -261,7 +261,7 @@ def run_demo(settings: Settings, console: Console, *, n_users: int | None = None
         t0 = time.monotonic()
         try:
             if name != "stack":
-                check_kafka(settings)
+                check_kafka(settings.kafka)
             fn(ctx)
         except Exception as err:  # any failure names the step and the log to read
             log.debug("demo step %s failed", name, exc_info=True)

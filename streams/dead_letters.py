@@ -42,7 +42,7 @@ class DeadLetterSender:
         self.bootstrap = settings.kafka.bootstrap
         self.max_bytes = settings.stream.dead_letter_max_bytes
         conf = producer_config(
-            settings,
+            settings.kafka,
             **{
                 "linger.ms": 5,
                 "message.timeout.ms": MESSAGE_TIMEOUT_MS,

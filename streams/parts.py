@@ -23,7 +23,7 @@ from core.kafka import ensure_topics
 from core.storage import open_store
 from schemas.catalog import ItemRecord
 from schemas.events import EVENT_TYPES
-from schemas.redis_keys import TRENDING_HALF_LIFE_H, TRENDING_HOURS
+from schemas.redis_keys import TRENDING_HALF_LIFE_H, TRENDING_HOURS, RedisKeys
 from streams.catalog import Catalog
 from streams.dead_letters import DeadLetterSender
 from streams.features import trending_plan
@@ -155,7 +155,7 @@ def build_parts(
     """The topics ensured, the sinks opened, the catalog reader and the Processor (which
     commits through ``commit`` once its work is durable)."""
     s = settings
-    ensure_topics(s)
+    ensure_topics(s.kafka)
     redis = RedisSink.from_settings(s.redis, s.kafka)
     writer = SnapshotWriter(open_store(s.storage), s.stream.parquet_compression)
     dead_letters = DeadLetterSender(s)
@@ -171,7 +171,9 @@ def build_parts(
 
     catalog = Catalog(s, on_items=write_catalog)
     processor = Processor(
-        settings=s,
+        stream=s.stream,
+        online_eval=s.online_eval,
+        keys=RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions),
         event_types=event_topics(s),
         redis=redis,
         writer=writer,

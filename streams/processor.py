@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import TypeVar
 
-from core.config import Settings
+from core.config import OnlineEvalSettings, StreamSettings
 from schemas.dead_letter import DeadLetter
 from schemas.redis_keys import RedisKeys
 from streams.dead_letters import DeadLetterSender
@@ -51,7 +51,9 @@ class Processor:
     def __init__(
         self,
         *,
-        settings: Settings,
+        stream: StreamSettings,
+        online_eval: OnlineEvalSettings,
+        keys: RedisKeys,  # the worker's key space (redis.key_prefix, kafka.topic_partitions)
         event_types: Mapping[str, str],  # full topic name -> event type
         redis: RedisSink,
         writer: SnapshotWriter,
@@ -62,18 +64,18 @@ class Processor:
         stop: threading.Event,
         totals: Totals | None = None,
     ) -> None:
-        s = settings
+        s = stream
         self.event_types = event_types
         self.redis, self.writer, self.dead_letters = redis, writer, dead_letters
         self.genres = genres
         self._commit = commit
         self.metrics = metrics
         self.stop = stop
-        self.keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
-        self.limits = Limits.from_settings(s.stream)
-        self.flush_events = s.stream.flush_events
-        self.flush_interval = s.stream.flush_interval_s
-        self.retry_max = s.stream.retry_max_s
+        self.keys = keys
+        self.limits = Limits.from_settings(s)
+        self.flush_events = s.flush_events
+        self.flush_interval = s.flush_interval_s
+        self.retry_max = s.retry_max_s
         self.parts: dict[TP, PartitionState] = {}
         self.totals = Totals() if totals is None else totals  # the worker's, read by its callers
         self._pending_since: float | None = None
@@ -81,11 +83,11 @@ class Processor:
         # A refresh window far below every TTL, so a skipped EXPIRE never lets a key lapse.
         lim = self.limits
         min_ttl = min(lim.user_ttl_s, lim.item_ttl_s, lim.pop_hour_ttl_s, lim.pop_day_ttl_s)
-        self.ttls = TtlTracker(min(s.stream.ttl_refresh_s, min_ttl / 10))
+        self.ttls = TtlTracker(min(s.ttl_refresh_s, min_ttl / 10))
         self.flusher = BackgroundFlusher(
             writer,
             lambda fn, sink: self._retry(fn, sink),
-            writers=s.stream.parquet_writers,
+            writers=s.parquet_writers,
         )
         self.applier = RedisApplier(
             redis=redis,
@@ -95,13 +97,11 @@ class Processor:
             ttls=self.ttls,
             metrics=metrics,
             retry=lambda fn, sink: self._retry(fn, sink),
-            dedupe_window=s.stream.dedupe_window,
+            dedupe_window=s.dedupe_window,
         )
         # Online evaluation (issue 7): each batch's join runs once its features are in
         # Redis and before its offsets can be committed (see streams.online_eval).
-        self.online_eval = OnlineEval.from_settings(
-            s.online_eval, self.keys, redis, metrics.registry
-        )
+        self.online_eval = OnlineEval.from_settings(online_eval, keys, redis, metrics.registry)
         self._joining: list[RedisWork] = []  # the batch in Redis now, to join once applied
 
     @property

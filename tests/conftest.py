@@ -171,7 +171,7 @@ def settings(stack: Settings, tmp_path: Path) -> Iterator[Settings]:
     try:  # topics of a throwaway prefix are deleted so the broker doesn't fill up
         from core.kafka import delete_topics
 
-        delete_topics(s, timeout=10)
+        delete_topics(s.kafka, timeout=10)
     except Exception:
         pass
     try:
@@ -190,5 +190,5 @@ def topics(settings: Settings) -> Settings:
     """Settings whose event topics exist."""
     from core.kafka import ensure_topics
 
-    ensure_topics(settings)
+    ensure_topics(settings.kafka)
     return settings

@@ -95,7 +95,7 @@ def _clean(s: Settings) -> None:
     """Drop the test's topics and keys (the cluster outlives the session)."""
     from core.kafka import delete_topics
 
-    delete_topics(s, timeout=10)
+    delete_topics(s.kafka, timeout=10)
     r = connect(s.redis.url, cluster=True)
     for key in r.scan_iter(f"{s.redis.key_prefix}:*", count=10_000):
         r.delete(key)
@@ -130,7 +130,7 @@ def test_two_workers_survive_a_worker_a_broker_and_a_redis_master_killed(
         redis={"key_prefix": f"cf{tag}", "min_replicas_ack": 1},
         storage={"url": f"file://{tmp_path / 'storage'}"},
     )
-    ensure_topics(s)
+    ensure_topics(s.kafka)
     truth = Truth()
     genres = produce_catalog(s, 300)
     rng = random.Random(12)

@@ -220,7 +220,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
         run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
         report = run_training(s, promote=True, catalog_source="topic")
         assert report.manifest is not None
-        registry = ModelRegistry.from_settings(s)
+        registry = ModelRegistry.from_settings(s.storage, s.model_name)
         card = report.manifest
         canary = registry.publish(
             registry.load(card.version),

@@ -76,10 +76,10 @@ def own_settings(own_broker: KafkaService) -> Iterator[Settings]:
     if not own_broker.is_running():  # a failed test may have left it down
         _restart(own_broker)
     s = own_broker.settings.with_sections(kafka={"topic_prefix": f"t{uuid.uuid4().hex[:10]}"})
-    ensure_topics(s)
+    ensure_topics(s.kafka)
     yield s
     if own_broker.is_running():
-        delete_topics(s, timeout=10)
+        delete_topics(s.kafka, timeout=10)
 
 
 def _write_events(path: Path, n: int) -> list[bytes]:
@@ -139,7 +139,7 @@ def test_lines_not_delivered_are_named_in_a_file_and_resending_it_completes_the_
     settings = own_settings.with_sections(kafka={"delivery_timeout_ms": 3000})
     path = tmp_path / "events.jsonl"
     lines = _write_events(path, 6_000)
-    producer = EventProducer(settings)
+    producer = EventProducer(settings.kafka)
     seen = 0
 
     def kill_after_2000_delivered() -> None:

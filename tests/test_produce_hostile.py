@@ -110,7 +110,7 @@ def test_hostile_cmu_lines_are_rejected_and_the_rest_delivered(topics, tmp_path)
 def test_an_error_mid_run_still_delivers_everything_accepted(topics, tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(_watch(i) for i in range(3000)))
-    producer = EventProducer(topics)
+    producer = EventProducer(topics.kafka)
     seen = 0
 
     def stop_after_1000() -> None:

@@ -40,7 +40,7 @@ def _env(settings) -> dict:
 
 
 def test_producer_is_idempotent_with_acks_all(settings):
-    conf = producer_config(settings)
+    conf = producer_config(settings.kafka)
     assert conf["enable.idempotence"] is True and conf["acks"] == "all"
 
 
@@ -142,7 +142,7 @@ def test_unreachable_broker_is_one_clear_line(settings, tmp_path):
 def test_non_blocking_send_drops_instead_of_stalling(settings):
     # A queue of 1 message fills at once; try_send must refuse, not block.
     producer = EventProducer(
-        settings, **{"queue.buffering.max.messages": 1, "bootstrap.servers": "127.0.0.1:1"}
+        settings.kafka, **{"queue.buffering.max.messages": 1, "bootstrap.servers": "127.0.0.1:1"}
     )
     from datetime import UTC, datetime
 
@@ -187,11 +187,11 @@ def test_end_offsets_and_group_lag_count_what_a_group_has_not_committed(topics, 
     path.write_text(CMU_LINES)
     produce_events(topics, str(path), "cmu")
     watch = topics.topic("watch")
-    marks = end_offsets(topics, [watch, "no-such-topic"])
+    marks = end_offsets(topics.kafka, [watch, "no-such-topic"])
     assert {t for t, _ in marks} == {watch} and len(marks) == topics.kafka.topic_partitions
     assert sum(high - low for low, high in marks.values()) == 2
     group = f"{topics.kafka.topic_prefix}-lag"
-    assert group_lag(topics, group, [watch]) == 2  # never committed: counts from low
+    assert group_lag(topics.kafka, group, [watch]) == 2  # never committed: counts from low
 
     c = Consumer(
         {
@@ -209,9 +209,9 @@ def test_end_offsets_and_group_lag_count_what_a_group_has_not_committed(topics, 
             assert m is not None, "the two watches never arrived"
             got.append(m)
         c.commit(message=got[0], asynchronous=False)
-        assert group_lag(topics, group, [watch]) == 1
+        assert group_lag(topics.kafka, group, [watch]) == 1
         c.commit(message=got[1], asynchronous=False)
-        assert group_lag(topics, group, [watch]) == 0
+        assert group_lag(topics.kafka, group, [watch]) == 0
     finally:
         c.close()
 
@@ -219,5 +219,5 @@ def test_end_offsets_and_group_lag_count_what_a_group_has_not_committed(topics, 
 def test_deleting_the_topics_of_an_unused_prefix_is_a_no_op(settings):
     from core.kafka import delete_topics, end_offsets
 
-    delete_topics(settings)  # this prefix never created a topic
-    assert end_offsets(settings, [settings.topic("watch")]) == {}
+    delete_topics(settings.kafka)  # this prefix never created a topic
+    assert end_offsets(settings.kafka, [settings.topic("watch")]) == {}

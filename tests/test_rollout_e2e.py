@@ -79,7 +79,7 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
     s = rollout_settings
     ml = load_movielens(s.cache_path)
     data = _user_items(ml)
-    registry = ModelRegistry.from_settings(s)
+    registry = ModelRegistry.from_settings(s.storage, s.model_name)
     # Offline hit@10 on the test split: weak ALS ~0.49, random ~0.16, ALS-32 ~0.72.
     weak = ALSModel.fit(data, factors=1, iterations=1, regularization=0.1, alpha=1.0)
     strong = ALSModel.fit(data, factors=32, iterations=10, regularization=0.1, alpha=1.0)

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_recommend_and_feedback_on_the_redis_cluster(on_cluster: Settings) -> None:
     s = serving_settings(on_cluster)
-    ensure_topics(s)
+    ensure_topics(s.kafka)
     assert publish(s, trained(str(s.cache_path)).model) == 1
     tr = trained(str(s.cache_path))
     genres = {rec.item_id: rec.genres for rec in tr.ml.catalog}

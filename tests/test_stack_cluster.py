@@ -110,9 +110,9 @@ def _states(settings: Settings) -> dict[str, stack.ServiceState]:
 def topic(cluster_stack: Settings) -> Iterator[tuple[Settings, str]]:
     """The event topics of a fresh prefix on the cluster, and the full name of ``watch``."""
     settings = _prefixed(cluster_stack)
-    ensure_topics(settings)
+    ensure_topics(settings.kafka)
     yield settings, settings.topic("watch")
-    delete_topics(settings)
+    delete_topics(settings.kafka)
 
 
 def _bindable(port: int) -> bool:
@@ -243,7 +243,7 @@ def test_a_killed_broker_leaves_acks_all_producing_and_catches_up(
             )
         assert producer.flush(60) == 0
         assert failed == []
-        assert sum(hi - lo for lo, hi in end_offsets(settings, [watch]).values()) == 2000
+        assert sum(hi - lo for lo, hi in end_offsets(settings.kafka, [watch]).values()) == 2000
         result = report(cluster_stack, ["kafka"])
         assert any(f"broker(s) {victim_id} not registered" in p for p in result.problems)
         assert {st.name: st.state for st in result.states}[victim] == "stopped"
@@ -254,7 +254,7 @@ def test_a_killed_broker_leaves_acks_all_producing_and_catches_up(
         lambda: all(sorted(isrs) == [1, 2, 3] for _, _, isrs in _partitions(settings, watch)),
         "the restarted broker back in every ISR",
     )
-    assert sum(hi - lo for lo, hi in end_offsets(settings, [watch]).values()) == 2000
+    assert sum(hi - lo for lo, hi in end_offsets(settings.kafka, [watch]).values()) == 2000
 
 
 def test_a_killed_redis_master_fails_over_and_rejoins_as_replica(cluster_stack: Settings) -> None:

@@ -23,7 +23,7 @@ def catalog_groups(s: Settings) -> set[str]:
 
 
 def test_catalog_reads_to_the_end_under_one_stable_group(topics: Settings) -> None:
-    with EventProducer(topics) as p:
+    with EventProducer(topics.kafka) as p:
         for i in range(30):
             p.send_item(ItemRecord(item_id=f"m{i}", title=f"Movie {i}", genres=["Drama"]))
         p.flush()

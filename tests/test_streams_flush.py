@@ -41,7 +41,9 @@ def make_processor(tmp_path, **stream):
     writer = GatedWriter(LocalStore(tmp_path))
     commits: list[dict] = []
     proc = Processor(
-        settings=s,
+        stream=s.stream,
+        online_eval=s.online_eval,
+        keys=RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions),
         event_types={"p.watch": "watch"},
         redis=FakeRedis(),
         writer=writer,

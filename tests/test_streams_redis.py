@@ -179,7 +179,7 @@ def test_a_producer_resending_an_event_is_counted_once_end_to_end(topics: Settin
     s = topics.with_sections(stream={"flush_interval_s": 1.0, "engine": engine})
     doc = {"event_id": "same-1", "user_id": "u9", "item_id": "m1", "ts": T0.isoformat()}
     other = {**doc, "event_id": "other-2"}
-    with EventProducer(s) as p:
+    with EventProducer(s.kafka) as p:
         for d in (doc, other, doc):  # a retry re-sends the first event after the second
             p.produce(s.topic("watch"), orjson.dumps({"event_type": "watch", **d}), b"u9")
         p.flush()

@@ -179,7 +179,9 @@ def test_commit_only_after_the_snapshot_is_durable(tmp_path) -> None:
         commits.append(dict(offsets))
 
     proc = Processor(
-        settings=s,
+        stream=s.stream,
+        online_eval=s.online_eval,
+        keys=RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions),
         event_types={"p.watch": "watch"},
         redis=FakeRedis(),
         writer=writer,

@@ -55,7 +55,7 @@ def test_train_publish_gate_and_cli(ml_settings: Settings) -> None:
     assert card.metrics["popularity"]["ndcg@10"] == pytest.approx(m["popularity"]["ndcg@10"])
     assert card.code_version
 
-    registry = ModelRegistry.from_settings(ml_settings)
+    registry = ModelRegistry.from_settings(ml_settings.storage, ml_settings.model_name)
     doc = registry.aliases()
     assert doc.production and doc.production.version == 1
     model = registry.load(1)

@@ -50,7 +50,7 @@ def test_replayed_movielens_trains_publishes_and_races(topics: Settings) -> None
     assert set(card.metrics) >= {"popularity", "als", "item-knn", CANDIDATE}
     assert all(len(a.sha256) == 64 and a.bytes > 0 for a in card.artifacts.values())
 
-    registry = ModelRegistry.from_settings(s)
+    registry = ModelRegistry.from_settings(s.storage, s.model_name)
     registry.load(1)
     key = "models/reco/1/als.npz"
     data = bytearray(registry.store.get(key))

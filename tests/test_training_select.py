@@ -86,7 +86,7 @@ def test_structured_data_publishes_a_model_that_beats_popularity_and_knn(
     assert set(card.params["selection"]["holdout_lift"]) == set(FAMILIES) - {winner}
     assert card.notes.startswith(f"{winner} won validation") and "item-knn +" in card.notes
     # What was published loads and answers as a Recommender, like serving would call it.
-    model = ModelRegistry.from_settings(structured, "structured").load(card.version)
+    model = ModelRegistry.from_settings(structured.storage, "structured").load(card.version)
     user = "u1"
     recs = model.recommend(user, 10, exclude=set(model.seen_items(user)))
     assert len(recs) == 10
@@ -120,7 +120,7 @@ def test_a_winner_beaten_by_a_baseline_is_refused_unless_forced(
     assert run(_args(name="refused"), structured) == 3
     out = capsys.readouterr().out
     assert "refused: popularity (best on validation) loses to a same-run baseline" in out
-    assert ModelRegistry.from_settings(structured, "refused").versions() == []
+    assert ModelRegistry.from_settings(structured.storage, "refused").versions() == []
 
     forced = run_training(structured, name="refused", force=True)
     assert forced.manifest is not None and forced.manifest.kind == "popularity"

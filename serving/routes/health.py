@@ -66,7 +66,9 @@ async def readyz(ctx: ContextDep) -> JSONResponse:
     checks: dict[str, str] = {}
     await asyncio.gather(
         _check("redis", ctx.redis.ping(), checks),
-        _check("kafka", asyncio.to_thread(check_kafka, ctx.settings, CHECK_TIMEOUT_S), checks),
+        _check(
+            "kafka", asyncio.to_thread(check_kafka, ctx.settings.kafka, CHECK_TIMEOUT_S), checks
+        ),
         _check("registry", asyncio.to_thread(ctx.store.check), checks),
     )
     await _check("model", _model_loaded(ctx), checks)

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from models.registry import ModelRegistry
 
-    registry = ModelRegistry.from_settings(settings, args.name)
+    registry = ModelRegistry.from_settings(settings.storage, args.name or settings.model_name)
     console = Console()
     if args.action == "list":
         return _list(registry, console)

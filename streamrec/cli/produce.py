@@ -45,8 +45,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.topic:
         expected = next(t for t, topic in TOPIC_OF_EVENT.items() if topic == args.topic)
         assert expected in EVENT_TYPES
-    check_kafka(settings)
-    ensure_topics(settings)
+    check_kafka(settings.kafka)
+    ensure_topics(settings.kafka)
     try:
         with console.status("producing…"):
             report = produce_events(

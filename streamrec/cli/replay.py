@@ -51,8 +51,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.speedup is not None and args.speedup <= 0:
         raise ConfigError("--speedup must be positive")
     console = Console(stderr=True)
-    check_kafka(settings)
-    ensure_topics(settings)
+    check_kafka(settings.kafka)
+    ensure_topics(settings.kafka)
     with console.status("loading MovieLens-100K…"):
         ml = load_movielens(settings.cache_path).subset(args.split)
     with Progress(

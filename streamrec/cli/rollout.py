@@ -58,7 +58,7 @@ def _controller(args: argparse.Namespace, settings: Settings) -> RolloutControll
     from models.registry import ModelRegistry
     from rollout import LiveMetricsSource, RolloutController
 
-    registry = ModelRegistry.from_settings(settings, args.model)
+    registry = ModelRegistry.from_settings(settings.storage, args.model)
     source = LiveMetricsSource.from_settings(settings, args.api)
     return RolloutController(registry, source, settings.rollout)
 

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from streams.app import run_worker
 
     console = Console(stderr=True)
-    check_kafka(settings)
+    check_kafka(settings.kafka)
     if not args.until_caught_up:
         summary = run_worker(settings, metrics_port=args.metrics_port, engine=args.engine)
     else:

@@ -19,9 +19,9 @@ def register(subs: argparse._SubParsersAction, help_text: str) -> None:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
-    check_kafka(settings)
-    created = ensure_topics(settings)
-    meta = admin_client(settings).list_topics(timeout=10).topics
+    check_kafka(settings.kafka)
+    created = ensure_topics(settings.kafka)
+    meta = admin_client(settings.kafka).list_topics(timeout=10).topics
     table = Table(title=f"topics on {settings.kafka.bootstrap}")
     for col in ("topic", "partitions", "kind", "state"):
         table.add_column(col)

@@ -32,4 +32,4 @@ def on_cluster(cluster_stack: Settings, tmp_path: Path) -> Iterator[Settings]:
         r.close()
     except Exception:
         pass  # a node a fault test stopped: the keys expire with the test's prefix unused
-    delete_topics(s, timeout=10)
+    delete_topics(s.kafka, timeout=10)

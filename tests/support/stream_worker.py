@@ -52,7 +52,7 @@ class Truth:
 def produce_catalog(s: Settings, n_items: int) -> dict[str, list[str]]:
     rng = random.Random(7)
     genres = {}
-    with EventProducer(s) as p:
+    with EventProducer(s.kafka) as p:
         for i in range(n_items):
             g = rng.sample(GENRES, rng.randint(1, 2))
             genres[f"m{i}"] = g
@@ -68,7 +68,7 @@ def produce_events(
     items; every ``bad_every``-th message is invalid."""
     rng = random.Random(start)
     items = list(genres)
-    p = EventProducer(s)
+    p = EventProducer(s.kafka)
     watch_t, rate_t = s.topic("watch"), s.topic("rate")
     for i in range(start, start + n):
         user = f"u{rng.randrange(2000)}"
@@ -286,7 +286,7 @@ def create_topics(s: Settings, **configs: dict[str, str]) -> None:
     ]
     for fut in admin.create_topics(new, request_timeout=30).values():
         fut.result()
-    ensure_topics(s)
+    ensure_topics(s.kafka)
 
 
 def watch_doc(i: int, user: str, item: str = "m1") -> bytes:
@@ -299,7 +299,7 @@ def produce(s: Settings, records: list[tuple[str, bytes | None, bytes | None]]) 
     """(logical topic, key, value) in order, with a producer raised to 3 MB records; returns
     the (partition, offset) of each."""
     conf = {"message.max.bytes": int(BIG_LIMIT), "delivery.report.only.error": False}
-    p = Producer(producer_config(s, **conf))
+    p = Producer(producer_config(s.kafka, **conf))
     where: list = [None] * len(records)
 
     def report(i: int):
