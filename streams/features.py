@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -22,6 +23,9 @@ from core.config import StreamSettings
 from schemas import redis_keys as rk
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
+
+if TYPE_CHECKING:
+    from streams.fast_decode import EventRecord
 
 INTERACTIONS = frozenset({"watch", "rate"})
 ACTIVITY = frozenset({"watch", "rate", "feedback", "reco_request"})
@@ -98,7 +102,7 @@ class Deltas:
 
 
 def compute_deltas(
-    events: Iterable[Event], genres_of: Mapping[str, Sequence[str]] | None = None
+    events: Iterable[Event | EventRecord], genres_of: Mapping[str, Sequence[str]] | None = None
 ) -> Deltas:
     """Aggregate a batch of events (in offset order) into per-key deltas."""
     d = Deltas()
@@ -124,7 +128,7 @@ def compute_deltas(
             u.last_active = ts
         if etype not in INTERACTIONS:
             continue
-        item = ev.item_id  # type: ignore[attr-defined]
+        item = ev.item_id  # type: ignore[union-attr]  # an interaction: it has one
         recent = u.recent
         if ts > recent.get(item, -1.0):
             recent[item] = ts
@@ -136,7 +140,8 @@ def compute_deltas(
             u.n_watch += 1
             i.n_watch += 1
         else:
-            rating = ev.rating  # type: ignore[attr-defined]
+            # A rate event (validated: its rating is set); no cast, this loop is hot.
+            rating: float = ev.rating  # type: ignore[union-attr, assignment]
             u.n_rate += 1
             u.rating_sum += rating
             i.n_rate += 1

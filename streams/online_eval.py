@@ -38,6 +38,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -48,6 +49,10 @@ from schemas.events import Event, RecoResponseEvent
 from schemas.redis_keys import RedisKeys
 from streams.online_eval_metrics import OnlineEvalMetrics
 from streams.redis_slots import SlotRunner
+
+if TYPE_CHECKING:
+    from streams.fast_decode import EventRecord
+    from streams.redis_apply import RedisWork
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +168,7 @@ def add_events(
     keys: RedisKeys,
     topic: str,
     partition: int,
-    events: Sequence[Event],
+    events: Sequence[Event | EventRecord],
     offsets: Sequence[int],
 ) -> int:
     """Append a partition's responses (with items) and watches to ``batch``; other events
@@ -180,7 +185,9 @@ def add_events(
             group = watches.get(event.user_id)
             if group is not None:
                 group[1] = off
-                group[4].extend((event.item_id, event.epoch, off))
+                # A watch is a WatchEvent or the fast path's EventRecord, both with an
+                # item_id; narrowing by isinstance would cost this loop a call per event.
+                group[4].extend((event.item_id, event.epoch, off))  # type: ignore[union-attr]
                 n += 1
                 continue
         elif not isinstance(event, RecoResponseEvent) or not event.items:
@@ -190,12 +197,14 @@ def add_events(
             tp = batch._tp[(topic, partition)] = len(batch.watermarks)  # 1-based, as in Lua
         if is_watch:
             pk = keys.online_eval_pending(event.user_id)
-            entry = watches[event.user_id] = [tp, off, "w", pk, [event.item_id, event.epoch, off]]
+            item = event.item_id  # type: ignore[union-attr]  # a watch: see above
+            entry = watches[event.user_id] = [tp, off, "w", pk, [item, event.epoch, off]]
         else:
-            user, ts, resp = event.user_id, event.epoch, event
+            resp = cast(RecoResponseEvent, event)  # checked above, before the is_watch flag
+            user, ts = resp.user_id, resp.epoch
             entry = [tp, off, "r", keys.online_eval_pending(user), keys.user_recent(user)]
-            entry += [resp.request_id, ts, response_label(resp), keys.online_eval_hour(ts)]  # type: ignore[attr-defined, arg-type]
-            entry += [keys.online_eval_bucket(ts), list(resp.items)]  # type: ignore[attr-defined]
+            entry += [resp.request_id, ts, response_label(resp), keys.online_eval_hour(ts)]
+            entry += [keys.online_eval_bucket(ts), list(resp.items)]
         batch.entries.append(entry)
         n += 1
     return n
@@ -270,14 +279,18 @@ class OnlineEval:
         return sum(len(b) for b in self._batches.values())
 
     def add(
-        self, topic: str, partition: int, events: Sequence[Event], offsets: Sequence[int]
+        self,
+        topic: str,
+        partition: int,
+        events: Sequence[Event | EventRecord],
+        offsets: Sequence[int],
     ) -> int:
         if not self.enabled:
             return 0
         batch = self._batches.setdefault(partition, JoinBatch())
         return add_events(batch, self.keys.slot(partition), topic, partition, events, offsets)
 
-    def add_work(self, work: Iterable) -> int:  # type: ignore[type-arg]
+    def add_work(self, work: Iterable[RedisWork]) -> int:
         """Add the joined topics' share of a micro-batch (the processor's per-partition
         work items: ``.st.topic/.partition/.event_type``, ``.events``, ``.offsets``)."""
         return sum(
@@ -299,7 +312,7 @@ class OnlineEval:
             (b.watermarks[0], [payload(b, window_s=self.window_s, cap=self.cap)]) for b in ready
         ]
         for reply in self.slots.run_many(JOIN_LUA, calls):
-            for key, n in count_applied(reply).items():  # type: ignore[arg-type]
+            for key, n in count_applied(reply).items():
                 counts[key] = counts.get(key, 0) + n
         self._batches.clear()
         if self.metrics is not None:

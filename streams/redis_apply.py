@@ -27,7 +27,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
+from typing import Protocol, TypeVar
 
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
@@ -39,9 +41,17 @@ from streams.redis_sink import APPLIED, CONFLICT, DUPLICATE, SKIPPED, PartitionR
 from streams.state import PartitionState
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FRESHNESS_SAMPLES = 64
 _event_id = attrgetter("event_id")  # over map(): no Python frame per event
+
+
+class Retry(Protocol):
+    """The processor's retry: runs ``fn`` until it succeeds, backing off while ``sink`` is
+    down (and giving up only when the worker stops)."""
+
+    def __call__(self, fn: Callable[[], T], sink: str, /) -> T: ...
 
 
 @dataclass
@@ -102,7 +112,7 @@ class RedisApplier:
         genres: Mapping[str, Sequence[str]],
         ttls: TtlTracker,
         metrics: StreamMetrics,
-        retry: Callable[[Callable[[], object], str], object],
+        retry: Retry,
         dedupe_window: int = 0,
     ) -> None:
         self.redis, self.keys, self.limits, self.genres = redis, keys, limits, genres
@@ -169,10 +179,8 @@ class RedisApplier:
             for _, call in rounds:
                 self.max_event_ts = max(self.max_event_ts, call.max_ts)
             t0 = time.perf_counter()
-            results = self._retry(
-                lambda r=rounds: self.redis.apply_many([(c.ranges, c.payload) for _, c in r]),
-                "redis",
-            )
+            batch = [(c.ranges, c.payload) for _, c in rounds]
+            results = self._retry(partial(self.redis.apply_many, batch), "redis")
             applied_at = time.time()
             self.metrics.redis_seconds.observe(time.perf_counter() - t0)
             again = [
