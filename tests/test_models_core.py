@@ -133,3 +133,18 @@ def test_live_item_features_override_the_frozen_ones_by_name() -> None:
         and np.isnan(np.delete(block[0], ITEM_FEATURES.index("pop_7d"))).all()
     )
     assert override_block(ids, np.array([0]), {"z": {"pop_all": 1.0}}) is None
+
+
+def test_transitions_count_the_next_items_of_each_sequence_at_weight_one_over_distance() -> None:
+    from scipy.sparse import csr_matrix
+
+    from models.signals import rows_dot, transition_matrix
+
+    # Users [0, 1, 2, 1] and [3, 0, 1]: pairs never cross users, an item never leads to itself.
+    t = transition_matrix(np.array([0, 4, 7]), np.array([0, 1, 2, 1, 3, 0, 1]), 4).toarray()
+    total0 = 1 + 1 + 1 / 3 + 1 / 2  # 0->1 twice at distance 1, once at 3; 0->2 at 2
+    assert np.allclose(t[0], [0, (7 / 3) / total0, 0.5 / total0, 0])
+    assert np.allclose(t[3], [1 / 1.5, 0.5 / 1.5, 0, 0]) and np.allclose(t[1], [0, 0, 1, 0])
+    assert np.allclose(t.sum(axis=1), 1.0)
+    got = rows_dot(csr_matrix(t), np.array([0, 3]), np.array([0.5, 2.0]))
+    assert np.allclose(got, 0.5 * t[0] + 2.0 * t[3])
