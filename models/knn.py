@@ -64,7 +64,7 @@ class ItemKNNModel(TrainedInteractions, Recommender):
             raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
         with threadpool_limits(1, "blas"):
             model = classes[similarity](K=neighbours, num_threads=num_threads)
-            model.fit(data.matrix.astype(np.float32), show_progress=False)
+            model.fit(data.matrix.astype(np.float32, copy=False), show_progress=False)
         return cls(
             data.user_ids,
             data.item_ids,

@@ -80,10 +80,20 @@ def fit_ease(data: Interactions, cfg: TrainConfig) -> EaseModel:
 class Cut:
     """One cut of the data and the models fitted on it, each fitted at most once."""
 
-    def __init__(self, data: Interactions, catalog: ItemCatalog, cfg: TrainConfig) -> None:
+    def __init__(
+        self,
+        data: Interactions,
+        catalog: ItemCatalog,
+        cfg: TrainConfig,
+        *,
+        warm: ALSModel | None = None,
+    ) -> None:
         self.data = data
         self.catalog = catalog
         self.cfg = cfg
+        # ALS of the cut before (a subset of these rows, same id maps): this cut's ALS starts
+        # from its factors (cfg.als_warm_iterations sweeps instead of a cold fit's).
+        self.warm = warm
         self._models: dict[str, Recommender] = {}
         self._generator: CandidateGenerator | None = None
 
@@ -98,10 +108,20 @@ class Cut:
                 n_candidates=self.cfg.n_candidates,
             )  # fmt: skip
         if family not in self._models:
-            fit = {"popularity": fit_popularity, "item-knn": fit_knn, "als": fit_als,
+            if family == "als":
+                self._models[family] = fit_als(self.data, self.cfg, init=self.warm)
+                self.warm = None  # its factors are copied: let the earlier cut go
+                return self._models[family]
+            fit = {"popularity": fit_popularity, "item-knn": fit_knn,
                    "ease": fit_ease, SEQUENTIAL: fit_sequential}[family]  # fmt: skip
             self._models[family] = fit(self.data, self.cfg)
         return self._models[family]
+
+    def als(self) -> ALSModel:
+        """This cut's ALS (the next cut's warm start)."""
+        als = self.model("als")
+        assert isinstance(als, ALSModel)  # what fit_als returns
+        return als
 
     def generator(self) -> CandidateGenerator:
         if self._generator is None:

@@ -54,6 +54,9 @@ class TrainConfig:
     als_regularization: float = _DEFAULT["als_regularization"].default
     als_alpha: float = _DEFAULT["als_alpha"].default
     als_iterations: int = _DEFAULT["als_iterations"].default
+    # Sweeps of an ALS fit started from the factors of the cut before (validation cut ->
+    # train -> all data: each a superset of the last), instead of a cold fit's als_iterations.
+    als_warm_iterations: int = 5
     knn_neighbours: int = _DEFAULT["knn_neighbours"].default
     knn_similarity: str = _DEFAULT["knn_similarity"].default
     ease_l2: float = 200.0
@@ -128,13 +131,19 @@ def fit_popularity(data: Interactions, cfg: TrainConfig) -> PopularityModel:
     )
 
 
-def fit_als(data: Interactions, cfg: TrainConfig, tick: Tick | None = None) -> ALSModel:
+def fit_als(
+    data: Interactions, cfg: TrainConfig, tick: Tick | None = None, init: ALSModel | None = None
+) -> ALSModel:
+    """ALS on ``data``; warm-started from ``init`` (fitted on the same id maps) when given
+    and cfg.als_warm_iterations > 0 (0: a cold fit)."""
+    warm = init if cfg.als_warm_iterations > 0 else None
     return ALSModel.fit(
         data.user_items(),
         factors=cfg.als_factors,
         regularization=cfg.als_regularization,
         alpha=cfg.als_alpha,
-        iterations=cfg.als_iterations,
+        iterations=cfg.als_iterations if warm is None else cfg.als_warm_iterations,
+        init=warm,
         random_state=cfg.seed,
         num_threads=cfg.threads,
         callback=tick,
