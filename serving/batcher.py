@@ -44,10 +44,19 @@ class ModelBatcher:
     """One batch in flight per worker at a time (the GIL makes a second one no faster)."""
 
     def __init__(
-        self, executor: Executor, *, max_batch: int = 32, metrics: ServingMetrics | None = None
+        self,
+        executor: Executor,
+        *,
+        max_batch: int = 32,
+        inline: bool = False,
+        metrics: ServingMetrics | None = None,
     ) -> None:
         self.executor = executor
         self.max_batch = max(1, max_batch)
+        # Batches made on the event loop itself: no hand-off at all, and the requests that
+        # arrive meanwhile wait in their sockets and form the next batch; but a batch
+        # once started is not cut off at the budget.
+        self.inline = inline
         self.metrics = metrics
         self._pending: list[_Pending] = []
         self._busy = False  # a batch is in flight, or its dispatch is scheduled
@@ -79,24 +88,17 @@ class ModelBatcher:
         if self.metrics is not None:
             self.metrics.model_batches.inc()
             self.metrics.model_batch_calls.inc(len(batch))
+        if self.inline:
+            self._finish(batch, _answers(batch))
+            return
         try:
             self.executor.submit(self._run, loop, batch)
         except RuntimeError as err:  # the executor is shut down: the worker is stopping
             self._finish(batch, [err] * len(batch))
 
     def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        """On the compute thread: the batch's calls, grouped by model, answered in one
-        hand-off back to the loop."""
-        results: list[Scored | BaseException] = [TimeoutError()] * len(batch)
-        now = time.perf_counter()
-        groups: dict[int, list[int]] = {}
-        for i, p in enumerate(batch):
-            if p.deadline > now:  # past it, the request has fallen back already
-                groups.setdefault(id(p.model), []).append(i)
-        for idx in groups.values():
-            model = batch[idx[0]].model
-            for i, got in zip(idx, _calls(model, [batch[i].call for i in idx]), strict=True):
-                results[i] = got
+        """On the compute thread: the batch, answered in one hand-off back to the loop."""
+        results = _answers(batch)
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
             loop.call_soon_threadsafe(self._finish, batch, results)
 
@@ -112,6 +114,21 @@ class ModelBatcher:
             self._dispatch(asyncio.get_running_loop())
         else:
             self._busy = False
+
+
+def _answers(batch: list[_Pending]) -> list[Scored | BaseException]:
+    """The batch's calls, grouped by model; a call whose deadline passed is not made."""
+    results: list[Scored | BaseException] = [TimeoutError()] * len(batch)
+    now = time.perf_counter()
+    groups: dict[int, list[int]] = {}
+    for i, p in enumerate(batch):
+        if p.deadline > now:  # past it, the request has fallen back already
+            groups.setdefault(id(p.model), []).append(i)
+    for idx in groups.values():
+        model = batch[idx[0]].model
+        for i, got in zip(idx, _calls(model, [batch[i].call for i in idx]), strict=True):
+            results[i] = got
+    return results
 
 
 def _calls(model: Any, calls: list[ModelCall]) -> list[Scored | BaseException]:

@@ -105,7 +105,12 @@ async def open_context(
         items=items,
         sink=EventSink(settings.kafka, settings.serve.log_queue_max, metrics),
         compute=compute,
-        batcher=ModelBatcher(compute, max_batch=settings.serve.model_batch_max, metrics=metrics),
+        batcher=ModelBatcher(
+            compute,
+            max_batch=settings.serve.model_batch_max,
+            inline=settings.serve.model_inline,
+            metrics=metrics,
+        ),
         results=ResultCache(settings.serve.result_cache_size),
     )
     ctx.tasks = [

@@ -122,13 +122,9 @@ async def _personal(
     # Nothing the user saw: the Redis history and (the model bans them) training items.
     call = ModelCall(user_id, k, history, recent, ctx.items.features)
     try:
-        if ctx.settings.serve.model_inline:
-            # No thread at all: no hand-off, but nothing cuts a slow call off either.
-            if deadline.left() <= 0:
-                raise TimeoutError
-            scored = model.recommend_unseen_batch([call])[0]
-        else:  # with the calls of concurrent requests, in one hand-off (serving.batcher)
-            scored = await ctx.batcher.call(model, call, deadline.left())
+        # With the calls of concurrent requests, in one hand-off to the compute thread (or
+        # on the loop itself with STREAMREC_SERVE_MODEL_INLINE): serving.batcher.
+        scored = await ctx.batcher.call(model, call, deadline.left())
     except TimeoutError:
         return [], fallback.TIMEOUT
     except Exception:
