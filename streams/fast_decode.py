@@ -15,11 +15,8 @@ decides that an event is invalid; it only accepts some valid ones sooner.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
-from itertools import repeat
-from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
@@ -64,7 +61,6 @@ FAST_TYPES = frozenset(_KEYS)
 _loads = orjson.loads
 _new = tuple.__new__  # skips NamedTuple's Python-level __new__
 _fromiso = datetime.fromisoformat
-_tz, _year = attrgetter("tzinfo"), attrgetter("year")
 # The models' bounds are the starts of these years (tests/test_streams_decode.py checks it),
 # so comparing the UTC year is the same test and cheaper.
 _MIN_YEAR, _MAX_YEAR = MIN_TS.year, MAX_TS.year
@@ -136,116 +132,3 @@ def fast_decode(value: bytes, event_type: str) -> EventRecord | None:
     return _new(
         EventRecord, ("rate", eid, user, item, dt, dt.timestamp(), version, None, None, rating)
     )
-
-
-# --- a whole batch at once ------------------------------------------------------------
-# The checks above, made over the batch's columns at C speed (str.join/isascii/isprintable,
-# set unions, map over dict.get) instead of one regex and a dozen Python steps per event:
-# ~5.4 -> ~2 us an event. A batch is decoded this way only if every event passes every
-# check; otherwise it is split in halves down to _MIN_CHUNK events, and a chunk that still
-# fails takes fast_decode event by event (so one odd event costs a few re-parses, and the
-# results are always fast_decode's: tests/test_streams_decode.py compares them).
-_MIN_CHUNK = 32
-_DIGITS = str.maketrans("0123456789", "0000000000")
-# The one timestamp shape with every digit as 0 (the batch's distinct shapes, a handful).
-_SHAPE = re.compile(r"0000-00-00T00:00:00(?:\.0{1,6})?(?:Z|[+-]00:00)?").fullmatch
-_ID_MAX = {"event_id": 128, "user_id": MAX_ID_LENGTH, "item_id": MAX_ID_LENGTH}
-_NONE = type(None)
-_get: Callable[..., Any] = dict.get  # over map(): columns of Any
-
-
-class _Odd(Exception):
-    """Some event of the chunk is not in the fast path's subset (or not for this check)."""
-
-
-def _ids(column: list, hi: int) -> str:
-    joined = "".join(column)  # TypeError: not all strings
-    if min(map(len, column)) < 1 or max(map(len, column)) > hi:
-        raise _Odd
-    return joined
-
-
-def _numbers(column: list, hi: float, none: bool) -> list:
-    kinds = set(map(type, column))
-    if not kinds <= ({float, int, _NONE} if none else {float, int}):
-        raise _Odd
-    present = [v for v in column if v is not None] if none and _NONE in kinds else column
-    if present and (min(present) < 0 or max(present) > hi):
-        raise _Odd
-    if float not in kinds:  # ints (and None) only: as _number, floats
-        return [None if v is None else float(v) for v in column]
-    return column if int not in kinds else [None if v is None else float(v) for v in column]
-
-
-def _chunk(values: list[bytes], event_type: str) -> list[EventRecord]:
-    """Every event of ``values`` as fast_decode reads it, or raises (_Odd, TypeError, ...)."""
-    n = len(values)
-    ds = list(map(_loads, values))
-    if set(map(type, ds)) != {dict} or not set().union(*ds) <= _KEYS[event_type]:
-        raise _Odd
-    if not set(map(_get, ds, repeat("event_type", n), repeat(event_type, n))) <= {event_type}:
-        raise _Odd
-    versions = list(map(_get, ds, repeat("schema_version", n), repeat(1, n)))
-    if set(map(type, versions)) != {int} or min(versions) < 1:
-        raise _Odd
-    if max(versions) > _VERSION[event_type]:
-        raise _Odd
-    cols = {k: list(map(_get, ds, repeat(k, n))) for k in ("event_id", "user_id", "item_id")}
-    text = "".join([_ids(cols[k], hi) for k, hi in _ID_MAX.items()])
-    if not (text.isascii() and text.isprintable()) or " " in text or "," in text:
-        raise _Odd
-    stamps = list(map(_get, ds, repeat("ts", n)))
-    joined = "\n".join(stamps)  # TypeError: not all strings
-    if not joined.isascii() or joined.count("\n") != n - 1:
-        raise _Odd
-    if not all(map(_SHAPE, set(joined.translate(_DIGITS).split("\n")))):
-        raise _Odd
-    # Quotes: as in fast_decode, two per key and per string value, none repeated.
-    quotes = list(map(bytes.count, values, repeat(b'"', n)))
-    expect = [2 * (len(d) + 4 + ("event_type" in d)) for d in ds]
-    if quotes != expect:
-        raise _Odd
-    dts = list(map(_fromiso, stamps))  # ValueError: not a date (e.g. Feb 30)
-    if set(map(id, map(_tz, dts))) != {id(UTC)}:  # as fast_decode: UTC itself, not equal
-        dts = [dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC) for dt in dts]
-    years = list(map(_year, dts))
-    if min(years) < _MIN_YEAR or max(years) >= _MAX_YEAR:
-        raise _Odd
-    epochs = list(map(datetime.timestamp, dts))
-    types, nones = repeat(event_type, n), repeat(None, n)
-    if event_type == "watch":
-        minutes = list(map(_get, ds, repeat("minute", n)))
-        kinds = set(map(type, minutes))
-        if not kinds <= {int, _NONE}:
-            raise _Odd
-        present = [m for m in minutes if m is not None] if _NONE in kinds else minutes
-        if present and (min(present) < 0 or max(present) > 100_000):
-            raise _Odd
-        seconds = _numbers(list(map(_get, ds, repeat("seconds", n))), 86_400, True)
-        rows = zip(types, cols["event_id"], cols["user_id"], cols["item_id"], dts, epochs,
-                   versions, minutes, seconds, nones, strict=True)  # fmt: skip
-    else:
-        ratings = _numbers(list(map(_get, ds, repeat("rating", n))), 5, False)
-        rows = zip(types, cols["event_id"], cols["user_id"], cols["item_id"], dts, epochs,
-                   versions, nones, repeat(None, n), ratings, strict=True)  # fmt: skip
-    return list(map(_new, repeat(EventRecord, n), rows))
-
-
-def fast_decode_many(
-    values: list[bytes], event_type: str, depth: int = 4
-) -> list[EventRecord | None]:
-    """``[fast_decode(v, event_type) for v in values]``, at a fraction of the cost when most
-    events are in the fast path's subset. Values must be bytes of at most MAX_EVENT_BYTES.
-    A chunk with an odd event is halved at most ``depth`` times (then event by event), so a
-    batch of odd events costs a few failed checks more than fast_decode alone."""
-    if len(values) <= _MIN_CHUNK or depth <= 0:
-        return [fast_decode(v, event_type) for v in values]
-    try:
-        if 92 in b"".join(values):  # a backslash somewhere: see fast_decode
-            raise _Odd
-        return _chunk(values, event_type)  # type: ignore[return-value]
-    except (_Odd, TypeError, ValueError, OverflowError, orjson.JSONDecodeError):
-        half = len(values) // 2
-        return fast_decode_many(values[:half], event_type, depth - 1) + fast_decode_many(
-            values[half:], event_type, depth - 1
-        )
