@@ -157,8 +157,9 @@ class ServeSettings(Section):
     )
     model_inline: bool = Field(
         False,
-        description="Run model calls on the event loop instead of a thread: no thread "
-        "hand-off per request, but a call past the budget is not cut off.",
+        description="Run model calls on the event loop instead of the compute thread "
+        "(batched with the calls reaching it in the same loop iteration): no thread hand-off, "
+        "but a batch past the budget is not cut off.",
     )
     model_batch_max: int = Field(
         32,
