@@ -22,11 +22,13 @@ class Echo:
 
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
+        self.threads: list[threading.Thread] = []
         self.gate = threading.Event()
 
     def recommend_unseen_batch(self, calls: list[ModelCall]) -> list[list[tuple[str, float]]]:
         self.gate.wait(5)
         self.batches.append([c.user_id for c in calls])
+        self.threads.append(threading.current_thread())
         if any(c.user_id == "boom" for c in calls):
             raise ValueError("boom")
         return [[(c.user_id, float(c.k))] for c in calls]
@@ -80,3 +82,20 @@ def test_a_call_with_no_time_left_is_not_made() -> None:
     with pytest.raises(TimeoutError):
         asyncio.run(go())
     assert model.batches == []
+
+
+def test_inline_batches_are_the_calls_of_one_loop_iteration() -> None:
+    """STREAMREC_SERVE_MODEL_INLINE: no thread; the calls made before the loop comes back to
+    the batcher go together, on the loop itself."""
+    model = Echo()
+    model.gate.set()
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = ModelBatcher(pool, inline=True)
+            calls = [batcher.call(model, ModelCall(f"u{n}", n), 5.0) for n in range(5)]
+            return await asyncio.gather(*calls)
+
+    assert asyncio.run(go()) == [[(f"u{n}", float(n))] for n in range(5)]
+    assert model.batches == [[f"u{n}" for n in range(5)]]
+    assert model.threads == [threading.main_thread()]  # on the loop's own thread
