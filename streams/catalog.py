@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from core.config import Settings
+from core.config_infra import KafkaSettings
 from core.errors import KafkaError
 from schemas.catalog import ItemRecord
 from schemas.codec import decode_item
@@ -21,17 +21,20 @@ log = logging.getLogger(__name__)
 
 
 class Catalog:
-    def __init__(self, settings: Settings, on_items: Callable[[list[ItemRecord]], object]) -> None:
-        self.topic = settings.topic(CATALOG)
+    def __init__(
+        self, kafka: KafkaSettings, app_id: str, on_items: Callable[[list[ItemRecord]], object]
+    ) -> None:
+        """``app_id``: the stream app's id, which names the reader's one stable group id."""
+        self.topic = kafka.topic(CATALOG)
         self.genres: dict[str, tuple[str, ...]] = {}
         self.invalid = 0
         self._on_items = on_items
         self._consumer = Consumer(
             {
-                "bootstrap.servers": settings.kafka.bootstrap,
+                "bootstrap.servers": kafka.bootstrap,
                 # Required by librdkafka, but never joined or committed (the partitions are
                 # assigned): one stable id per app instead of a fresh one per start.
-                "group.id": f"{settings.kafka.topic(settings.stream.app_id)}.catalog-reader",
+                "group.id": f"{kafka.topic(app_id)}.catalog-reader",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": False,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from core.config import Settings
+from core.config_infra import KafkaSettings
 from core.kafka import producer_config
 from schemas.dead_letter import MIN_MAX_BYTES, DeadLetter
 from schemas.topics import DEAD_LETTER
@@ -37,12 +37,13 @@ FLUSH_TIMEOUT_S = MESSAGE_TIMEOUT_MS / 1000 + 10
 
 
 class DeadLetterSender:
-    def __init__(self, settings: Settings) -> None:
-        self.topic = settings.topic(DEAD_LETTER)
-        self.bootstrap = settings.kafka.bootstrap
-        self.max_bytes = settings.stream.dead_letter_max_bytes
+    def __init__(self, kafka: KafkaSettings, max_bytes: int) -> None:
+        """``max_bytes``: the letter budget (``STREAMREC_STREAM_DEAD_LETTER_MAX_BYTES``)."""
+        self.topic = kafka.topic(DEAD_LETTER)
+        self.bootstrap = kafka.bootstrap
+        self.max_bytes = max_bytes
         conf = producer_config(
-            settings.kafka,
+            kafka,
             **{
                 "linger.ms": 5,
                 "message.timeout.ms": MESSAGE_TIMEOUT_MS,

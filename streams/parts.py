@@ -158,7 +158,7 @@ def build_parts(
     ensure_topics(s.kafka)
     redis = RedisSink.from_settings(s.redis, s.kafka)
     writer = SnapshotWriter(open_store(s.storage), s.stream.parquet_compression)
-    dead_letters = DeadLetterSender(s)
+    dead_letters = DeadLetterSender(s.kafka, s.stream.dead_letter_max_bytes)
 
     def write_catalog(items: list[ItemRecord]) -> None:
         retry(
@@ -169,7 +169,7 @@ def build_parts(
             max_backoff_s=s.stream.retry_max_s,
         )
 
-    catalog = Catalog(s, on_items=write_catalog)
+    catalog = Catalog(s.kafka, s.stream.app_id, on_items=write_catalog)
     processor = Processor(
         stream=s.stream,
         online_eval=s.online_eval,

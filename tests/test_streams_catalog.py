@@ -29,7 +29,9 @@ def test_catalog_reads_to_the_end_under_one_stable_group(topics: Settings) -> No
         p.flush()
     written: list[int] = []
     for _ in range(2):  # two worker starts
-        cat = Catalog(topics, on_items=lambda items: written.append(len(items)))
+        cat = Catalog(
+            topics.kafka, topics.stream.app_id, on_items=lambda items: written.append(len(items))
+        )
         try:
             assert cat.bootstrap(timeout=30) == 30
             assert cat.genres["m7"] == ("Drama",)
@@ -44,7 +46,9 @@ def test_catalog_reads_to_the_end_under_one_stable_group(topics: Settings) -> No
 def test_a_catalog_topic_not_available_yet_is_retried_not_read_as_empty(
     stack: Settings, settings: Settings
 ) -> None:
-    cat = Catalog(settings, on_items=lambda items: None)  # its topics were never created
+    cat = Catalog(
+        settings.kafka, settings.stream.app_id, on_items=lambda items: None
+    )  # its topics were never created
     try:
         with pytest.raises(KafkaError):
             cat.bootstrap(timeout=5)
