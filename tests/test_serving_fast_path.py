@@ -104,16 +104,19 @@ def with_extras(
         vec[list(row)] = list(row.values())
         knn = (sig.knn.T @ vec)[cand]
         cols["knn_score"] = knn if row else np.full(n, np.nan)
-        rank = np.array([np.sum(knn > v) + np.sum(knn[:i] == v) for i, v in enumerate(knn)])
-        cols["knn_rank"] = rank if row else np.full(n, np.nan)
+        cols["knn_rank"] = rank_of(knn) if row else np.full(n, np.nan)
     if seq is not None:
         s = seq[cand]
         cols["sasrec_score"], cols["sasrec_gap"] = s, s.max() - s
-        cols["sasrec_rank"] = np.array(
-            [np.sum(s > v) + np.sum(s[:i] == v) for i, v in enumerate(s)]
-        )
+        cols["sasrec_rank"] = rank_of(s)
     names = model.generator.feature_names
     return np.column_stack([cols[name] for name in names]).astype(np.float32)
+
+
+def rank_of(x: np.ndarray) -> np.ndarray:
+    """How many candidates score higher, plus the equal ones listed before: 0 is the best."""
+    earlier = np.tri(len(x), k=-1, dtype=bool)  # [i, j]: j comes before i
+    return ((x[None, :] > x[:, None]) | ((x[None, :] == x[:, None]) & earlier)).sum(axis=1)
 
 
 def test_the_version_serves_the_sequential_features(model: TwoStageModel) -> None:
