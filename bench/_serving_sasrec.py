@@ -26,7 +26,9 @@ def publish_sasrec(settings, console, epochs: int) -> str:
     data = build_interactions(ml.interactions())
     train = data.subset(~temporal_test_mask(data.users, data.ts))
     console.print(f"training SASRec on MovieLens-100K (train split, {epochs} epochs)...")
-    cfg = replace(TrainConfig.from_settings(settings), sasrec_epochs=epochs).sasrec()
+    cfg = replace(
+        TrainConfig.from_settings(settings.train, settings.cache_path), sasrec_epochs=epochs
+    ).sasrec()
     model = fit_sasrec(train, cfg)
     registry = ModelRegistry(open_store(settings.storage), MODEL_NAME)
     version = registry.publish(

@@ -79,7 +79,7 @@ def main() -> int:
     data = build_interactions(ml.interactions())
     train = data.subset(~temporal_test_mask(data.users, data.ts))
     catalog = ItemCatalog.align(ml.catalog, data.item_ids, "movielens")
-    cfg = TrainConfig.from_settings(base)
+    cfg = TrainConfig.from_settings(base.train, base.cache_path)
     with console.status("training ALS+LightGBM and SASRec on the train split"):
         inner, valid = validation_split(train)
         ranker, _ = learn_ranker(Cut(inner, catalog, cfg).generator(), valid, None, cfg)

@@ -69,7 +69,7 @@ def main() -> int:
     settings = Settings()
     workdir = prepare("ml-100k", args.workdir, None)
     s = load_splits((workdir / "storage").resolve())
-    base = TrainConfig.from_settings(settings)
+    base = TrainConfig.from_settings(settings.train, settings.cache_path)
     base = replace(base, sasrec_epochs=args.epochs)
     max_users = settings.train.eval_max_users
     c_inner, c_train = Cut(s.inner, s.catalog, base), Cut(s.train, s.catalog, base)

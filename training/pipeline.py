@@ -96,7 +96,7 @@ def run_training(
     progress: StageFn | None = None,
 ) -> TrainReport:
     stage = progress or _no_progress
-    cfg = config or TrainConfig.from_settings(settings)
+    cfg = config or TrainConfig.from_settings(settings.train, settings.cache_path)
     timings: dict[str, float] = {}
     cpu_timings: dict[str, float] = {}
 

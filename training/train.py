@@ -14,11 +14,12 @@ import logging
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.config import Settings, TrainSettings
+from core.config import TrainSettings
 from models.als import ALSModel
 from models.features import FEATURES, RECENT_ITEMS, ItemStats
 from models.knn import ItemKNNModel
@@ -105,23 +106,25 @@ class TrainConfig:
         return dict(self.__dict__)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TrainConfig:
+    def from_settings(cls, train: TrainSettings, cache_dir: Path) -> TrainConfig:
+        """The train section's values; ``cache_dir`` (``Settings.cache_path``) holds JAX's
+        compilation cache for the SASRec fit."""
         return cls(
-            als_factors=settings.train.als_factors,
-            als_regularization=settings.train.als_regularization,
-            als_alpha=settings.train.als_alpha,
-            als_iterations=settings.train.als_iterations,
-            knn_neighbours=settings.train.knn_neighbours,
-            knn_similarity=settings.train.knn_similarity,
-            pop_half_life_days=settings.train.pop_half_life_days,
-            n_candidates=settings.train.candidates,
-            ranker_rounds=settings.train.ranker_rounds,
-            ranker_max_users=settings.train.ranker_max_users,
-            seed=settings.train.seed,
-            threads=settings.train.threads,
-            ranker_threads=settings.train.ranker_threads,
-            sasrec_epochs=settings.train.sasrec_epochs,
-            sasrec_cache_dir=str(settings.cache_path / "jax"),
+            als_factors=train.als_factors,
+            als_regularization=train.als_regularization,
+            als_alpha=train.als_alpha,
+            als_iterations=train.als_iterations,
+            knn_neighbours=train.knn_neighbours,
+            knn_similarity=train.knn_similarity,
+            pop_half_life_days=train.pop_half_life_days,
+            n_candidates=train.candidates,
+            ranker_rounds=train.ranker_rounds,
+            ranker_max_users=train.ranker_max_users,
+            seed=train.seed,
+            threads=train.threads,
+            ranker_threads=train.ranker_threads,
+            sasrec_epochs=train.sasrec_epochs,
+            sasrec_cache_dir=str(cache_dir / "jax"),
         )
 
 

@@ -177,7 +177,9 @@ def _tune(settings: Settings, time_range, console: Console) -> int:
             status.update(f"{model} {params}: {ndcg:.4f}")
             table.add_row(model, ", ".join(f"{k}={v}" for k, v in params.items()), f"{ndcg:.4f}")
 
-        best, _ = tune(train, TrainConfig.from_settings(settings), on_trial=on_trial)
+        best, _ = tune(
+            train, TrainConfig.from_settings(settings.train, settings.cache_path), on_trial=on_trial
+        )
     console.print(table)
     console.print("best settings (set them as STREAMREC_TRAIN_* variables):")
     for key in ("als_factors", "als_regularization", "als_alpha", "knn_neighbours",
