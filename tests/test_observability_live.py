@@ -14,7 +14,6 @@ Prometheus data) except the shared broker, which is only read."""
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from tests.support.alerting import (
 )
 from tests.support.perses import check_dashboards, panel_queries, perses_server, series
 from tests.support.ports import free_port
+from tests.support.stream_worker import child_env
 from training.pipeline import run_training
 
 # perses_home builds Perses on a fresh machine (8-11 min): the 600 s limit is the test's own.
@@ -92,13 +92,8 @@ def _process(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> It
 
 
 def _env(s: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
-    env.update(
-        STREAMREC_KAFKA_BOOTSTRAP=s.kafka.bootstrap,
-        STREAMREC_TOPIC_PREFIX=s.kafka.topic_prefix,
-        STREAMREC_REDIS_URL=s.redis.url,
-        STREAMREC_REDIS_KEY_PREFIX=s.redis.key_prefix,
-        STREAMREC_STORAGE_URL=s.storage.location,
+    return child_env(
+        s,
         STREAMREC_DATA_DIR=str(s.data_path),
         STREAMREC_STREAM_FLUSH_INTERVAL_S="2",
         # Generous on a noisy shared host: before the outage, only unknown users fall back.
@@ -106,7 +101,6 @@ def _env(s: Settings, **extra: str) -> dict[str, str]:
         STREAMREC_SERVE_ALIAS_POLL_S="1",
         **extra,
     )
-    return env
 
 
 def _few_users(ml: MovieLens, n: int) -> MovieLens:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,7 +24,12 @@ from streams.features import Limits, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
 from streams.redis_sink import APPLIED, PartitionRange, RedisSink
 from tests.support.ports import free_port
-from tests.support.stream_worker import produce, run_caught_up, watch_doc
+from tests.support.stream_worker import (
+    produce,
+    run_caught_up,
+    start_redis_until_ping,
+    watch_doc,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,21 +65,6 @@ def test_popularity_sets_keep_their_top_items_whatever_item_ids_arrive(topics: S
     assert r.ttl(keys.user_slot("u7").item_stats("junk-7")) > 0  # per-item keys expire
 
 
-def _start_redis(conf: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        ["redis-server", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    client = redis.Redis(port=port)
-    for _ in range(100):
-        try:
-            client.ping()
-            return proc
-        except redis.ConnectionError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("the throwaway redis did not start")
-
-
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 def test_redis_config_evicts_features_never_watermarks_and_oom_holds_the_worker(
     tmp_path: Path,
@@ -87,7 +76,7 @@ def test_redis_config_evicts_features_never_watermarks_and_oom_holds_the_worker(
     conf = tmp_path / "redis.conf"
     template = (ROOT / "infra" / "redis" / "redis.conf.template").read_text()
     conf.write_text(Template(template).substitute(port=port, dir=tmp_path / "data"))
-    proc = _start_redis(conf, port)
+    proc = start_redis_until_ping(["redis-server", str(conf)], port)
     try:
         r = redis.Redis(port=port)
         assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}

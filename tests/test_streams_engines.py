@@ -24,6 +24,7 @@ from tests.support.stream_worker import (
     committed_vs_end,
     produce_catalog,
     produce_events,
+    start_in_thread,
     start_redis_until_ping,
     start_worker,
     verify,
@@ -37,16 +38,7 @@ pytestmark = pytest.mark.integration
 
 def _start(s: Settings, engine: str) -> tuple[Worker, threading.Thread, list[BaseException]]:
     worker = create_app(s, engine=engine)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as err:
-            errors.append(err)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, errors = start_in_thread(worker)
     return worker, thread, errors
 
 

@@ -121,7 +121,10 @@ def produce_events(
     p.flush(120)
 
 
-def worker_env(s: Settings, **extra: str) -> dict[str, str]:
+def child_env(s: Settings, **extra: str) -> dict[str, str]:
+    """This process's environment without its ``STREAMREC_*`` variables, plus the stack of
+    ``s`` (brokers, prefixes, Redis, storage) and ``extra``: a child process of a test then
+    reads the test's own topics and keys, whatever the developer's shell exports."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
     env.update(
         STREAMREC_TOPIC_PREFIX=s.kafka.topic_prefix,
@@ -129,6 +132,14 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
         STREAMREC_STORAGE_URL=s.storage.location,
         STREAMREC_REDIS_URL=s.redis.url,
         STREAMREC_KAFKA_BOOTSTRAP=s.kafka.bootstrap,
+    )
+    env.update(extra)
+    return env
+
+
+def worker_env(s: Settings, **extra: str) -> dict[str, str]:
+    env = child_env(s)
+    env.update(
         STREAMREC_STREAM_FLUSH_INTERVAL_S="2",
         STREAMREC_STREAM_FLUSH_EVENTS="5000",
         STREAMREC_STREAM_SESSION_TIMEOUT_MS="6000",
@@ -359,4 +370,5 @@ def start_redis_until_ping(cmd: list[str], port: int) -> subprocess.Popen:
             return p
         except redis.ConnectionError:
             time.sleep(0.1)
+    p.kill()
     raise AssertionError("throwaway redis did not start")
