@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from models.base import ModelCall
+from models.base import ModelCall, Recommender
 from serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
@@ -144,15 +144,9 @@ def _calls(model: Any, calls: list[ModelCall]) -> list[Scored | BaseException]:
     out: list[Scored | BaseException] = []
     for c in calls:
         try:
-            out.append(
-                model.recommend_unseen(
-                    c.user_id,
-                    c.k,
-                    history=c.history,
-                    exclude=c.exclude,
-                    item_features=c.item_features,
-                )
-            )
+            # The contract's default batch (one recommend_unseen per call), one call at a
+            # time, whatever the model's own batch does.
+            out.append(Recommender.recommend_unseen_batch(model, [c])[0])
         except Exception as err:
             out.append(err)
     return out
