@@ -240,13 +240,37 @@ def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
                 raise KafkaError(
                     f"cannot create topic {name}: {err}", bootstrap=kafka.bootstrap
                 ) from None
-    # Metadata propagates asynchronously; wait so a producer right after sees the topics.
-    deadline = time.monotonic() + timeout
-    while created and time.monotonic() < deadline:
-        if set(created) <= set(admin.list_topics(timeout=timeout).topics):
-            break
-        time.sleep(0.1)
+    if created:
+        _await_on_every_broker(admin, kafka, created, timeout)
     return created
+
+
+def _await_on_every_broker(
+    admin: AdminClient, kafka: KafkaSettings, names: list[str], timeout: float
+) -> None:
+    """Wait until every broker's metadata has ``names`` with a leader for each partition.
+
+    Why every broker: KRaft brokers learn new topics from the metadata log asynchronously,
+    and a client connects to whichever broker it likes -- one asking a broker that lags
+    would see the topic missing (or leaderless) although it was created."""
+    deadline = time.monotonic() + timeout
+    brokers = admin.list_topics(timeout=timeout).brokers.values()
+    for broker in brokers:
+        # A client bootstrapped from one broker asks that broker (sparse connections).
+        one = AdminClient({"bootstrap.servers": f"{broker.host}:{broker.port}"})
+        while time.monotonic() < deadline:
+            try:
+                topics = one.list_topics(timeout=max(0.5, deadline - time.monotonic())).topics
+            except KafkaException:
+                topics = {}
+            if all(
+                n in topics
+                and topics[n].partitions
+                and all(p.leader >= 0 for p in topics[n].partitions.values())
+                for n in names
+            ):
+                break
+            time.sleep(0.1)
 
 
 def delete_topics(kafka: KafkaSettings, timeout: float = 30.0) -> None:
