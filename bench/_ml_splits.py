@@ -45,7 +45,7 @@ def load_splits(storage: Path, catalog: str = "movielens") -> Splits:
         events, files, watch_weight=settings.train.watch_weight,
         rate_weight=settings.train.rate_weight,
     )  # fmt: skip
-    cat = load_catalog(settings, data.item_ids, catalog)
+    cat = load_catalog(settings.kafka, settings.cache_path, data.item_ids, catalog)
     mask = temporal_test_mask(data.users, data.ts)
     train, test = data.subset(~mask), data.subset(mask)
     inner, valid = validation_split(train)

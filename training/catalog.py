@@ -18,10 +18,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from core.config import Settings
+from core.config_infra import KafkaSettings
 from schemas.catalog import ItemRecord
 from schemas.codec import decode_item
 from schemas.errors import EventValidationError
@@ -70,15 +71,15 @@ class ItemCatalog:
         return cls(source, genres, np.asarray(names, dtype=str), years, coverage)
 
 
-def read_catalog_topic(settings: Settings, *, timeout_s: float = 10.0) -> list[ItemRecord]:
+def read_catalog_topic(kafka: KafkaSettings, *, timeout_s: float = 10.0) -> list[ItemRecord]:
     """Every record of the compacted catalog topic (latest per item wins)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-    topic = settings.topic(CATALOG)
+    topic = kafka.topic(CATALOG)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka.bootstrap,
-            "group.id": f"{settings.kafka.topic_prefix}-trainer-catalog",
+            "bootstrap.servers": kafka.bootstrap,
+            "group.id": f"{kafka.topic_prefix}-trainer-catalog",
             "enable.auto.commit": False,
             "socket.timeout.ms": int(timeout_s * 1000),
         }
@@ -127,7 +128,11 @@ def read_catalog_topic(settings: Settings, *, timeout_s: float = 10.0) -> list[I
         consumer.close()
 
 
-def load_catalog(settings: Settings, item_ids: np.ndarray, source: str = "auto") -> ItemCatalog:
+def load_catalog(
+    kafka: KafkaSettings, cache_dir: Path, item_ids: np.ndarray, source: str = "auto"
+) -> ItemCatalog:
+    """The item catalogue aligned to ``item_ids``: from the catalog topic (``kafka``), else
+    MovieLens-100K's when its wheel is cached under ``cache_dir``, else empty."""
     if source not in SOURCES:
         raise CatalogError(
             f"unknown catalog source {source!r}: use {', '.join(SOURCES)}", source=source
@@ -136,7 +141,7 @@ def load_catalog(settings: Settings, item_ids: np.ndarray, source: str = "auto")
         return ItemCatalog.empty(len(item_ids))
     if source in ("auto", "topic"):
         try:
-            cat = ItemCatalog.align(read_catalog_topic(settings), item_ids, "topic")
+            cat = ItemCatalog.align(read_catalog_topic(kafka), item_ids, "topic")
         except CatalogError as err:
             if source == "topic":
                 raise
@@ -147,11 +152,9 @@ def load_catalog(settings: Settings, item_ids: np.ndarray, source: str = "auto")
     if source in ("auto", "movielens"):
         from ingest.movielens import WHEEL_FILE, load_movielens
 
-        cached = (settings.cache_path / "datasets" / WHEEL_FILE).exists()
+        cached = (cache_dir / "datasets" / WHEEL_FILE).exists()
         if cached or source == "movielens":
-            cat = ItemCatalog.align(
-                load_movielens(settings.cache_path).catalog, item_ids, "movielens"
-            )
+            cat = ItemCatalog.align(load_movielens(cache_dir).catalog, item_ids, "movielens")
             if cat.coverage >= MIN_COVERAGE or source == "movielens":
                 return cat
     log.info("no catalog covers the items; genre and release-age features will be missing")

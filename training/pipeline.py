@@ -122,7 +122,12 @@ def run_training(
         )  # fmt: skip
         del events
     with timed("item catalog"):
-        catalog = load_catalog(settings, data.item_ids, catalog_source or settings.train.catalog)
+        catalog = load_catalog(
+            settings.kafka,
+            settings.cache_path,
+            data.item_ids,
+            catalog_source or settings.train.catalog,
+        )
 
     test_mask = temporal_test_mask(data.users, data.ts)
     train, test = data.subset(~test_mask), data.subset(test_mask)
