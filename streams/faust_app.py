@@ -36,6 +36,7 @@ beyond importing faust; the app is built by :func:`create_faust_app` inside a ru
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from core.config import Settings
 from schemas.events import EVENT_TYPES
 from streams.errors import StreamError
 from streams.faust_consumer import Batch, BatchConsumer
+from streams.faust_trace import BatchTrace
 from streams.state import TP
 from streams.worker import Cadence
 
@@ -87,7 +89,8 @@ def create_faust_app(
 ) -> faust.App:
     """A Faust app (not started) whose agent passes batches of at most
     ``stream_redis_batch_events`` records (see Cadence), waiting at most
-    ``stream_redis_batch_ms`` after the first, to ``on_batch(batch, stale_count)``;
+    ``stream_redis_batch_ms`` after the first, to ``on_batch(batch, stale_count, trace)``
+    (trace: a :class:`streams.faust_trace.BatchTrace` when tracing, else None);
     rebalance signals go to ``on_assigned(tps)`` / ``on_revoked(tps)`` as lists of
     ``(topic, partition)``."""
     s = settings
@@ -131,13 +134,17 @@ def create_faust_app(
     consumer.cadence = Cadence(s.stream.redis_batch_min_events, s.stream.redis_batch_events)
     consumer.batch_s = s.stream.redis_batch_ms / 1000
 
-    async def deliver(batch: Batch, generation: int) -> None:
+    async def deliver(batch: Batch, generation: int, trace: BatchTrace | None) -> None:
         if not batches._subscribers:  # type: ignore[attr-defined]
             # The agent subscribes when it starts, before the first assignment; a batch
             # sent to no one would be lost (and then committed over).
             raise StreamError("faust engine: a batch arrived before the agent started")
+        if trace is not None:
+            trace.chan = sum(sub.queue.qsize() for sub in batches._subscribers)  # type: ignore[attr-defined]
         try:
-            await batches.send(value=(batch, generation))
+            await batches.send(value=(batch, generation, trace))
+            if trace is not None:
+                trace.sent = time.monotonic()
         except asyncio.CancelledError:
             # A revoke's flow_control.clear() empties the channel and CANCELS a put
             # waiting for room (mode's ThrowableQueue.clear) -- while the agent worked on
@@ -153,13 +160,15 @@ def create_faust_app(
 
     async def process(stream: faust.StreamT) -> None:
         try:
-            async for batch, generation in stream:
+            async for batch, generation, trace in stream:
                 if generation != app.consumer_generation_id:
                     # Fetched before the latest rebalance: the partitions may have moved,
                     # and the engine's realign reads these records again.
-                    await on_batch({}, sum(len(r) for r in batch.values()))
+                    await on_batch({}, sum(len(r) for r in batch.values()), None)
                     continue
-                await on_batch(batch, 0)
+                if trace is not None:
+                    trace.received = time.monotonic()
+                await on_batch(batch, 0, trace)
         except asyncio.CancelledError:
             # Cancelled while the app stops -- or, when a worker is refused (or stops)
             # before the agent service finished starting, by asyncio.run's final sweep,

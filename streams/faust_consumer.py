@@ -30,20 +30,25 @@ from aiokafka.errors import InconsistentGroupProtocolError
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
+from streams import faust_trace
 from streams.decode import RawRecord
+from streams.faust_trace import BatchTrace
 from streams.state import TP
 
 if TYPE_CHECKING:
     from streams.worker import Cadence
 
 Batch = dict[TP, list[RawRecord]]
-Deliver = Callable[[Batch, int], Awaitable[None]]
+Deliver = Callable[[Batch, int, BatchTrace | None], Awaitable[None]]
 
 # The group protocol (assignment strategy) name the Faust engine joins with. The confluent
 # engine joins with librdkafka's "roundrobin"; a group admits a member only if it shares a
 # protocol with the group, so a worker of the other engine is refused by the broker itself
 # (INCONSISTENT_GROUP_PROTOCOL) -- atomically, with no marker to keep alive.
 FAUST_PROTOCOL = "streamrec-faust-roundrobin"
+
+# aiokafka's fetch_max_wait_ms for the Faust engine (see _Thread._create_worker_consumer).
+FETCH_MAX_WAIT_MS = 50
 
 
 class EngineAssignor(RoundRobinPartitionAssignor):
@@ -57,6 +62,18 @@ class _Thread(AIOKafkaConsumerThread):
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its group coordinator.
         consumer._partition_assignment_strategy = (EngineAssignor,)
+        # Read by start() when it builds the fetcher. Faust hard-codes 1,500 ms, and that
+        # was the Faust engine's ~2 s freshness tail (issue 15): aiokafka sends one fetch
+        # per broker at a time, and leaves out the partitions whose fetched records are
+        # still buffered (not yet taken by a fill) for longer than prefetch_backoff
+        # (100 ms) -- under load, exactly the busy ones. The fetch then asks only for idle
+        # partitions, the broker holds it the whole max wait, and no fetch for the busy
+        # partitions can go out meanwhile: they fall ~1.5 s behind, the next fetch returns
+        # 1.5 s of records, a fill cannot take them all within 100 ms, and the cycle
+        # repeats -- a standing backlog with the CPU to spare. 50 ms, the confluent
+        # engine's fetch.wait.max.ms: such a fetch now blocks the busy partitions 50 ms.
+        # The cost is an idle group's fetch every 50 ms, as librdkafka does.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
 
 
@@ -100,11 +117,12 @@ class BatchConsumer(AIOKafkaConsumer):
             if self.ready_generation != self.app.consumer_generation_id:
                 await asyncio.sleep(0.01)  # the engine's on_assigned hook is not done yet
                 continue
-            batch, generation = await self._fill()
+            trace = BatchTrace() if faust_trace.enabled() else None
+            batch, generation = await self._fill(trace)
             if batch:
-                await self.deliver(batch, generation)
+                await self.deliver(batch, generation, trace)
 
-    async def _fill(self) -> tuple[Batch, int]:
+    async def _fill(self, trace: BatchTrace | None = None) -> tuple[Batch, int]:
         """Up to ``cadence.events`` records, returned ``batch_s`` after the first one arrived
         at the latest (as the confluent engine's ``consume(n, timeout)``); empty after a
         second without records, when stopping, or when a rebalance began or completed
@@ -141,15 +159,33 @@ class BatchConsumer(AIOKafkaConsumer):
                     have.extend(raw)
                 n += len(raw)
                 read_offset[tp] = recs[-1].offset  # Faust's stall detector reads these
+                if trace is not None:
+                    trace.note_records(
+                        f"{tp.topic[-5:]}{tp.partition}", len(raw), raw[0][3], raw[-1][3]
+                    )
             now = time.monotonic()
+            if trace is not None:
+                trace.fetches += 1
             if not deadline:
                 if not n:
                     return {}, generation  # idle: back to the loop, which checks for stop
                 deadline = now + self.batch_s
+                if trace is not None:
+                    trace.first = now
             timeout = deadline - now
             if n >= cap or timeout <= 0:
+                if trace is not None:
+                    self._trace_filled(trace, cap, now)
                 self.cadence.update(n)
                 return batch, generation
+
+    def _trace_filled(self, trace: BatchTrace, cap: int, now: float) -> None:
+        trace.cap, trace.filled, trace.filled_wall = cap, now, time.time()
+        aio = getattr(self._thread, "_consumer", None)
+        subs = getattr(aio, "_subscription", None)
+        paused = subs.paused_partitions() if subs is not None else set()
+        trace.paused = len(paused) + len(self._paused_partitions)
+        trace.flow = self.flow_active
 
 
 def join_refused(consumer: BatchConsumer) -> bool:

@@ -37,6 +37,7 @@ from core.errors import KafkaError
 from streams.errors import EngineConflict, StreamError
 from streams.faust_app import create_faust_app
 from streams.faust_consumer import Batch, join_refused
+from streams.faust_trace import BatchTrace
 from streams.parts import (
     Parts,
     Progress,
@@ -204,13 +205,13 @@ class _Run:
             await call(parts.trending.tick, now, proc.max_event_ts)
 
     # --- callbacks from the Faust app (on the loop) -------------------------------------
-    async def on_batch(self, batch: Batch, stale: int) -> None:
+    async def on_batch(self, batch: Batch, stale: int, trace: BatchTrace | None) -> None:
         if stale:
             log.info("dropped %d record(s) fetched before a rebalance", stale)
         if self.stopping or self.w.stop_event.is_set() or not batch:
             return
         try:
-            await self.call(self.process, batch)
+            await self.call(self.process, batch, trace)
         except Stopped:
             pass
         except Exception as err:  # the engine stops; uncommitted work is redone
@@ -259,7 +260,9 @@ class _Run:
                 )
 
     # --- on the executor thread -------------------------------------------------------
-    def process(self, batch: Batch) -> None:
+    def process(self, batch: Batch, trace: BatchTrace | None = None) -> None:
+        if trace is not None:
+            trace.started = time.monotonic()
         for tp, recs in batch.items():
             st = self.proc.parts.get(tp)
             # Offsets of one partition are contiguous on our topics (no transactions, no
@@ -267,6 +270,8 @@ class _Run:
             if st is not None and st.next_offset >= 0 and recs[0][0] > st.next_offset:
                 raise OffsetGap(tp, st.next_offset, recs[0][0])
         self.proc.process(batch)
+        if trace is not None:
+            trace.emit(sum(len(r) for r in batch.values()))
 
     def assign(self, tps: list[TP]) -> None:
         proc = self.proc
