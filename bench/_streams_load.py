@@ -52,7 +52,7 @@ def produce_movielens(s: Settings) -> int:
     from ingest.movielens import load_movielens
     from ingest.replay import replay_movielens
 
-    return replay_movielens(s, load_movielens(s.cache_path).subset("all")).events
+    return replay_movielens(s.kafka, load_movielens(s.cache_path).subset("all")).events
 
 
 def produce_backlog(s: Settings, n: int, seed: int = 1) -> None:

@@ -39,7 +39,7 @@ def bare_loop(settings: Settings, payloads: list[tuple[str, bytes, bytes]]) -> f
 
 
 def ours(settings: Settings, ml) -> float:
-    stats = replay_movielens(settings, ml)
+    stats = replay_movielens(settings.kafka, ml)
     return stats.events / stats.seconds
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-from core.config import Settings
+from core.config import KafkaSettings
 from core.errors import KafkaError
 from core.kafka import EventProducer
 from ingest.errors import NotDelivered
@@ -92,7 +92,7 @@ def _dead_letter(source: str, line: Line, err: EventValidationError) -> DeadLett
 
 
 def produce_events(
-    settings: Settings,
+    kafka: KafkaSettings,
     source: str,
     fmt: str = "jsonl",
     *,
@@ -109,8 +109,8 @@ def produce_events(
         raise ConfigError(f"the failed file {path} must not be the input file")
     report = ProduceReport()
     start = time.perf_counter()
-    producer = producer if producer is not None else EventProducer(settings.kafka)
-    dead_letter_topic = settings.topic(DEAD_LETTER)
+    producer = producer if producer is not None else EventProducer(kafka)
+    dead_letter_topic = kafka.topic(DEAD_LETTER)
     undelivered = _Undelivered()
     try:
         with open_source(source) as stream:

@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from core.config import Settings
+from core.config import KafkaSettings
 from core.kafka import EventProducer
 from ingest.errors import DatasetError
 from ingest.movielens import MovieLens
@@ -123,7 +123,7 @@ class _Pacer:
 
 
 def replay_movielens(
-    settings: Settings,
+    kafka: KafkaSettings,
     ml: MovieLens,
     *,
     rate: float | None = None,
@@ -139,13 +139,13 @@ def replay_movielens(
         raise DatasetError(f"--speedup must be positive, got {speedup}", dataset="ml-100k")
     validate_dataset(ml)
     own = producer is None
-    producer = producer if producer is not None else EventProducer(settings.kafka)
+    producer = producer if producer is not None else EventProducer(kafka)
     stats = ReplayStats()
     start = time.perf_counter()
     for item in ml.catalog:
         producer.send_item(item)
         stats.items += 1
-    topic = {WATCH: settings.topic(WATCH), RATE: settings.topic(RATE)}
+    topic = {WATCH: kafka.topic(WATCH), RATE: kafka.topic(RATE)}
     pacer = _Pacer(rate, speedup, float(ml.ts[0]) if len(ml) else 0.0)
     paced = rate is not None or speedup is not None
     ts = ml.ts

@@ -97,7 +97,7 @@ def step_replay(ctx: DemoContext) -> None:
     with _progress(ctx.console) as progress:
         task = progress.add_task("replay train split", total=2 * len(train))
         stats = replay_movielens(
-            ctx.settings, train, on_progress=lambda n: progress.advance(task, n)
+            ctx.settings.kafka, train, on_progress=lambda n: progress.advance(task, n)
         )
     ctx.facts["replay_rate"] = stats.rate
     ctx.facts["replayed_events"] = stats.events

@@ -210,7 +210,7 @@ def test_prometheus_scrapes_everything_panels_have_data_and_redis_down_alerts(
 
         # A model trained on snapshots a stream worker wrote, promoted to production, and a
         # second version (the same model, published again) for the rollout controller.
-        replay_movielens(s, train)
+        replay_movielens(s.kafka, train)
         run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
         report = run_training(s, promote=True, catalog_source="topic")
         assert report.manifest is not None

@@ -120,7 +120,7 @@ def test_produce_rides_out_a_broker_down_for_a_minute(own_broker, own_settings, 
             timer.start()
 
     try:
-        report = produce_events(own_settings, str(path), on_line=kill_mid_run)
+        report = produce_events(own_settings.kafka, str(path), on_line=kill_mid_run)
     finally:  # never leave a restart pending past the test (the fixtures restart it)
         timer.cancel()
         if timer.is_alive():
@@ -150,7 +150,9 @@ def test_lines_not_delivered_are_named_in_a_file_and_resending_it_completes_the_
             _kill(own_broker)  # and 2001-6000 will never reach a broker in 3 s
 
     with pytest.raises(NotDelivered) as info:
-        produce_events(settings, str(path), producer=producer, on_line=kill_after_2000_delivered)
+        produce_events(
+            settings.kafka, str(path), producer=producer, on_line=kill_after_2000_delivered
+        )
 
     failed = tmp_path / "events.jsonl.undelivered"
     assert info.value.count == 4_000 and info.value.path == str(failed)
@@ -160,6 +162,6 @@ def test_lines_not_delivered_are_named_in_a_file_and_resending_it_completes_the_
     _restart(own_broker)
     assert _ids_in_topic(settings, 2_000) == Counter(f"w{i}" for i in range(2_000))
 
-    report = produce_events(settings, str(failed))  # the re-run of that file
+    report = produce_events(settings.kafka, str(failed))  # the re-run of that file
     assert (report.sent, report.undelivered) == (4_000, 0)
     assert _ids_in_topic(settings, 6_000) == Counter(f"w{i}" for i in range(6_000))

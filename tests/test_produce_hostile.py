@@ -62,7 +62,7 @@ def test_each_bad_line_costs_only_itself(topics, tmp_path):
         f.writelines(line + b"\n" for line, _ in HOSTILE)
         f.writelines(_watch(i) for i in range(1000, 2000))
 
-    report = produce_events(topics, str(path))
+    report = produce_events(topics.kafka, str(path))
 
     assert (report.sent, report.rejected, report.undelivered) == (2000, len(HOSTILE), 0)
     msgs = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 2000)
@@ -95,7 +95,7 @@ def test_hostile_cmu_lines_are_rejected_and_the_rest_delivered(topics, tmp_path)
     path = tmp_path / "log.txt"
     path.write_text("".join(good[:250] + bad + good[250:]))
 
-    report = produce_events(topics, str(path), "cmu")
+    report = produce_events(topics.kafka, str(path), "cmu")
 
     assert (report.sent, report.rejected) == (500, len(bad))
     msgs = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 500)
@@ -120,7 +120,7 @@ def test_an_error_mid_run_still_delivers_everything_accepted(topics, tmp_path):
             raise RuntimeError("the caller gave up")
 
     with pytest.raises(RuntimeError, match="gave up"):
-        produce_events(topics, str(path), producer=producer, on_line=stop_after_1000)
+        produce_events(topics.kafka, str(path), producer=producer, on_line=stop_after_1000)
     # Waited for before the error left produce_events: nothing is left for a process exit
     # to drop (the CLI lost all 1,000 that way).
     assert producer.stats.produced == 1000  # the producer given is the one used (an idle

@@ -47,7 +47,7 @@ def test_producer_is_idempotent_with_acks_all(settings):
 def test_produce_consume_round_trip(topics, tmp_path):
     path = tmp_path / "log.txt"
     path.write_text(CMU_LINES)
-    report = produce_events(topics, str(path), "cmu")
+    report = produce_events(topics.kafka, str(path), "cmu")
     assert (report.sent, report.rejected) == (4, 2)
     assert report.by_type == {"watch": 2, "rate": 1, "reco_response": 1}
     assert "line 4" in report.reasons[0] and "line 6" in report.reasons[1]
@@ -72,8 +72,8 @@ def test_produce_consume_round_trip(topics, tmp_path):
 def test_resending_a_file_resends_the_same_event_ids(topics, tmp_path):
     path = tmp_path / "log.txt"
     path.write_text(CMU_LINES)
-    produce_events(topics, str(path), "cmu")
-    produce_events(topics, str(path), "cmu")
+    produce_events(topics.kafka, str(path), "cmu")
+    produce_events(topics.kafka, str(path), "cmu")
     msgs = consume_all(topics.kafka.bootstrap, topics.topic("watch"), 4)
     ids = [decode_event(m.value()).event_id for m in msgs]
     # Two sends -> two copies with identical ids, so consumers can deduplicate by id (the
@@ -157,7 +157,7 @@ def test_non_blocking_send_drops_instead_of_stalling(settings):
 @pytest.mark.slow
 def test_full_movielens_replay_arrives_complete(topics):
     ml = load_movielens(topics.cache_path)
-    stats = replay_movielens(topics, ml.subset("all"))
+    stats = replay_movielens(topics.kafka, ml.subset("all"))
     assert stats.events == 200_000 and stats.items == 1682
 
     expected = {"watch": hashlib.sha256(), "rate": hashlib.sha256()}
@@ -185,7 +185,7 @@ def test_end_offsets_and_group_lag_count_what_a_group_has_not_committed(topics, 
 
     path = tmp_path / "log.txt"
     path.write_text(CMU_LINES)
-    produce_events(topics, str(path), "cmu")
+    produce_events(topics.kafka, str(path), "cmu")
     watch = topics.topic("watch")
     marks = end_offsets(topics.kafka, [watch, "no-such-topic"])
     assert {t for t, _ in marks} == {watch} and len(marks) == topics.kafka.topic_partitions

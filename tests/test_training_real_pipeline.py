@@ -30,7 +30,7 @@ def test_replayed_movielens_trains_publishes_and_races(topics: Settings) -> None
     s = topics.with_sections(train={"threads": 2})  # default flush cadence: issue 20
     ml = load_movielens(s.cache_path)
     train_split = ml.subset("train")
-    stats = replay_movielens(s, train_split)
+    stats = replay_movielens(s.kafka, train_split)
     assert stats.events == 2 * len(train_split)  # a watch and a rate per rating
     summary = run_worker(s, until_caught_up=True, metrics_port=-1, handle_signals=False)
     assert summary.processed == stats.events and summary.files_written > 0

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with console.status("producing…"):
             report = produce_events(
-                settings,
+                settings.kafka,
                 args.file,
                 args.format,
                 expected_type=expected,

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     ) as progress:
         task = progress.add_task(f"replay {args.split}", total=2 * len(ml))
         stats = replay_movielens(
-            settings,
+            settings.kafka,
             ml,
             rate=args.rate,
             speedup=args.speedup,
