@@ -235,3 +235,36 @@ def test_batches_are_small_while_caught_up_and_grow_only_while_catching_up():
     cap.update(9_999)  # a short one: caught up
     assert cap.events == 1_000
     assert Cadence(5_000, 100).events == 100
+
+
+def test_faust_engine_fetches_wait_as_briefly_as_the_confluent_engines(tmp_path) -> None:
+    """Faust builds aiokafka with fetch_max_wait_ms=1500; with it, a fetch of only idle
+    partitions held back the busy ones 1.5 s at a time (issue 15's ~2 s freshness tail)."""
+    import asyncio
+
+    from core.config import Settings
+    from streams.faust_app import create_faust_app
+    from streams.faust_consumer import FETCH_MAX_WAIT_MS
+    from streams.worker import consumer_config
+
+    async def build() -> int:
+        async def nothing(*_: object) -> None:
+            return None
+
+        app = create_faust_app(
+            Settings(),
+            group="unit",
+            datadir=tmp_path,
+            on_batch=nothing,
+            on_assigned=nothing,
+            on_revoked=nothing,
+        )
+        thread = app.consumer._thread  # type: ignore[attr-defined]
+        aio = thread._create_worker_consumer(app.transport)  # built, never started
+        return aio._fetch_max_wait_ms
+
+    assert (
+        asyncio.run(build())
+        == FETCH_MAX_WAIT_MS
+        == consumer_config(Settings())["fetch.wait.max.ms"]
+    )
