@@ -42,6 +42,20 @@ class TrainSettings(Section):
         0, ge=0, le=1000,
         description="Epochs of the SASRec family (JAX, `sequential` extra); 0: not fitted.",
     )  # fmt: skip
+    # An epoch's cost is bounded on big data (issue 19): MovieLens-100K (2,436 windows at
+    # most, 1,682 items) is under both bounds and trains exactly as the plain SASRec-CE.
+    sasrec_max_windows: int = Field(
+        5000, ge=1,
+        description="SASRec windows (50 items) an epoch at most, sampled afresh each epoch.",
+    )  # fmt: skip
+    sasrec_full_softmax_items: int = Field(
+        3000, ge=0,
+        description="Catalogue size up to which SASRec trains with the full softmax.",
+    )  # fmt: skip
+    sasrec_negatives: int = Field(
+        1000, ge=0,
+        description="Sampled-softmax negatives a SASRec batch above that size (0: full).",
+    )  # fmt: skip
     seed: int = Field(42, description="Random seed of every fitted stage.")
     watch_weight: float = Field(
         1.0, ge=0, description="Weight of watching: watch_weight * log2(1 + watch events)."

@@ -113,3 +113,40 @@ def test_registry_round_trip_as_npz(tmp_path: Path, fitted: SASRecModel) -> None
     loaded = reg.load(card.version)
     user = str(fitted.user_ids[3])
     assert loaded.recommend_unseen(user, 10) == fitted.recommend_unseen(user, 10)
+
+
+def test_sampled_softmax_over_every_item_is_the_full_softmax() -> None:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from training.sasrec import sampled_ce
+
+    rng = np.random.default_rng(1)
+    emb = rng.standard_normal((9, 4)).astype(np.float32)  # row 0: padding
+    h = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    targets = np.array([[1, 5, 8], [2, 2, 7]])
+
+    def both(h: jax.Array, emb: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+        logits = (h @ emb.T).at[..., 0].set(-1e9)
+        full = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        # Every item a negative at a uniform q (a constant log q cancels): the same loss.
+        return full, sampled_ce(h, emb, targets, jnp.arange(1, 9), jnp.full(9, -2.0))
+
+    use_compile_cache(TINY.cache_dir)
+    full, sampled = jax.jit(both)(h, emb, targets)  # one compilation, not one per op
+    np.testing.assert_allclose(np.asarray(sampled), np.asarray(full), rtol=1e-5, atol=1e-5)
+
+
+def test_a_big_catalogue_trains_on_sampled_negatives_in_bounded_epochs(
+    split: tuple[Interactions, Interactions],
+) -> None:
+    train = split[0]
+    cfg = SASRecConfig(**{**TINY.__dict__, "full_softmax_items": 100, "negatives": 40,
+                          "max_windows": 64, "epochs": 2})  # fmt: skip
+    assert cfg.sampled(len(train.item_ids)) and not TINY.sampled(len(train.item_ids))
+    losses: list[float] = []
+    model = fit_sasrec(train, cfg, on_epoch=lambda _e, loss, _m: losses.append(loss))
+    assert model.extra_params["negatives"] == 40 and model.extra_params["max_windows"] == 64
+    assert len(losses) == 2 and np.isfinite(losses).all()
+    assert all(np.isfinite(w).all() for w in model.w.values())

@@ -3,6 +3,12 @@ next-item prediction with full-softmax cross-entropy at every position of each w
 user's event-time-ordered training items (SASRec-CE, the variant reproducibility studies
 found strongest). JAX runs on an accelerator when one is installed and on the CPU otherwise.
 
+An epoch's cost is bounded on big data: at most ``max_windows`` windows an epoch (a fresh
+random sample each epoch), and above ``full_softmax_items`` items the softmax runs over
+``negatives`` items sampled per batch (popularity^0.75, logQ-corrected) instead of the whole
+catalogue, so a step costs the same at any catalogue size. MovieLens-100K (1,682 items, ~2,000
+windows) is under both bounds: trained exactly as the full-softmax SASRec-CE.
+
 :func:`forward` is the batched, padded twin of :func:`models.sasrec.forward` (the numpy
 inference serving runs); a unit test holds them equal.
 """
@@ -44,12 +50,23 @@ class SASRecConfig:
     lr: float = 2e-3
     batch: int = 32
     epochs: int = 30
-    # Windows drawn per epoch at most (big data: an epoch is then a sample of the users).
-    max_windows: int = 20_000
+    # The trainer's values are the STREAMREC_TRAIN_SASREC_* settings (core/config_train.py).
+    # Windows drawn per epoch at most (big data: an epoch is then a sample of the windows).
+    max_windows: int = 5_000
+    # Catalogues above this many items train with a sampled softmax over ``negatives`` items
+    # shared by the batch: the full one's logits cost batch x max_len x items a step.
+    full_softmax_items: int = 3_000
+    negatives: int = 1_000
     seed: int = 42
     # XLA's persistent compilation cache: compiling the training step costs 2-40 s on the
     # shared 2 cores, reading it back ~1 s (keyed by shapes, so per catalogue size).
     cache_dir: str | None = None
+    # Steps an epoch at most (0: all): cost probes only (bench/sasrec_cost.py).
+    max_steps: int = 0
+
+    def sampled(self, n_items: int) -> bool:
+        """Whether a catalogue of ``n_items`` trains with the sampled softmax."""
+        return self.negatives > 0 and n_items > max(self.full_softmax_items, self.negatives)
 
 
 def sequences(data: Interactions) -> tuple[np.ndarray, np.ndarray]:
@@ -166,6 +183,30 @@ def use_compile_cache(cache_dir: str | None) -> None:
     compilation_cache.reset_cache()
 
 
+def negative_sampler(items: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """(cdf over columns, log q by embedding row) of the sampled softmax's negatives: q is
+    (count + 1)^0.75 (word2vec's), so popular items -- the full softmax's hardest negatives --
+    come up often, and an item absent from this cut still gets pushed down now and then."""
+    q = (np.bincount(items, minlength=n_items).astype(np.float64) + 1.0) ** 0.75
+    q /= q.sum()
+    logq = np.concatenate([[0.0], np.log(q)]).astype(np.float32)
+    return np.cumsum(q), logq
+
+
+def sampled_ce(h: Any, emb: Any, targets: Any, negs: Any, logq: Any) -> Any:
+    """Sampled-softmax cross-entropy (batch x max_len) of the target against the batch's shared
+    negatives (embedding rows), every logit less log q (Bengio & Senecal's correction, so the
+    sample estimates the full softmax); a negative that is the target itself is dropped."""
+    import jax
+    import jax.numpy as jnp
+
+    pos = (h * emb[targets]).sum(-1) - logq[targets]
+    neg = h @ emb[negs].T - logq[negs]
+    neg = jnp.where(negs == targets[..., None], -1e9, neg)
+    logits = jnp.concatenate([pos[..., None], neg], axis=-1)
+    return jax.nn.logsumexp(logits, axis=-1) - pos
+
+
 def fit_sasrec(
     data: Interactions,
     cfg: SASRecConfig,
@@ -183,31 +224,41 @@ def fit_sasrec(
     indptr, items = sequences(data)
     n_items = len(data.item_ids)
     all_windows = windows(indptr, items, cfg.max_len)
-    batch = max(8, min(cfg.batch, MAX_LOGITS // (cfg.max_len * (n_items + 1))))
+    sampled = cfg.sampled(n_items)
+    width = cfg.negatives + 1 if sampled else n_items + 1  # logits a position
+    batch = max(8, min(cfg.batch, MAX_LOGITS // (cfg.max_len * width)))
     params = jax.tree.map(jnp.asarray, init_params(n_items, cfg))
     opt = optax.adam(cfg.lr)
     state = opt.init(params)
     blocks, heads, rate = cfg.blocks, cfg.heads, cfg.dropout
+    cdf, logq = negative_sampler(items, n_items)
 
-    def loss_fn(p: dict, seqs: Any, key: Any) -> Any:
+    def loss_fn(p: dict, seqs: Any, negs: Any, key: Any) -> Any:
         inputs, targets = seqs[:, :-1], seqs[:, 1:]
         h = forward(p, inputs, blocks, heads, dropout=rate, key=key)
-        logits = (h @ p["item_emb"].T).at[..., 0].set(-1e9)  # padding is never an answer
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        if negs is None:
+            logits = (h @ p["item_emb"].T).at[..., 0].set(-1e9)  # padding is never an answer
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        else:
+            ce = sampled_ce(h, p["item_emb"], targets, negs, jnp.asarray(logq))
         mask = (targets > 0).astype(ce.dtype)
         return (ce * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
     @jax.jit
-    def step(p: dict, s: Any, seqs: Any, key: Any) -> tuple[dict, Any, Any]:
-        loss, grads = jax.value_and_grad(loss_fn)(p, seqs, key)
+    def step(p: dict, s: Any, seqs: Any, negs: Any, key: Any) -> tuple[dict, Any, Any]:
+        loss, grads = jax.value_and_grad(loss_fn)(p, seqs, negs, key)
         updates, s = opt.update(grads, s, p)
         return optax.apply_updates(p, updates), s, loss
 
     rng = np.random.default_rng(cfg.seed)
+    # Negatives draw from their own stream: the full-softmax fit's draws stay as they were.
+    neg_rng = np.random.default_rng(cfg.seed + 1)
     key = jax.random.key(cfg.seed)
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         order = rng.permutation(len(all_windows))[: cfg.max_windows]
+        if cfg.max_steps:
+            order = order[: cfg.max_steps * batch]
         losses = []
         for start in range(0, len(order), batch):
             rows = all_windows[order[start : start + batch]]
@@ -215,16 +266,22 @@ def fit_sasrec(
                 rows = np.concatenate(
                     [rows, np.zeros((batch - len(rows), rows.shape[1]), rows.dtype)]
                 )
+            negs = None
+            if sampled:
+                drawn = np.searchsorted(cdf, neg_rng.random(cfg.negatives), side="right")
+                negs = jnp.asarray(np.minimum(drawn, n_items - 1).astype(np.int32) + 1)
             key, sub = jax.random.split(key)
-            params, state, loss = step(params, state, jnp.asarray(rows), sub)
+            params, state, loss = step(params, state, jnp.asarray(rows), negs, sub)
             losses.append(loss)
         mean = float(np.mean([float(x) for x in losses])) if losses else float("nan")
         if on_epoch is not None:
             snap = model_every and epoch % model_every == 0
             on_epoch(epoch, mean, _model(data, indptr, items, params, cfg) if snap else None)
     log.info(
-        "sasrec: %d windows, %d epochs in %.1f s", len(all_windows), cfg.epochs,
-        time.perf_counter() - t0,
+        "sasrec: %d windows (%d an epoch), %s softmax, batch %d, %d epochs in %.1f s",
+        len(all_windows), min(len(all_windows), cfg.max_windows),
+        f"sampled ({cfg.negatives} of {n_items})" if sampled else f"full ({n_items})", batch,
+        cfg.epochs, time.perf_counter() - t0,
     )  # fmt: skip
     return _model(data, indptr, items, params, cfg)
 
@@ -234,7 +291,8 @@ def _model(
 ) -> SASRecModel:
     weights = {n: np.asarray(a, dtype=np.float32) for n, a in params.items()}
     extra = {"max_len": cfg.max_len, "dim": cfg.dim, "epochs": cfg.epochs,
-             "dropout": cfg.dropout, "lr": cfg.lr}  # fmt: skip
+             "dropout": cfg.dropout, "lr": cfg.lr, "max_windows": cfg.max_windows,
+             "negatives": cfg.negatives if cfg.sampled(len(data.item_ids)) else 0}  # fmt: skip
     return SASRecModel(
         data.user_ids, data.item_ids, indptr, items, weights,
         blocks=cfg.blocks, heads=cfg.heads, extra_params=extra,

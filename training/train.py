@@ -82,13 +82,18 @@ class TrainConfig:
     # SASRec (training/sasrec.py): 0 epochs leaves the sequential family out of the run.
     sasrec_epochs: int = _DEFAULT["sasrec_epochs"].default
     sasrec_cache_dir: str | None = None  # JAX's compilation cache (settings.cache_path/jax)
+    sasrec_max_windows: int = _DEFAULT["sasrec_max_windows"].default
+    sasrec_full_softmax_items: int = _DEFAULT["sasrec_full_softmax_items"].default
+    sasrec_negatives: int = _DEFAULT["sasrec_negatives"].default
 
     def sasrec(self) -> SASRecConfig:
         from training.sasrec import SASRecConfig
 
         return SASRecConfig(
-            epochs=self.sasrec_epochs, seed=self.seed, cache_dir=self.sasrec_cache_dir
-        )
+            epochs=self.sasrec_epochs, seed=self.seed, cache_dir=self.sasrec_cache_dir,
+            max_windows=self.sasrec_max_windows, negatives=self.sasrec_negatives,
+            full_softmax_items=self.sasrec_full_softmax_items,
+        )  # fmt: skip
 
     def feature_names(self) -> tuple[str, ...]:
         """The ranker's features in a run with this configuration."""
@@ -125,6 +130,9 @@ class TrainConfig:
             ranker_threads=train.ranker_threads,
             sasrec_epochs=train.sasrec_epochs,
             sasrec_cache_dir=str(cache_dir / "jax"),
+            sasrec_max_windows=train.sasrec_max_windows,
+            sasrec_full_softmax_items=train.sasrec_full_softmax_items,
+            sasrec_negatives=train.sasrec_negatives,
         )
 
 
