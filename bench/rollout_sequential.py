@@ -101,7 +101,14 @@ def main() -> int:
         stack.up(s, ["stream"])
         stack.up(s, ["api"])
         api = f"http://127.0.0.1:{s.serve.port}"
-        sim = Simulator(s, api, future_interactions(test.users, test.items), rate=args.rate, seed=1)
+        sim = Simulator(
+            s.kafka,
+            s.simulate,
+            api,
+            future_interactions(test.users, test.items),
+            rate=args.rate,
+            seed=1,
+        )
         thread, result = simulate_in_thread(sim, stop=stop, duration_s=args.max_s)
         deadline = time.monotonic() + 120
         while sim.stats.by_variant.get(f"production v{v_prod}") is None:

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from core.config import Settings
+from core.config import KafkaSettings, SimulateSettings
 from core.kafka import EventProducer
 from rollout.errors import SimulatorError
 from schemas.events import WatchEvent, make_event_id
@@ -122,7 +122,8 @@ class SimStats:
 class Simulator:
     def __init__(
         self,
-        settings: Settings,
+        kafka: KafkaSettings,
+        simulate: SimulateSettings,
         api_url: str,
         future: Mapping[str, frozenset[str]],
         *,
@@ -134,15 +135,14 @@ class Simulator:
     ) -> None:
         if not future:
             raise SimulatorError("no simulated users: the test split is empty")
-        self.settings = settings
         self.api_url = check_loopback(api_url)
         self.future = dict(future)
         self.users = sorted(self.future)
         self.rate, self.k, self.concurrency = rate, k, concurrency
         self.rng = random.Random(seed)
-        self.watch_prob = settings.simulate.watch_prob
-        self.noise_prob = settings.simulate.noise_prob
-        self.producer = producer or EventProducer(settings.kafka)
+        self.watch_prob = simulate.watch_prob
+        self.noise_prob = simulate.noise_prob
+        self.producer = producer or EventProducer(kafka)
         self.stats = SimStats()
 
     async def _one(self, client: httpx.AsyncClient, user: str) -> None:

@@ -92,7 +92,9 @@ def test_a_bad_canary_is_rolled_back_and_a_better_one_promoted(rollout_settings)
     stack.up(s, ["api"])
     api = f"http://127.0.0.1:{s.serve.port}"
     test = ml.subset("test")
-    sim = Simulator(s, api, future_interactions(test.users, test.items), rate=80, seed=1)
+    sim = Simulator(
+        s.kafka, s.simulate, api, future_interactions(test.users, test.items), rate=80, seed=1
+    )
     stop = threading.Event()
     thread, result = simulate_in_thread(sim, stop=stop, duration_s=600)
     source = LiveMetricsSource.from_settings(s)

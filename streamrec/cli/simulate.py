@@ -59,7 +59,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise SimulatorError(f"--k must be within 1..{settings.serve.max_k}")
     test = load_movielens(settings.cache_path).subset("test")
     sim = Simulator(
-        settings,
+        settings.kafka,
+        settings.simulate,
         args.api or f"http://127.0.0.1:{settings.serve.port}",
         future_interactions(test.users, test.items),
         rate=rate,
