@@ -122,7 +122,8 @@ def main() -> None:
                 fresh[topo, engine].append(f)
                 console.print(
                     f"freshness run {run + 1} ({topo}, {engine}): worker p50 {f[0] * 1000:.0f}"
-                    f" ms p99 {f[1] * 1000:.0f} ms ({len(fw)} probes); bare p99"
+                    f" ms p99 {f[1] * 1000:.0f} ms max {max(fw, default=0) * 1000:.0f} ms"
+                    f" ({len(fw)} probes); bare p99"
                     f" {f[3] * 1000:.0f} ms"
                 )
     # (workload, topology, engine / cluster variant / "bare") -> rates of the runs
@@ -233,7 +234,9 @@ def report(console, args, bases, runs_on, rates, fresh) -> None:
                 )
     for (topo, engine), runs in fresh.items():
         setup = engine if topo == "single" else f"{engine}, cluster"
-        for q, i, target in (("p50", 0, ""), ("p99", 1, "< 1,000 ms")):
+        # The Faust engine's target is issue 15's (p99 < 500 ms at 5,000/s).
+        p99_target = "< 500 ms" if engine == "faust" else "< 1,000 ms"
+        for q, i, target in (("p50", 0, ""), ("p99", 1, p99_target)):
             table.add_row(
                 f"freshness {q} @ {args.rate:,}/s",
                 setup,
