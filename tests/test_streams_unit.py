@@ -244,7 +244,7 @@ def test_faust_engine_fetches_wait_as_briefly_as_the_confluent_engines(tmp_path)
 
     from core.config import Settings
     from streams.faust_app import create_faust_app
-    from streams.faust_consumer import FETCH_MAX_WAIT_MS
+    from streams.faust_consumer import FETCH_MAX_WAIT_MS, FETCH_MIN_BYTES
     from streams.worker import consumer_config
 
     async def build() -> int:
@@ -261,6 +261,7 @@ def test_faust_engine_fetches_wait_as_briefly_as_the_confluent_engines(tmp_path)
         )
         thread = app.consumer._thread  # type: ignore[attr-defined]
         aio = thread._create_worker_consumer(app.transport)  # built, never started
+        assert aio._fetch_min_bytes == FETCH_MIN_BYTES
         return aio._fetch_max_wait_ms
 
     assert (
