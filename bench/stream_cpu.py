@@ -7,7 +7,12 @@ Arrow table of a Parquet file). No services: the phases are pure.
 DIR`` (a checkout of another commit, e.g. ``git archive <rev> | tar -x -C DIR``) the same
 batches run through that tree's code too, interleaved run by run, so load hits both alike.
 
-Usage: ``python bench/stream_cpu.py [--events 40000] [--repeats 5] [--against DIR]``
+``--instructions``: instructions per event of each phase instead, counted by valgrind's
+callgrind (needs ``valgrind``; ~2 min per workload and tree at 4,000 events), which the
+machine's load does not move.
+
+Usage: ``python bench/stream_cpu.py [--events 40000] [--repeats 5] [--against DIR]
+[--instructions]``
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -73,8 +80,11 @@ def _batches(workload: str, n: int) -> list[tuple[str, int, list]]:
     return [(etype, p, recs) for (etype, p), recs in sorted(out.items())]
 
 
-def measure(workload: str, n: int, repeats: int) -> dict[str, list[float]]:
-    """µs of CPU per event of each phase, one figure per repeat (this tree's code)."""
+def measure(
+    workload: str, n: int, repeats: int, mark: Callable[[], object] = lambda: None
+) -> dict[str, list[float]]:
+    """µs of CPU per event of each phase, one figure per repeat (this tree's code);
+    ``mark`` is called before and after each phase (the instruction counts' dump points)."""
     import gc
     import time
 
@@ -107,6 +117,7 @@ def measure(workload: str, n: int, repeats: int) -> dict[str, list[float]]:
             metrics=StreamMetrics(), retry=cast(Any, lambda fn, sink: fn()),
             dedupe_window=s.stream.dedupe_window,
         )  # fmt: skip
+        mark()
         t0 = clock()
         work, decoded = [], []
         for etype, p, recs in batches:
@@ -116,19 +127,45 @@ def measure(workload: str, n: int, repeats: int) -> dict[str, list[float]]:
             decoded.append((etype, p, dec))
             work.append(RedisWork(st, 0, recs[-1][0], dec.events, dec.offsets, dec.produced_ms))
         t1 = clock()
+        mark()
         groups: dict[int, list] = {}
         for w in applier._dedupe(work):
             groups.setdefault(w.st.partition, []).append(w)
         for g in groups.values():
             applier._prepare(g)
         t2 = clock()
+        mark()
         for etype, p, dec in decoded:
             to_table(etype, dec.events, dec.offsets, p)  # type: ignore[arg-type]
         t3 = clock()
+        mark()
         for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2), strict=True):
             out[name].append(dt / total * 1e6)
         gc.collect()
     return out
+
+
+def instructions(workload: str, n: int, root: Path) -> dict[str, float]:
+    """Instructions per event of each phase (callgrind, the second of two repeats: the
+    first warms caches up), for the tree at ``root``. Load does not move these counts.
+
+    The child marks the phases by calling ``os.getppid``, before which callgrind dumps its
+    counters (``--dump-before``): dump k holds what ran since dump k-1."""
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", "--dump-before=os_getppid",
+             f"--callgrind-out-file={tmp}/cg.out", sys.executable,
+             str(Path(__file__).resolve()), "--child-instructions", workload, str(n)],
+            cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        counts = []
+        for i in range(1, 9):  # 2 repeats x 4 marks
+            text = Path(f"{tmp}/cg.out.{i}").read_text()
+            counts.append(int(next(ln for ln in text.splitlines() if ln.startswith("summary:"))
+                              .split()[1]))  # fmt: skip
+    # The second repeat: marks 5..8; dump 6 = decode, 7 = prepare, 8 = table.
+    return {p: counts[5 + j] / n for j, p in enumerate(PHASES)}
 
 
 def main() -> None:
@@ -137,6 +174,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--workloads", default="sessions,movielens")
     ap.add_argument("--against", help="another tree of the project, measured alike")
+    ap.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instructions per event by valgrind's callgrind instead of CPU time",
+    )
     args = ap.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -144,6 +186,9 @@ def main() -> None:
     trees = {"this tree": ROOT}
     if args.against:
         trees = {f"{args.against}": Path(args.against).resolve(), **trees}
+    if args.instructions:
+        _print_instructions(args, trees)
+        return
     runs: dict[tuple[str, str], dict[str, list[float]]] = {}
     for workload in args.workloads.split(","):
         for _ in range(args.repeats):  # one repeat per process, trees interleaved
@@ -172,9 +217,30 @@ def main() -> None:
     Console().print(table)
 
 
+def _print_instructions(args: argparse.Namespace, trees: dict[str, Path]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"stream worker instructions per event (callgrind), {args.events:,} events a batch"
+    )
+    for col in ("workload", "code", *PHASES, "total"):
+        table.add_column(col)
+    for workload in args.workloads.split(","):
+        for name, root in trees.items():
+            got = instructions(workload, args.events, root)
+            table.add_row(
+                workload, name, *(f"{got[p]:,.0f}" for p in PHASES), f"{sum(got.values()):,.0f}"
+            )
+    Console().print(table)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--child":
         sys.path.insert(0, os.getcwd())
         print(json.dumps(measure(sys.argv[2], int(sys.argv[3]), 3)))
+    elif len(sys.argv) == 4 and sys.argv[1] == "--child-instructions":
+        sys.path.insert(0, os.getcwd())
+        measure(sys.argv[2], int(sys.argv[3]), 2, mark=os.getppid)
     else:
         main()
