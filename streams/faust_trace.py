@@ -6,7 +6,7 @@ engine carries ``None`` instead of a trace and pays one attribute test per batch
 A line reads (times in ms)::
 
     n=812 cap=1000 fetches=3 age@fill=41/22 fill=20 put=0 queue=0 exec=1 proc=6 age@done=69
-    paused=0 flow=1 chan=0
+    paused=0 flow=1 chan=0 parts=watch0:203/41 watch1:198/40 watch2:211/41 watch3:200/39
 
 ``age@fill`` is the age of the oldest / newest record (now minus its Kafka timestamp, the
 producer's clock: same host) when the fill returned; ``fill`` from the fill's first records
