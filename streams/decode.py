@@ -93,7 +93,8 @@ def decode_batch(
     return out
 
 
-# Below this many records a run that the batch decoder refused is decoded event by event.
+# Below this many records a run is decoded event by event (fast_decode): the batch decoder
+# costs ~15 us a call whatever the size, and a refused run is halved down to this.
 _MIN_RUN = 16
 _value, _offset, _produced = itemgetter(2), itemgetter(0), itemgetter(3)
 
@@ -104,13 +105,14 @@ def _decode_runs(
 ) -> None:  # fmt: skip
     """Watch and rate records through the batch decoder; a run it refuses (something in it
     is odd or invalid) is halved until the odd events are decoded one by one."""
+    if len(records) < _MIN_RUN:  # the batch decoder's fixed cost is more than it saves
+        _decode_each(records, out, event_type, topic, partition, now)
+        return
     recs = decode_many(list(map(_value, records)), event_type)
     if recs is not None:
         out.events.extend(recs)
         out.offsets.extend(map(_offset, records))
         out.produced_ms.extend(map(_produced, records))
-    elif len(records) <= _MIN_RUN:
-        _decode_each(records, out, event_type, topic, partition, now)
     else:
         half = len(records) // 2
         _decode_runs(records[:half], out, event_type, topic, partition, now)

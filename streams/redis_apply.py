@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from operator import attrgetter
 from typing import Protocol, TypeVar
 
@@ -224,7 +225,7 @@ class RedisApplier:
     def _prepare(self, parts: list[RedisWork]) -> _Call:
         """The call of ``parts``, all of one partition number (one slot)."""
         keys = self.keys.slot(parts[0].st.partition)
-        deltas = compute_deltas((e for w in parts for e in w.events), self.genres)
+        deltas = compute_deltas(chain.from_iterable(w.events for w in parts), self.genres)
         dedupe = None
         if self.dedupe_window:
             dedupe = [
