@@ -83,10 +83,12 @@ async def _paced(port: int, rate: float, duration: float, conns: int, users: lis
     for _ in range(conns):
         idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
     latencies: list[float] = []
+    late: list[float] = []  # this generator's own lateness: scheduled send to actual write
     errors = 0
 
     async def one(n: int, at: float) -> None:
         nonlocal errors
+        late.append(time.perf_counter() - at)  # before waiting for a free connection
         reader, writer = conn = await idle.get()
         writer.write(
             f"GET /recommend/{users[n % len(users)]}?k=20 HTTP/1.1\r\nHost: b\r\n\r\n".encode()
@@ -112,17 +114,45 @@ async def _paced(port: int, rate: float, duration: float, conns: int, users: lis
     await asyncio.gather(*running)
     lat = sorted(latencies)
     pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
-    return {"p50_ms": pick(0.50), "p99_ms": pick(0.99), "n": len(lat), "errors": errors}
+    late.sort()
+    late_p99 = late[min(len(late) - 1, int(0.99 * len(late)))] * 1000 if late else 0.0
+    return {
+        "p50_ms": pick(0.50),
+        "p99_ms": pick(0.99),
+        "n": len(lat),
+        "errors": errors,
+        "send_late_p99_ms": late_p99,
+    }
 
 
-def paced(port: int, rate: float, duration: float, users: list[str], conns: int = 8) -> dict:
-    """p50/p99 (ms) at ``rate`` requests/s for ``duration`` s, from a separate process."""
+def paced(
+    port: int,
+    rate: float,
+    duration: float,
+    users: list[str],
+    conns: int = 8,
+    prefix: list[str] | None = None,
+) -> dict:
+    """p50/p99 (ms) at ``rate`` requests/s for ``duration`` s, from a separate process
+    (started under ``prefix``, e.g. ``chrt -f 10``)."""
     out = subprocess.run(
-        [sys.executable, __file__, "--port", str(port), "--rate", str(rate),
+        [*(prefix or []), sys.executable, __file__, "--port", str(port), "--rate", str(rate),
          "--duration", str(duration), "--conns", str(conns), "--users", ",".join(users)],
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return json.loads(out)
+
+
+def realtime(pid: int, on: bool) -> None:
+    """Every thread of ``pid``'s process tree to SCHED_FIFO (``on``) or back to normal."""
+    from bench._serving_live import _children
+
+    procs = [pid]
+    for p in procs:
+        procs += _children(p)
+    policy = ["-f", "10"] if on else ["-o", "0"]
+    for p in procs:
+        subprocess.run(["chrt", "-a", policy[0], "-p", policy[1], str(p)], check=True)
 
 
 def served_counts(port: int) -> dict[str, float]:

@@ -26,7 +26,8 @@ user's requests and the result cache hits only as it really would.
 
     .venv/bin/python bench/serving.py [--workers 1] [--runs 3] [--duration 10]
         [--topology single,cluster] [--no-result-cache] [--compare-workers] [--inline]
-        [--unbatched] [--realistic [--events-rate 1000]] [--sasrec EPOCHS]
+        [--unbatched] [--realistic [--events-rate 1000]] [--sasrec EPOCHS] [--rate R]
+        [--probe] [--rt-paced]
 
 ``--sasrec EPOCHS`` adds ours serving a SASRec version (``bench/_serving_sasrec.py``) beside
 the ALS+LightGBM one, on the same Redis histories, in the same alternation.
@@ -49,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench._load import ensure_wrk, paced, served_counts, shares, wrk_max, wrk_run  # noqa: E402
+from bench import _load as load  # noqa: E402
 from bench._serving_live import LiveEvents, tree_cpu_s, worker_memory, zipf_users  # noqa: E402
 from bench._serving_sasrec import publish_sasrec  # noqa: E402
 from bench._serving_setup import cleanup, prepare  # noqa: E402
@@ -130,14 +131,14 @@ def measure(
     ours = [k for k in kinds if not k.startswith("bare")]
     res: dict[str, dict] = {kind: {} for kind in kinds}
     for kind in kinds:  # long enough for every user to be asked a few times (fills caches)
-        res[kind]["warm"] = wrk_max(ports[kind], users, 8, args.conns)
-    before = {k: served_counts(ports[k]) for k in ours}
+        res[kind]["warm"] = load.wrk_max(ports[kind], users, 8, args.conns)
+    before = {k: load.served_counts(ports[k]) for k in ours}
     runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu = {kind: [0.0, 0] for kind in kinds}  # CPU seconds, requests
     for _ in range(args.runs):
         for kind in kinds:
             t0 = tree_cpu_s(pids[kind])
-            rps, n = wrk_run(ports[kind], users, args.duration, args.conns)
+            rps, n = load.wrk_run(ports[kind], users, args.duration, args.conns)
             cpu[kind][0] += tree_cpu_s(pids[kind]) - t0
             cpu[kind][1] += n
             runs[kind].append(rps)
@@ -146,22 +147,33 @@ def measure(
         res[kind]["cpu_ms"] = cpu[kind][0] / max(cpu[kind][1], 1) * 1000
         console.print(f"{kind}: max throughput runs {runs[kind]} req/s")
     for k in ours:
-        res[k].update(shares(before[k], served_counts(ports[k])))
+        res[k].update(load.shares(before[k], load.served_counts(ports[k])))
 
-    rate = res[ours[0]]["rps"] / 2
-    before = {k: served_counts(ports[k]) for k in ours}
+    rate = args.rate or res[ours[0]]["rps"] / 2
+    for kind in kinds if args.rt_paced else ():  # every server; each generator below
+        load.realtime(pids[kind], True)
+    before = {k: load.served_counts(ports[k]) for k in ours}
     paced_runs: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    windows: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
     for _ in range(args.runs):
         for kind in kinds:
-            paced_runs[kind].append(paced(ports[kind], rate, args.duration, users))
+            t0 = time.perf_counter()  # CLOCK_MONOTONIC: the probe's clock too
+            rt = ["chrt", "-f", "10"] if args.rt_paced else []
+            paced_runs[kind].append(load.paced(ports[kind], rate, args.duration, users, prefix=rt))
+            windows[kind].append((t0, time.perf_counter()))
+    for kind in kinds if args.rt_paced else ():
+        load.realtime(pids[kind], False)
     for kind in kinds:
         out = {q: statistics.median(r[q] for r in paced_runs[kind]) for q in ("p50_ms", "p99_ms")}
         out["p99_runs"] = [round(r["p99_ms"], 1) for r in paced_runs[kind]]
+        out["windows"] = windows[kind]
+        # The load generator's own lateness (it shares the cores): part of every p99.
+        out["send_late_p99_ms"] = statistics.median(r["send_late_p99_ms"] for r in paced_runs[kind])
         out["errors"] = sum(r["errors"] for r in paced_runs[kind])
         res[kind]["paced"] = out
         console.print(f"{kind} at {rate:.0f} req/s: {out}")
     for k in ours:
-        res[k]["paced"].update(shares(before[k], served_counts(ports[k])))
+        res[k]["paced"].update(load.shares(before[k], load.served_counts(ports[k])))
     return res
 
 
@@ -204,11 +216,29 @@ def main() -> None:
         action="store_true",
         help="also ours with STREAMREC_SERVE_MODEL_INLINE=true (model calls on the loop)",
     )
+    ap.add_argument(
+        "--probe",
+        action="store_true",
+        help="dev: our servers with STREAMREC_SERVE_PROBE_PATH; where slow paced requests "
+        "spent their time (serving.probe, bench/_serving_probe.py)",
+    )
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="latency at this rate (req/s) instead of half our max (compare runs alike)",
+    )
+    ap.add_argument(
+        "--rt-paced",
+        action="store_true",
+        help="dev: the latency phase at real-time priority (chrt -f, servers and load "
+        "generator; CAP_SYS_NICE): neighbours' load does not show as our tail",
+    )
     args = ap.parse_args()
     args.topologies = [t for t in args.topology.split(",") if t]
     if not args.topologies or set(args.topologies) - set(KIND_OF):
         ap.error(f"--topology: expected single and/or cluster, got {args.topology!r}")
-    ensure_wrk()  # before the minutes of setup, so a missing wrk fails fast
+    load.ensure_wrk()  # before the minutes of setup, so a missing wrk fails fast
     run_bench(args)
 
 
@@ -247,6 +277,8 @@ def run_bench(args: argparse.Namespace) -> None:
     if args.sasrec:
         kinds.insert(1, "sasrec")
     ports = {kind: args.port + i for i, kind in enumerate(kinds)}
+    # Kept after the run: python -m bench._serving_probe DIR summarises it again.
+    probes = Path(tempfile.mkdtemp(prefix="streamrec-probe-")) if args.probe else tmp
     procs: list[subprocess.Popen] = []
     try:
         users = prepare(settings, console, [s for s, _ in stacks.values()])
@@ -262,6 +294,8 @@ def run_bench(args: argparse.Namespace) -> None:
                 kind_env = {**kind_env, "STREAMREC_SERVE_MODEL_BATCH_MAX": "1"}
             if kind == "sasrec":  # the same Redis, the sequential model's registry name
                 kind_env = {**kind_env, "STREAMREC_MODEL_NAME": seq_name}
+            if args.probe and not kind.startswith("bare"):
+                kind_env = {**kind_env, "STREAMREC_SERVE_PROBE_PATH": str(probes / kind)}
             server = "ours" if kind in ("inline", "sasrec", "unbatched") else kind.rstrip("2")
             procs.append(start_server(server, ports[kind], workers, kind_env))
         pids = {kind: proc.pid for kind, proc in zip(kinds, procs, strict=True)}
@@ -275,10 +309,14 @@ def run_bench(args: argparse.Namespace) -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(30)
+        if args.probe and "res" in locals():
+            from bench._serving_probe import report_probes
+
+            report_probes(console, probes, res, LABELS)
         for s, _ in stacks.values():
             cleanup(s)
         shutil.rmtree(tmp, ignore_errors=True)
-    report(console, args, res, res[kinds[0]]["rps"] / 2)
+    report(console, args, res, args.rate or res[kinds[0]]["rps"] / 2)
 
 
 def measure_live(args, settings, env, users: list[str], ports, pids, console) -> dict:
@@ -306,7 +344,8 @@ def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:
     if args.realistic:
         title += f", Zipf users, {args.events_rate:g} watch events/s streaming in"
     table = Table(title=f"serving benchmark ({title}; load avg {load})")
-    cols = ("endpoint", "max req/s", "CPU ms/req", f"p50 @ {rate:.0f}/s", f"p99 @ {rate:.0f}/s")
+    cols = ("endpoint", "max req/s", "CPU ms/req", f"p50 @ {rate:.0f}/s", f"p99 @ {rate:.0f}/s",
+            "load gen. late p99")  # fmt: skip
     for col in cols:
         table.add_column(col, justify="right")
     table.add_column("fallback / cache hit (max; paced)", justify="right")
@@ -319,7 +358,7 @@ def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:
         )
         table.add_row(
             LABELS[kind], f"{r['rps']:.0f}", f"{r['cpu_ms']:.3f}", f"{p['p50_ms']:.1f} ms",
-            f"{p['p99_ms']:.1f} ms",
+            f"{p['p99_ms']:.1f} ms", f"{p['send_late_p99_ms']:.1f} ms",
             shares,
         )  # fmt: skip
     console.print(table)

@@ -157,9 +157,11 @@ class ServeSettings(Section):
     )
     model_inline: bool = Field(
         False,
-        description="Run model calls on the event loop instead of the compute thread "
-        "(batched with the calls reaching it in the same loop iteration): no thread hand-off, "
-        "but a batch past the budget is not cut off.",
+        description="Run model calls on the event loop (batched with the calls reaching it "
+        "in the same loop iteration) instead of the compute thread: no thread hand-off and "
+        "no GIL contention with the loop (a lower p99 at half max). A batch on the loop is "
+        "not cut off at the budget: a model whose call took over half the budget there "
+        "answers `timeout` and is served from the compute thread for 60 s.",
     )
     model_batch_max: int = Field(
         32,
@@ -168,6 +170,12 @@ class ServeSettings(Section):
         description="Most model calls of concurrent requests made together in one batch on "
         "the compute thread (calls arriving while a batch runs go in the next); 1: one "
         "call per hand-off.",
+    )
+    probe_path: str | None = Field(
+        None,
+        description="Dev only: record the event loop's lag, the phases of requests slower "
+        "than 20 ms and the background work, written to `<path>.<pid>` when a worker stops "
+        "(serving.probe; `bench/serving.py --probe`). Unset: off.",
     )
     preload: bool = Field(
         True,

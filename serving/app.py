@@ -68,6 +68,8 @@ class MetricsMiddleware:
                 answered.version_label if answered else "none",
                 str(status),
             ).observe(elapsed)
+            if reco is not None and reco.marks is not None:  # serving.probe (dev only)
+                scope["app"].state.ctx.probe.finish(reco.marks)
             if reco is not None:  # a /recommend request
                 # A 5xx raised before the answer was known still counts for the variant.
                 self.metrics.recommend_seconds.labels(

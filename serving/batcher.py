@@ -11,25 +11,33 @@ with it), and a batch is as large as the traffic makes it, up to ``max_batch``.
 
 The budget still cuts a call off: its request stops waiting at its deadline (``timeout``
 fallback), and a batch leaves out the calls whose deadline has passed before it starts, so
-an overloaded worker does not spend its CPU on answers nobody waits for."""
+an overloaded worker does not spend its CPU on answers nobody waits for.
+
+``inline`` (``STREAMREC_SERVE_MODEL_INLINE``) makes the batches on the event loop instead: no
+hand-off, and no contention for the GIL, which the probe (``serving.probe``) found stretching
+the compute thread's batches to several times their CPU. Each of the two lanes has its own
+batch in flight; a model too slow for the loop moves to the thread's lane for a while."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from models.base import ModelCall, Recommender
 from serving.metrics import ServingMetrics
+from serving.probe import Probe
 
 log = logging.getLogger(__name__)
 
 Scored = list[tuple[str, float]]
+SLOW_MODEL_S = 60.0  # how long a model too slow for the event loop is kept off it
 
 
 @dataclass(slots=True)
@@ -38,10 +46,22 @@ class _Pending:
     call: ModelCall
     future: asyncio.Future[Scored]
     deadline: float  # time.perf_counter() past which nobody waits for the answer
+    budget: float  # the seconds the call was given
+    marks: dict[str, float] | None = None  # serving.probe's phase marks (dev only)
+
+
+@dataclass(slots=True)
+class _Lane:
+    """Calls waiting for a batch, and whether one is in flight (or its dispatch scheduled)."""
+
+    on_loop: bool
+    pending: list[_Pending] = field(default_factory=list)
+    busy: bool = False
 
 
 class ModelBatcher:
-    """One batch in flight per worker at a time (the GIL makes a second one no faster)."""
+    """One batch in flight per lane at a time (the GIL makes a second one no faster): the
+    loop's lane (``inline``, the default) or the compute thread's."""
 
     def __init__(
         self,
@@ -50,70 +70,159 @@ class ModelBatcher:
         max_batch: int = 32,
         inline: bool = False,
         metrics: ServingMetrics | None = None,
+        probe: Probe | None = None,
     ) -> None:
         self.executor = executor
         self.max_batch = max(1, max_batch)
-        # Batches made on the event loop itself: no hand-off at all, and the requests that
-        # arrive meanwhile wait in their sockets and form the next batch; but a batch
-        # once started is not cut off at the budget.
+        # Batches made on the event loop itself: no hand-off and no GIL contention with
+        # the loop; the requests that arrive meanwhile wait in their sockets and form the
+        # next batch. A batch once started is not cut off at the budget: see _on_loop.
         self.inline = inline
         self.metrics = metrics
-        self._pending: list[_Pending] = []
-        self._busy = False  # a batch is in flight, or its dispatch is scheduled
+        self.probe = probe  # dev only: each batch's interval (serving.probe)
+        self._loop_lane = _Lane(on_loop=True)
+        self._thread_lane = _Lane(on_loop=False)
+        # Models too slow for the loop (a call took over half its budget there) -> until
+        # when (time.monotonic()) their calls go to the compute thread, which cuts them off.
+        self._slow: dict[int, float] = {}
+        self._schedstat: int | None = None
 
-    async def call(self, model: Any, call: ModelCall, timeout_s: float) -> Scored:
+    async def call(
+        self, model: Any, call: ModelCall, timeout_s: float, marks: dict[str, float] | None = None
+    ) -> Scored:
         """``model.recommend_unseen(...)`` of ``call``, made in a batch; TimeoutError after
         ``timeout_s``; the model's own exception if its call fails."""
         if timeout_s <= 0:
             raise TimeoutError
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scored] = loop.create_future()
-        self._pending.append(_Pending(model, call, future, time.perf_counter() + timeout_s))
-        if not self._busy:
-            self._busy = True
-            loop.call_soon(self._dispatch, loop)
+        now = time.perf_counter()
+        if marks is not None:
+            marks["queued"] = now
+        on_loop = self.inline and not self._is_slow(model)
+        lane = self._loop_lane if on_loop else self._thread_lane
+        lane.pending.append(_Pending(model, call, future, now + timeout_s, timeout_s, marks))
+        if not lane.busy:
+            lane.busy = True
+            loop.call_soon(self._dispatch, loop, lane)
         async with asyncio.timeout(timeout_s):
             return await future
 
-    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._pending[: self.max_batch]
-        del self._pending[: self.max_batch]
+    def _dispatch(self, loop: asyncio.AbstractEventLoop, lane: _Lane) -> None:
+        batch = lane.pending[: self.max_batch]
+        del lane.pending[: self.max_batch]
         batch = [p for p in batch if not p.future.done()]  # given up on while queued
         if not batch:
-            self._busy = False
-            if self._pending:
-                self._busy = True
-                loop.call_soon(self._dispatch, loop)
+            lane.busy = False
+            if lane.pending:
+                lane.busy = True
+                loop.call_soon(self._dispatch, loop, lane)
             return
         if self.metrics is not None:
             self.metrics.model_batches.inc()
             self.metrics.model_batch_calls.inc(len(batch))
-        if self.inline:
-            self._finish(batch, _answers(batch))
+        if lane.on_loop:
+            self._finish(lane, batch, self._on_loop(batch))
             return
         try:
-            self.executor.submit(self._run, loop, batch)
+            self.executor.submit(self._run, loop, lane, batch)
         except RuntimeError as err:  # the executor is shut down: the worker is stopping
-            self._finish(batch, [err] * len(batch))
+            self._finish(lane, batch, [err] * len(batch))
 
-    def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+    def _run(self, loop: asyncio.AbstractEventLoop, lane: _Lane, batch: list[_Pending]) -> None:
         """On the compute thread: the batch, answered in one hand-off back to the loop."""
-        results = _answers(batch)
+        results = self._timed_answers(batch, "batch")
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
-            loop.call_soon_threadsafe(self._finish, batch, results)
+            loop.call_soon_threadsafe(self._finish, lane, batch, results)
 
-    def _finish(self, batch: list[_Pending], results: Sequence[Scored | BaseException]) -> None:
+    def _is_slow(self, model: Any) -> bool:
+        until = self._slow.get(id(model))
+        if until is not None and time.monotonic() >= until:
+            del self._slow[id(model)]  # given another chance on the loop
+            return False
+        return until is not None
+
+    def _on_loop(self, batch: list[_Pending]) -> list[Scored | BaseException]:
+        """The batch on the loop, which cannot cut a call off at the budget. When a call
+        took over half its budget there (per call of the batch: a large batch under load is
+        not a slow model, nor is a busy host), its model is too slow for the loop: its late
+        answers are timeouts (the request falls back, as on the compute thread) and its
+        calls go to the compute thread for ``SLOW_MODEL_S`` (a slow canary must not stall
+        every request)."""
+        if self._schedstat is None:  # the loop's thread's, opened once (a read is ~5 µs)
+            self._schedstat = _open_schedstat()
+        start, queued = time.perf_counter(), _run_queue_s(self._schedstat)
+        results = self._timed_answers(batch, "batch_inline")
+        end = time.perf_counter()
+        # Less the time the loop's thread waited for a core: a busy host is not a slow model.
+        per_call = (end - start - (_run_queue_s(self._schedstat) - queued)) / len(batch)
+        for i, p in enumerate(batch):
+            if per_call <= p.budget / 2:
+                continue
+            if end > p.deadline:
+                results[i] = TimeoutError()
+            if id(p.model) not in self._slow:
+                self._slow[id(p.model)] = time.monotonic() + SLOW_MODEL_S
+                log.warning(
+                    "a model call took %.0f ms on the event loop: %s's calls go to the "
+                    "compute thread for %.0f s",
+                    per_call * 1000,
+                    type(p.model).__name__,
+                    SLOW_MODEL_S,
+                )
+        return results
+
+    def _timed_answers(self, batch: list[_Pending], name: str) -> list[Scored | BaseException]:
+        if self.probe is None:
+            return _answers(batch)
+        start, cpu, runq = time.perf_counter(), time.thread_time(), self.probe.run_queue()
+        for p in batch:
+            if p.marks is not None:
+                p.marks["batch_start"] = start
+        results = _answers(batch)
+        cpu_s, runq_s = time.thread_time() - cpu, self.probe.run_queue() - runq
+        self.probe.interval(name, start, len(batch), cpu_s, runq_s)
+        end = time.perf_counter()
+        for p in batch:
+            if p.marks is not None:
+                p.marks["batch_end"] = end
+        return results
+
+    def _finish(
+        self, lane: _Lane, batch: list[_Pending], results: Sequence[Scored | BaseException]
+    ) -> None:
+        """Answers ``batch`` on the loop; the lane's calls that arrived meanwhile go next."""
         for p, got in zip(batch, results, strict=True):
+            if p.marks is not None:
+                p.marks["delivered"] = time.perf_counter()
             if p.future.done():  # timed out meanwhile
                 continue
             if isinstance(got, BaseException):
                 p.future.set_exception(got)
             else:
                 p.future.set_result(got)
-        if self._pending:
-            self._dispatch(asyncio.get_running_loop())
+        if lane.pending:
+            self._dispatch(asyncio.get_running_loop(), lane)
         else:
-            self._busy = False
+            lane.busy = False
+
+
+def _open_schedstat() -> int:
+    """A descriptor of the calling thread's schedstat (Linux), -1 where there is none."""
+    try:
+        return os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        return -1
+
+
+def _run_queue_s(fd: int) -> float:
+    """Seconds the thread of ``fd`` (:func:`_open_schedstat`) has waited for a core."""
+    if fd < 0:
+        return 0.0
+    try:
+        return int(os.pread(fd, 100, 0).split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def _answers(batch: list[_Pending]) -> list[Scored | BaseException]:

@@ -32,6 +32,7 @@ from serving.features import ItemFeatureTable
 from serving.logging_sink import EventSink
 from serving.metrics import ServingMetrics
 from serving.model_cache import ModelCache
+from serving.probe import Probe
 from serving.redis_reader import RedisReader
 from serving.result_cache import ResultCache
 from serving.warmup import warm_model
@@ -56,6 +57,7 @@ class ServingContext:
     compute: ThreadPoolExecutor  # model calls; apart from loads so a load never queues them
     batcher: ModelBatcher  # model calls of concurrent requests, together on ``compute``
     results: ResultCache
+    probe: Probe | None = None  # dev only (STREAMREC_SERVE_PROBE_PATH)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -113,6 +115,8 @@ async def open_context(
         ),
         results=ResultCache(settings.serve.result_cache_size),
     )
+    if settings.serve.probe_path:
+        _attach_probe(ctx, Probe(settings.serve.probe_path))
     ctx.tasks = [
         asyncio.create_task(ctx.items.run(settings.serve.item_features_refresh_s)),
         asyncio.create_task(
@@ -129,12 +133,24 @@ async def open_context(
         for task in ctx.tasks:
             task.cancel()
         await asyncio.gather(*ctx.tasks, return_exceptions=True)
+        if ctx.probe is not None:
+            await ctx.probe.stop()
         ctx.sink.close()
         await reader.aclose()
         await redis.aclose()
         compute.shutdown(wait=False, cancel_futures=True)
         loader.shutdown(wait=False, cancel_futures=True)
         limits.restore_original_limits()
+
+
+def _attach_probe(ctx: ServingContext, probe: Probe) -> None:
+    """Dev only: the probe times the background work that shares the worker with requests
+    (instance attributes shadow the methods the background tasks look up)."""
+    ctx.probe = ctx.batcher.probe = probe
+    vars(ctx.items)["refresh"] = probe.timed_async("sweep", ctx.items.refresh)
+    vars(ctx.models)["poll_once"] = probe.timed_async("alias_poll", ctx.models.poll_once)
+    vars(ctx.sink)["poll"] = probe.timed("producer_poll", ctx.sink.poll)
+    probe.start()
 
 
 def _warm_on(items: ItemFeatureTable, model: Recommender) -> None:

@@ -15,6 +15,7 @@ from serving import fallback
 from serving.context import ServingContext
 from serving.errors import ModelUnavailable
 from serving.features import UserFeatures, read_trending, read_user_features
+from serving.probe import Probe
 from serving.recommendation import Recommendation
 from serving.routing import CANARY, FALLBACK, PRODUCTION, choose_version
 
@@ -124,7 +125,7 @@ async def _personal(
     try:
         # With the calls of concurrent requests, in one hand-off to the compute thread (or
         # on the loop itself with STREAMREC_SERVE_MODEL_INLINE): serving.batcher.
-        scored = await ctx.batcher.call(model, call, deadline.left())
+        scored = await ctx.batcher.call(model, call, deadline.left(), marks=reco.marks)
     except TimeoutError:
         return [], fallback.TIMEOUT
     except Exception:
@@ -148,6 +149,7 @@ async def recommend(
         reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)
     deadline = _Deadline(ctx.settings.serve.budget_ms / 1000)
     feats: UserFeatures | None = await _features(ctx, user_id, k, deadline)
+    Probe.mark(reco.marks, "features")
     model, reason = None, None
     if feats is None:
         reason = fallback.REDIS_UNAVAILABLE
@@ -155,6 +157,7 @@ async def recommend(
         reco.assigned = choose_version(ctx.models.current_aliases, user_id)
     else:
         model, reco.variant, reco.model_version, reason = await _model(ctx, reco, deadline)
+        Probe.mark(reco.marks, "model")
     if model is not None and reason is None and feats is not None:  # no feats: no model
         reco.items, reason = await _personal(ctx, reco, model, feats, deadline)
 
@@ -173,4 +176,5 @@ async def recommend(
     reco.latency_ms = (time.perf_counter() - started) * 1000
     reco.done = True
     ctx.sink.log_recommendation(reco)
+    Probe.mark(reco.marks, "logged")
     return reco

@@ -43,6 +43,8 @@ class Recommendation:
     fallback_reason: str | None = None
     latency_ms: float = 0.0
     done: bool = False
+    # Phase timestamps of serving.probe (dev only; None unless STREAMREC_SERVE_PROBE_PATH).
+    marks: dict[str, float] | None = None
 
     @property
     def version_label(self) -> str:

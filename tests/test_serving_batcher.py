@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -99,3 +100,31 @@ def test_inline_batches_are_the_calls_of_one_loop_iteration() -> None:
     assert asyncio.run(go()) == [[(f"u{n}", float(n))] for n in range(5)]
     assert model.batches == [[f"u{n}" for n in range(5)]]
     assert model.threads == [threading.main_thread()]  # on the loop's own thread
+
+
+def test_an_inline_batch_past_the_budget_times_out_and_moves_its_model_off_the_loop() -> None:
+    """On the loop a call cannot be cut off: its late answer is a timeout all the same, and
+    the model's next calls go to the compute thread, where the budget cuts them off."""
+
+    class Slow(Echo):
+        def recommend_unseen_batch(self, calls):
+            if threading.current_thread() is threading.main_thread():
+                time.sleep(0.08)  # over the 0.05 s budget, on the loop
+            return super().recommend_unseen_batch(calls)
+
+    model = Slow()
+    model.gate.set()
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = ModelBatcher(pool, inline=True)
+            first = await asyncio.gather(
+                batcher.call(model, ModelCall("u1", 1), 0.05), return_exceptions=True
+            )
+            return first, await batcher.call(model, ModelCall("u2", 2), 0.05)
+
+    (first,), second = asyncio.run(go())
+    assert isinstance(first, TimeoutError)
+    assert second == [("u2", 2.0)]
+    assert model.threads[0] is threading.main_thread()
+    assert model.threads[1] is not threading.main_thread()

@@ -133,7 +133,8 @@ def test_unreachable_store_from_the_start_answers_200(topics: Settings) -> None:
 
 
 def test_model_call_past_the_budget_falls_back_with_timeout(served: Settings) -> None:
-    s = served.with_sections(serve={"budget_ms": 300.0})
+    # The compute thread's path (the one that cuts a call off at the budget).
+    s = served.with_sections(serve={"budget_ms": 300.0, "model_inline": False})
     r = redis.Redis.from_url(s.redis.url, decode_responses=True)
     write_trending(r, s, TRENDING)
     app = create_app(s)

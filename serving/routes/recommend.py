@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
 import orjson
@@ -89,6 +90,8 @@ async def get_recommendations(
     # One record, read by the metrics middleware for the latency labels (in request.state
     # first, so a failure still counts for the variant the user was assigned to) and logged.
     reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)
+    if ctx.probe is not None:
+        reco.marks = {"route": time.perf_counter()}
     request.state.recommendation = reco
     await recommend(ctx, user_id, k, reco=reco)
     if _wants_text(format, accept):
