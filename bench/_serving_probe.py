@@ -108,7 +108,7 @@ def summarise(prefix: Path, windows: list[tuple[float, float]]) -> list[str]:
             f"  stalls with > {floor:g} ms of the loop's own CPU: {len(ran) / seconds:.2f}/s, "
             f"overlapping: " + ", ".join(f"{k} {v}" for k, v in sorted(cause.items()))
         )
-    by_name: dict[str, list[tuple[float, int]]] = {}
+    by_name: dict[str, list[tuple[float, float, float]]] = {}
     for r in rows:
         if r["kind"] == "interval" and _inside(r["t"], windows):
             row = ((r["end"] - r["t"]) * 1000, r["size"], r.get("cpu_ms", 0.0))

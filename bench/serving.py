@@ -17,7 +17,8 @@ reported, with the shares of our answers that fell back and that came from the r
 worker processes.
 
 ``--compare-workers`` runs ours and the baseline with 1 and with 2 workers side by side;
-``--inline`` adds ours with ``STREAMREC_SERVE_MODEL_INLINE=true``, ``--unbatched`` ours with
+``--threaded`` adds ours with ``STREAMREC_SERVE_MODEL_INLINE=false`` (model calls batched on the
+compute thread, the default before), ``--unbatched`` ours with
 ``STREAMREC_SERVE_MODEL_BATCH_MAX=1`` (each model call alone: the same-run baseline of the
 batching of concurrent requests' model calls); ``--realistic`` draws users
 Zipf-like while a producer feeds their watch events through Kafka and a stream worker at
@@ -25,7 +26,7 @@ Zipf-like while a producer feeds their watch events through Kafka and a stream w
 user's requests and the result cache hits only as it really would.
 
     .venv/bin/python bench/serving.py [--workers 1] [--runs 3] [--duration 10]
-        [--topology single,cluster] [--no-result-cache] [--compare-workers] [--inline]
+        [--topology single,cluster] [--no-result-cache] [--compare-workers] [--threaded]
         [--unbatched] [--realistic [--events-rate 1000]] [--sasrec EPOCHS] [--rate R]
         [--probe] [--rt-paced]
 
@@ -111,7 +112,7 @@ LABELS = {
     "cluster": "/recommend (model), cluster",
     "bare": "bare FastAPI",
     "ours2": "/recommend (model), 2 workers",
-    "inline": "/recommend (model), model calls inline",
+    "threaded": "/recommend (model), model calls on the compute thread",
     "unbatched": "/recommend (model), one model call a batch",
     "bare2": "bare FastAPI, 2 workers",
     "sasrec": "/recommend (SASRec, Redis sequence)",
@@ -212,9 +213,9 @@ def main() -> None:
         help="also ours with STREAMREC_SERVE_MODEL_BATCH_MAX=1 (no batching of model calls)",
     )
     ap.add_argument(
-        "--inline",
+        "--threaded",
         action="store_true",
-        help="also ours with STREAMREC_SERVE_MODEL_INLINE=true (model calls on the loop)",
+        help="also ours with STREAMREC_SERVE_MODEL_INLINE=false (the compute thread's batches)",
     )
     ap.add_argument(
         "--probe",
@@ -270,8 +271,8 @@ def run_bench(args: argparse.Namespace) -> None:
     kinds = [KIND_OF[t] for t in args.topologies] + ["bare"]
     if args.compare_workers:
         kinds = ["ours", "ours2", "bare", "bare2"]
-    if args.inline:
-        kinds.insert(1, "inline")
+    if args.threaded:
+        kinds.insert(1, "threaded")
     if args.unbatched:
         kinds.insert(1, "unbatched")
     if args.sasrec:
@@ -288,15 +289,15 @@ def run_bench(args: argparse.Namespace) -> None:
             topo = next((t for t in stacks if KIND_OF[t] == kind), args.topologies[0])
             workers = 2 if kind in TWO_WORKERS else args.workers
             kind_env = stacks[topo][1]
-            if kind == "inline":
-                kind_env = {**kind_env, "STREAMREC_SERVE_MODEL_INLINE": "true"}
+            if kind == "threaded":
+                kind_env = {**kind_env, "STREAMREC_SERVE_MODEL_INLINE": "false"}
             if kind == "unbatched":  # each request's model call on its own, as before
                 kind_env = {**kind_env, "STREAMREC_SERVE_MODEL_BATCH_MAX": "1"}
             if kind == "sasrec":  # the same Redis, the sequential model's registry name
                 kind_env = {**kind_env, "STREAMREC_MODEL_NAME": seq_name}
             if args.probe and not kind.startswith("bare"):
                 kind_env = {**kind_env, "STREAMREC_SERVE_PROBE_PATH": str(probes / kind)}
-            server = "ours" if kind in ("inline", "sasrec", "unbatched") else kind.rstrip("2")
+            server = "ours" if kind in ("threaded", "sasrec", "unbatched") else kind.rstrip("2")
             procs.append(start_server(server, ports[kind], workers, kind_env))
         pids = {kind: proc.pid for kind, proc in zip(kinds, procs, strict=True)}
         if args.realistic:

@@ -156,7 +156,7 @@ class ServeSettings(Section):
         "call (exact, never stale); 0 disables.",
     )
     model_inline: bool = Field(
-        False,
+        True,
         description="Run model calls on the event loop (batched with the calls reaching it "
         "in the same loop iteration) instead of the compute thread: no thread hand-off and "
         "no GIL contention with the loop (a lower p99 at half max). A batch on the loop is "
