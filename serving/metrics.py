@@ -78,6 +78,10 @@ class ServingMetrics:
             ["result"],
             registry=r,
         )
+        # Both series exist from the start (at 0): a hit-ratio panel or rule over a label that
+        # has not happened yet would otherwise show "no data" instead of 0%.
+        for result in ("hit", "miss"):
+            self.result_cache.labels(result)
         # Model calls made together (serving.batcher): calls / batches is the mean batch.
         self.model_batches = Counter(
             "streamrec_serving_model_batches", "Batches of model calls made.", registry=r

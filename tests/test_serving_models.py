@@ -152,14 +152,19 @@ def test_memoised_answers_are_exact_and_a_new_event_invalidates_them(topics: Set
 
     async def go():
         async with running_client(app) as c:
+            before = (await c.get("/metrics")).text
             first = (await c.get("/recommend/fan?k=10")).json()["items"]
             again = (await c.get("/recommend/fan?k=10")).json()["items"]
             fewer = (await c.get("/recommend/fan?k=5")).json()["items"]  # k is in the key
             write_history(r, s, "fan", ["1", "423", "132", first[0]])  # a new watch event
             after = (await c.get("/recommend/fan?k=10")).json()["items"]
-            return first, again, fewer, after, (await c.get("/metrics")).text
+            return before, first, again, fewer, after, (await c.get("/metrics")).text
 
-    first, again, fewer, after, metrics = asyncio.run(go())
+    before, first, again, fewer, after, metrics = asyncio.run(go())
+    # Both series exist before the first request, at 0 (a hit-ratio panel shows 0%, not
+    # "no data").
+    assert _metric(before, 'streamrec_serving_result_cache_total{result="hit"}') == 0.0
+    assert _metric(before, 'streamrec_serving_result_cache_total{result="miss"}') == 0.0
     assert again == first and fewer == first[:5]
     assert first[0] not in after and after != first
     assert _metric(metrics, 'streamrec_serving_result_cache_total{result="hit"}') == 1.0
