@@ -241,13 +241,11 @@ def ensure_topics(kafka: KafkaSettings, timeout: float = 30.0) -> list[str]:
                     f"cannot create topic {name}: {err}", bootstrap=kafka.bootstrap
                 ) from None
     if created:
-        _await_on_every_broker(admin, kafka, created, timeout)
+        _await_on_every_broker(admin, created, timeout)
     return created
 
 
-def _await_on_every_broker(
-    admin: AdminClient, kafka: KafkaSettings, names: list[str], timeout: float
-) -> None:
+def _await_on_every_broker(admin: AdminClient, names: list[str], timeout: float) -> None:
     """Wait until every broker's metadata has ``names`` with a leader for each partition.
 
     Why every broker: KRaft brokers learn new topics from the metadata log asynchronously,
