@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.base import ModelCall, Recommender
+from serving import schedstat
 from serving.metrics import ServingMetrics
 from serving.probe import Probe
 
@@ -150,12 +150,12 @@ class ModelBatcher:
         calls go to the compute thread for ``SLOW_MODEL_S`` (a slow canary must not stall
         every request)."""
         if self._schedstat is None:  # the loop's thread's, opened once (a read is ~5 µs)
-            self._schedstat = _open_schedstat()
-        start, queued = time.perf_counter(), _run_queue_s(self._schedstat)
+            self._schedstat = schedstat.open_thread()
+        start, queued = time.perf_counter(), schedstat.read(self._schedstat)[1]
         results = self._timed_answers(batch, "batch_inline")
         end = time.perf_counter()
         # Less the time the loop's thread waited for a core: a busy host is not a slow model.
-        per_call = (end - start - (_run_queue_s(self._schedstat) - queued)) / len(batch)
+        per_call = (end - start - (schedstat.read(self._schedstat)[1] - queued)) / len(batch)
         for i, p in enumerate(batch):
             if per_call <= p.budget / 2:
                 continue
@@ -205,24 +205,6 @@ class ModelBatcher:
             self._dispatch(asyncio.get_running_loop(), lane)
         else:
             lane.busy = False
-
-
-def _open_schedstat() -> int:
-    """A descriptor of the calling thread's schedstat (Linux), -1 where there is none."""
-    try:
-        return os.open("/proc/thread-self/schedstat", os.O_RDONLY)
-    except OSError:
-        return -1
-
-
-def _run_queue_s(fd: int) -> float:
-    """Seconds the thread of ``fd`` (:func:`_open_schedstat`) has waited for a core."""
-    if fd < 0:
-        return 0.0
-    try:
-        return int(os.pread(fd, 100, 0).split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def _answers(batch: list[_Pending]) -> list[Scored | BaseException]:

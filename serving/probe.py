@@ -24,23 +24,18 @@ import asyncio
 import functools
 import json
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from serving import schedstat
+
 LAG_MS = 2.0  # overshoots of the 1 ms sleep kept (uvloop's timers tick in whole ms)
 _KEEP = 20_000  # records of each kind kept (the newest)
 
 Marks = dict[str, float]
-
-
-def _schedstat(fd: int) -> tuple[float, float]:
-    """(CPU s, run-queue wait s) of a thread, from its /proc schedstat (ns)."""
-    ran, waited, _ = os.pread(fd, 100, 0).split()
-    return int(ran) / 1e9, int(waited) / 1e9
 
 
 class Probe:
@@ -84,11 +79,12 @@ class Probe:
     def run_queue() -> float:
         """Seconds the calling thread has waited for a core so far (schedstat: updated at
         context switches, so coarse over short spans; its CPU: ``time.thread_time``)."""
-        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        fd = schedstat.open_thread()
         try:
-            return _schedstat(fd)[1]
+            return schedstat.read(fd)[1]
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     def timed_async(self, name: str, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         @functools.wraps(fn)
@@ -122,19 +118,20 @@ class Probe:
         delay) and the rest, off-CPU and not runnable: waiting for the GIL or a blocking
         call."""
         limit = LAG_MS / 1000
-        fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+        fd = schedstat.open_thread()  # the loop's thread: this task runs on it
         try:
-            cpu, wait = _schedstat(fd)
+            cpu, wait = schedstat.read(fd)
             while True:
                 start = time.perf_counter()
                 await asyncio.sleep(0.001)
                 over = time.perf_counter() - start - 0.001
-                cpu2, wait2 = _schedstat(fd)
+                cpu2, wait2 = schedstat.read(fd)
                 if over > limit:
                     self.lags.append((start, over, cpu2 - cpu, wait2 - wait))
                 cpu, wait = cpu2, wait2
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
 
     async def stop(self) -> None:
         if self._task is not None:
