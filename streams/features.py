@@ -23,6 +23,7 @@ from core.config import StreamSettings
 from schemas import redis_keys as rk
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
+from streams.deltas_runs import add_runs
 
 if TYPE_CHECKING:
     from streams.fast_decode import EventRecord
@@ -114,8 +115,24 @@ def compute_deltas(
     events: Iterable[Event | EventRecord], genres_of: Mapping[str, Sequence[str]] | None = None
 ) -> Deltas:
     """Aggregate a batch of events (in offset order) into per-key deltas."""
+    return compute_deltas_parts([events], genres_of)
+
+
+def compute_deltas_parts(
+    parts: Iterable[Iterable[Event | EventRecord]],
+    genres_of: Mapping[str, Sequence[str]] | None = None,
+) -> Deltas:
+    """Aggregate partition batches (each in offset order, one after the other) into per-key
+    deltas: a batch of long user-item runs run by run (:mod:`streams.deltas_runs`), the
+    others event by event."""
     d = Deltas()
-    genres_of = genres_of or {}
+    for events in parts:
+        if not (isinstance(events, list) and add_runs(d, events, UserDelta, ItemDelta)):
+            _add_events(d, events)
+    return _finish(d, genres_of or {})
+
+
+def _add_events(d: Deltas, events: Iterable[Event | EventRecord]) -> None:
     users, items, pop_all, pop_hour, pop_day = d.users, d.items, d.pop_all, d.pop_hour, d.pop_day
     # Events come in time order, so the hour and day of the last event usually match.
     last_h = last_d = -1
@@ -169,7 +186,11 @@ def compute_deltas(
         hour[item] = hour.get(item, 0) + 1
         day[item] = day.get(item, 0) + 1
         pop_all[item] = pop_all.get(item, 0) + 1
-    d.n_events = n
+    d.n_events += n
+
+
+def _finish(d: Deltas, genres_of: Mapping[str, Sequence[str]]) -> Deltas:
+    users, items = d.users, d.items
     for i in items.values():
         i.last_seen = _ms(i.last_seen)
     for u in users.values():

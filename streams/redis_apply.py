@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
 from operator import attrgetter
 from typing import Protocol, TypeVar
 
@@ -36,7 +35,7 @@ from schemas.events import Event
 from schemas.redis_keys import RedisKeys
 from streams.dedupe import dedupe_plan, repeats
 from streams.fast_decode import EventRecord
-from streams.features import Limits, TtlTracker, compute_deltas, to_payload
+from streams.features import Limits, TtlTracker, compute_deltas_parts, to_payload
 from streams.metrics import StreamMetrics
 from streams.redis_sink import APPLIED, CONFLICT, DUPLICATE, SKIPPED, PartitionRange, RedisSink
 from streams.state import PartitionState
@@ -225,7 +224,7 @@ class RedisApplier:
     def _prepare(self, parts: list[RedisWork]) -> _Call:
         """The call of ``parts``, all of one partition number (one slot)."""
         keys = self.keys.slot(parts[0].st.partition)
-        deltas = compute_deltas(chain.from_iterable(w.events for w in parts), self.genres)
+        deltas = compute_deltas_parts([w.events for w in parts], self.genres)
         dedupe = None
         if self.dedupe_window:
             dedupe = [
