@@ -86,6 +86,9 @@ class ModelBatcher:
         # when (time.monotonic()) their calls go to the compute thread, which cuts them off.
         self._slow: dict[int, float] = {}
         self._schedstat: int | None = None
+        # Models whose last inline batch stalled off-CPU past half the budget -> how many
+        # such batches in a row (see _too_slow).
+        self._stalled: dict[int, int] = {}
 
     async def call(
         self, model: Any, call: ModelCall, timeout_s: float, marks: dict[str, float] | None = None
@@ -149,28 +152,60 @@ class ModelBatcher:
         answers are timeouts (the request falls back, as on the compute thread) and its
         calls go to the compute thread for ``SLOW_MODEL_S`` (a slow canary must not stall
         every request)."""
-        if self._schedstat is None:  # the loop's thread's, opened once (a read is ~5 µs)
-            self._schedstat = schedstat.open_thread()
-        start, queued = time.perf_counter(), schedstat.read(self._schedstat)[1]
+        # CPU from the thread's clock: schedstat's count is updated only at ticks and
+        # context switches.
+        start, cpu, queued = time.perf_counter(), time.thread_time(), self._run_queue()
         results = self._timed_answers(batch, "batch_inline")
-        end = time.perf_counter()
+        end, cpu_s, runq_s = (
+            time.perf_counter(),
+            time.thread_time() - cpu,
+            self._run_queue() - queued,
+        )
         # Less the time the loop's thread waited for a core: a busy host is not a slow model.
-        per_call = (end - start - (schedstat.read(self._schedstat)[1] - queued)) / len(batch)
+        per_call = (end - start - runq_s) / len(batch)
+        cpu_per_call = cpu_s / len(batch)
+        if self.probe is not None and per_call > min(p.budget for p in batch) / 2:
+            self.probe.interval("inline_over_half_budget", start, len(batch), cpu_s, runq_s)
+        judged: set[int] = set()
         for i, p in enumerate(batch):
             if per_call <= p.budget / 2:
+                self._stalled.pop(id(p.model), None)
                 continue
             if end > p.deadline:
                 results[i] = TimeoutError()
-            if id(p.model) not in self._slow:
+            if id(p.model) in judged or id(p.model) in self._slow:
+                continue
+            judged.add(id(p.model))
+            if self._too_slow(p, cpu_per_call):
                 self._slow[id(p.model)] = time.monotonic() + SLOW_MODEL_S
+                if self.probe is not None:
+                    self.probe.interval("demoted", start, len(batch), cpu_s, runq_s)
                 log.warning(
-                    "a model call took %.0f ms on the event loop: %s's calls go to the "
-                    "compute thread for %.0f s",
+                    "a model call took %.0f ms on the event loop (%.0f ms of its CPU): %s's "
+                    "calls go to the compute thread for %.0f s",
                     per_call * 1000,
+                    cpu_per_call * 1000,
                     type(p.model).__name__,
                     SLOW_MODEL_S,
                 )
         return results
+
+    def _run_queue(self) -> float:
+        if self._schedstat is None:  # the loop's thread's, opened once (a read is ~5 µs)
+            self._schedstat = schedstat.open_thread()
+        return schedstat.read(self._schedstat)[1]
+
+    def _too_slow(self, p: _Pending, cpu_per_call: float) -> bool:
+        """Whether a call over half its budget on the loop makes its model too slow for it:
+        its own CPU was (the model is slow), or its calls stalled off-CPU twice in a row (a
+        model that blocks, e.g. on I/O). A single off-CPU stall is not the model's: the
+        loop's thread also sleeps while another thread holds the GIL or a page is read in,
+        and under overload (wrk's max phase) one such stall used to keep a fast model off
+        the loop for the next minute."""
+        if cpu_per_call > p.budget / 2:
+            return True
+        stalls = self._stalled[id(p.model)] = self._stalled.get(id(p.model), 0) + 1
+        return stalls >= 2
 
     def _timed_answers(self, batch: list[_Pending], name: str) -> list[Scored | BaseException]:
         if self.probe is None:

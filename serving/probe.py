@@ -39,7 +39,7 @@ Marks = dict[str, float]
 
 
 class Probe:
-    def __init__(self, path: str, slow_ms: float = 20.0) -> None:
+    def __init__(self, path: str, slow_ms: float = 10.0) -> None:
         self.path = Path(f"{path}.{os.getpid()}")
         self.slow_s = slow_ms / 1000
         # (start, stall s, loop thread's CPU s, its run-queue wait s) of each stall

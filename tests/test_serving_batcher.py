@@ -104,12 +104,15 @@ def test_inline_batches_are_the_calls_of_one_loop_iteration() -> None:
 
 def test_an_inline_batch_past_the_budget_times_out_and_moves_its_model_off_the_loop() -> None:
     """On the loop a call cannot be cut off: its late answer is a timeout all the same, and
-    the model's next calls go to the compute thread, where the budget cuts them off."""
+    a model whose own CPU took over half the budget has its next calls on the compute
+    thread, where the budget cuts them off."""
 
     class Slow(Echo):
         def recommend_unseen_batch(self, calls):
             if threading.current_thread() is threading.main_thread():
-                time.sleep(0.08)  # over the 0.05 s budget, on the loop
+                spent = time.thread_time()
+                while time.thread_time() - spent < 0.08:  # CPU over the 0.05 s budget
+                    pass
             return super().recommend_unseen_batch(calls)
 
     model = Slow()
@@ -128,3 +131,36 @@ def test_an_inline_batch_past_the_budget_times_out_and_moves_its_model_off_the_l
     assert second == [("u2", 2.0)]
     assert model.threads[0] is threading.main_thread()
     assert model.threads[1] is not threading.main_thread()
+
+
+def test_one_off_cpu_stall_keeps_a_model_on_the_loop_two_in_a_row_do_not() -> None:
+    """A call that stalled off-CPU once (the loop's thread asleep: another thread held the
+    GIL, a page was read in; wrk's overloaded phase makes those) times out but leaves its
+    model on the loop; a model that blocks on every call moves off it."""
+
+    class Blocks(Echo):
+        naps = 1  # how many of its next calls on the loop sleep past the budget
+
+        def recommend_unseen_batch(self, calls):
+            if threading.current_thread() is threading.main_thread() and self.naps:
+                self.naps -= 1
+                time.sleep(0.04)  # over half the 0.05 s budget, off-CPU
+            return super().recommend_unseen_batch(calls)
+
+    model = Blocks()
+    model.gate.set()
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = ModelBatcher(pool, inline=True)
+            call = batcher.call
+            for user in ("u1", "u2"):  # one stall, then a quick call: still on the loop
+                await call(model, ModelCall(user, 1), 0.05)
+            model.naps = 2
+            for user in ("u3", "u4"):  # two stalls in a row: off the loop
+                await call(model, ModelCall(user, 1), 0.05)
+            await call(model, ModelCall("u5", 1), 0.05)
+
+    asyncio.run(go())
+    main = threading.main_thread()
+    assert [t is main for t in model.threads] == [True, True, True, True, False]
