@@ -24,6 +24,11 @@ from typing import Any
 import numpy as np
 from scipy.sparse import csr_matrix
 
+try:  # private, but the C routine of scipy's own row indexing (pinned scipy; see rows_dot)
+    from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
+except ImportError:  # pragma: no cover - another scipy: the numpy gather below
+    _csr_row_index = None
+
 from models.features import FEATURES
 from models.npz import csr_arrays, csr_from, from_npz, to_npz
 
@@ -66,11 +71,21 @@ def rows_dot(m: csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray
     total = int(lengths.sum())
     if not total:
         return np.zeros(m.shape[1], np.float64)
+    w = np.repeat(np.asarray(weights, np.float64), lengths)
+    if _csr_row_index is not None and m.indptr.dtype == m.indices.dtype:
+        # The rows' stored entries copied out in one C loop (scipy's, behind ``m[rows]``,
+        # whose public wrapper costs more than the copy): the same entries in the same
+        # order as the positions below, ~2.5x faster for a user's kNN row (~18k entries),
+        # which made rows_dot a third of a serving model call (issue 14).
+        cols = np.empty(total, m.indices.dtype)
+        data = np.empty(total, m.data.dtype)
+        at = np.asarray(rows, m.indptr.dtype)
+        _csr_row_index(len(at), at, m.indptr, m.indices, m.data, cols, data)
+        return np.bincount(cols, weights=data * w, minlength=m.shape[1])
     # Every stored position of the rows, without a Python loop over them (a user's kNN row
     # has ~100 items): each row's start, shifted by its offset in the concatenation.
     shift = starts - (np.cumsum(lengths) - lengths)
     pos = np.repeat(shift, lengths) + np.arange(total)
-    w = np.repeat(np.asarray(weights, np.float64), lengths)
     return np.bincount(m.indices[pos], weights=m.data[pos] * w, minlength=m.shape[1])
 
 

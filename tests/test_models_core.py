@@ -148,3 +148,21 @@ def test_transitions_count_the_next_items_of_each_sequence_at_weight_one_over_di
     assert np.allclose(t.sum(axis=1), 1.0)
     got = rows_dot(csr_matrix(t), np.array([0, 3]), np.array([0.5, 2.0]))
     assert np.allclose(got, 0.5 * t[0] + 2.0 * t[3])
+
+
+def test_rows_dot_with_scipys_row_copy_is_bitwise_the_numpy_gather(monkeypatch) -> None:
+    """rows_dot copies the rows out with scipy's C routine when it can (issue 14): the same
+    entries in the same order as the positions gathered in numpy, so the same sums."""
+    from scipy.sparse import random as sparse_random
+
+    import models.signals as signals
+
+    m = sparse_random(300, 300, density=0.1, format="csr", dtype=np.float32, random_state=3)
+    rng = np.random.default_rng(3)
+    cases = [(rng.choice(300, n, replace=False), rng.random(n)) for n in (0, 1, 7, 120)]
+    fast = [signals.rows_dot(m, rows, w) for rows, w in cases]
+    assert signals._csr_row_index is not None  # the pinned scipy has it
+    monkeypatch.setattr(signals, "_csr_row_index", None)
+    for (rows, w), got in zip(cases, fast, strict=True):
+        assert np.array_equal(got, signals.rows_dot(m, rows, w))
+        assert np.allclose(got, w @ m[rows].toarray())
