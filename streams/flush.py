@@ -33,6 +33,9 @@ class FlushJob:
     # The files' arrival_date: the UTC day the job was cut.
     arrival: date = field(default_factory=arrival_day)
     events: int = 0
+    # Redis batches submitted when the job was cut: its offsets are in those (the
+    # Processor commits them once they are applied and joined).
+    redis_seq: int = 0
     started: float = field(default_factory=time.perf_counter)
 
 

@@ -5,14 +5,16 @@ Order of effects for each micro-batch of a partition (the invariant behind exact
 1. dead letters are produced and flushed to Kafka;
 2. features are applied to Redis in one Lua script together with the watermarks (and the
    event-id dedupe sets) of all the micro-batch's partitions (:mod:`streams.redis_apply`,
-   on a thread of its own while the next batch is decoded; waited for before anything is
-   cut for a commit); the online-evaluation join of the batch follows once it is applied,
-   while the next batch's features are applied (and before its offsets can be cut);
+   on a thread of its own while the next batch is decoded; applied before any of its
+   offsets is committed); the online-evaluation join of the batch follows once it is applied,
+   while the next batch's features are applied (and before its offsets can be committed);
 3. rows join the partition's Parquet buffer (Python rows; the flush job builds the tables).
 
 Every ``flush`` interval (or ``flush_events``) the buffers are cut into a flush job, written
 as Parquet files on a background thread (:mod:`streams.flush`), and only once the job is
-durable is each partition's offset committed, up to the offset the job was cut at. So a
+durable and the Redis calls of its offsets are applied (and joined: a job can be cut while
+the last call is in flight; the loop does not wait for it) is each partition's offset
+committed, up to the offset the job was cut at. So a
 committed offset always means: its dead letters sent, its features applied, its rows durable.
 Whatever was done after the last commit is redone after a crash: Redis skips offsets at or
 below the watermark, and the snapshot writer removes uncommitted files on assignment.
@@ -35,6 +37,7 @@ from streams.decode import RawRecord, decode_batch
 from streams.features import Limits, TtlTracker
 from streams.flush import BackgroundFlusher, FlushJob, cut_job
 from streams.keys import check_keys
+from streams.loop_trace import LoopTrace
 from streams.metrics import StreamMetrics
 from streams.online_eval import OnlineEval
 from streams.redis_apply import RedisApplier, RedisWork
@@ -103,6 +106,13 @@ class Processor:
         # Redis and before its offsets can be committed (see streams.online_eval).
         self.online_eval = OnlineEval.from_settings(online_eval, keys, redis, metrics.registry)
         self._joining: list[RedisWork] = []  # the batch in Redis now, to join once applied
+        # Batches submitted to Redis, and of those: applied, and joined (their online-
+        # evaluation join done, which runs on the Redis thread after the next batch's
+        # features). A flush job remembers ``_submitted`` when it is cut; its offsets are
+        # committed once ``_joined`` reaches it (written by the Redis thread: plain ints).
+        self._submitted = self._applied = self._joined = 0
+        # The dev-only loop timeline's current batch (streams.loop_trace; None: off).
+        self.trace: LoopTrace | None = None
 
     @property
     def max_event_ts(self) -> float:
@@ -177,6 +187,10 @@ class Processor:
             self.totals.dead_lettered += n_dead
         if not work:
             return
+        tr = self.trace
+        if tr is not None:
+            t0 = time.perf_counter()
+            tr.add("decode", t0 - tr.consumed)
         if dead:  # before the features: a committed offset means its dead letters are sent
             self.applier.wait()
             assert self.dead_letters is not None
@@ -186,11 +200,23 @@ class Processor:
         # delays neither this batch's visibility nor the consumer thread. The join script is
         # exact in either order of a response and its watch (see streams.online_eval) and its
         # own watermark makes a replay a no-op; it is done before any offset of its batch can
-        # be cut for a commit (_start waits for it, then joins the batch in flight).
+        # be committed (_finish waits for it, or joins the batch in flight itself).
         self.applier.wait()
         self._add_join(self._joining)
         self._joining = []
-        self.applier.submit(work, then=self._apply_join if self.online_eval.pending else None)
+        self._submitted += 1
+        then = partial(
+            self._applied_then,
+            self._submitted,
+            self._apply_join if self.online_eval.pending else None,
+            tr,
+        )
+        if tr is not None:
+            t1 = time.perf_counter()
+            tr.add("redis_wait", t1 - t0)
+        self.applier.submit(work, then=then)
+        if tr is not None:
+            tr.add("submit", time.perf_counter() - t1)
         self._joining = work
         for w in work:
             st = w.st
@@ -211,14 +237,38 @@ class Processor:
             or time.monotonic() - self._pending_since >= self.flush_interval
         )
 
+    def _applied_then(
+        self, seq: int, join: Callable[[], object] | None, tr: LoopTrace | None
+    ) -> None:
+        """On the Redis thread, once batch ``seq`` is applied: note it, run the previous
+        batch's online-evaluation join (``join``; None: nothing to join), note that one
+        joined."""
+        if tr is not None:
+            tr.note_applied()
+        self._applied = seq
+        if join is not None:
+            join()
+        self._joined = max(self._joined, seq - 1)
+
     def poll_flush(self) -> None:
         """The loop's step of the Parquet cadence: commit a finished write, start the next
         when due. While a write is in flight the loop keeps going, unless the buffers grow
-        past twice ``flush_events`` (storage slow or down): then it waits for the write."""
+        past twice ``flush_events`` (storage slow or down): then it waits for the write.
+        A durable job is committed once the Redis calls of its offsets are applied and
+        joined; until then the loop keeps going too (no wait for the call in flight)."""
         if self.flusher.busy:
-            if not (self.flusher.done() or self._buffered >= 2 * self.flush_events):
+            if self._buffered >= 2 * self.flush_events:
+                self._finish(self.flusher.wait())
+            elif not self.flusher.done():
                 return
-            self._finish(self.flusher.wait())
+            else:
+                job = self.flusher.job
+                assert job is not None
+                if self._joined < job.redis_seq:
+                    if self._applied < self._submitted:
+                        return  # its batch (or a later one) is still in Redis: next time
+                    self._join_online_eval()  # Redis is idle: join the last batch now
+                self._finish(self.flusher.wait())
         if self.flush_due():
             self._start()
 
@@ -234,22 +284,26 @@ class Processor:
         return files
 
     def _start(self) -> bool:
-        # Only offsets whose features are in Redis may be cut into a job (and committed).
-        self.applier.wait()
-        self._join_online_eval()
+        # The job may hold offsets whose Redis call is still in flight (the loop does not
+        # wait for it here): it remembers the batches submitted so far, and _finish commits
+        # its offsets only once those are applied and joined.
         states = [st for st in self.parts.values() if st.unflushed]
         self._pending_since = None
         if not states:
             return False
         self._buffered -= sum(st.buffered for st in states)
-        self.flusher.start(cut_job(states))
+        job = cut_job(states)
+        job.redis_seq = self._submitted
+        self.flusher.start(job)
         return True
 
     def _join_online_eval(self) -> None:
-        # After the features of the batch in flight are applied (the caller waited).
+        """Wait for the call in flight, then join the last batch (on this thread)."""
+        self.applier.wait()
         work, self._joining = self._joining, []
         self._add_join(work)
         self._apply_join()
+        self._joined = self._submitted
 
     def _add_join(self, work: list[RedisWork]) -> None:
         # The events Redis did not count (a re-sent id) are left out of the join as well.
@@ -267,14 +321,20 @@ class Processor:
 
     def _finish(self, job: FlushJob) -> int:
         """Commit a durable job's offsets: only of partitions still ours (a partition lost
-        meanwhile is replayed by its next owner)."""
+        meanwhile is replayed by its next owner), and only once their features are applied
+        in Redis and joined (waits for that if they are not yet)."""
+        if self._joined < job.redis_seq:
+            self._join_online_eval()
         offsets = {
             (st.topic, st.partition): off
             for st, off in job.parts
             if self.parts.get((st.topic, st.partition)) is st
         }
         if offsets:
+            t0 = time.perf_counter()
             self._retry(lambda: self._commit(offsets), "kafka")
+            if self.trace is not None:
+                self.trace.add("commit", time.perf_counter() - t0)
         for st, off in job.parts:
             st.committed = max(st.committed, off)
             self.metrics.committed.labels(st.topic, str(st.partition)).set(st.committed)

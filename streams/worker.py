@@ -17,8 +17,10 @@ from confluent_kafka import KafkaError as RdKafkaError
 
 from core.config import Settings
 from core.errors import KafkaError
+from streams import loop_trace
 from streams.decode import RawRecord
 from streams.errors import EngineConflict
+from streams.loop_trace import LoopTrace
 from streams.metrics import StreamMetrics
 from streams.parts import (
     GC_THRESHOLDS,
@@ -160,10 +162,18 @@ class StreamWorker(Worker):
         batch_s = s.stream.redis_batch_ms / 1000
         cap = Cadence(s.stream.redis_batch_min_events, s.stream.redis_batch_events)
         next_tick = 0.0
+        tracing = loop_trace.enabled()
+        tr: LoopTrace | None = None
+        last: LoopTrace | None = None  # the batch whose Redis call is in flight
         while not self.stop_event.is_set():
+            if tracing:
+                tr = LoopTrace(cap=cap.events, start=time.perf_counter())
+                tr.prev_end = last.stages.get("end", 0.0) if last else 0.0
             msgs: list[Message] = consumer.consume(cap.events, batch_s)
             cap.update(len(msgs))
             if msgs:
+                if tr is not None:
+                    _note_batch(tr, msgs)
                 by_tp: defaultdict[TP, list[RawRecord]] = defaultdict(list)
                 for m in msgs:
                     if err := m.error():
@@ -176,16 +186,34 @@ class StreamWorker(Worker):
                     by_tp[(m.topic(), m.partition())].append(  # type: ignore[index]
                         (m.offset(), m.key(), m.value(), m.timestamp()[1] or None)  # type: ignore[arg-type]
                     )
+                proc.trace = tr
                 proc.process(by_tp)
+                if last is not None:  # its call was waited for by this process()
+                    last.emit()
+                last = tr
+            t = time.perf_counter()
             parts.catalog.poll()
+            if tr is not None:
+                tr.flushing = proc.flusher.busy
+                tr.add("catalog", (t1 := time.perf_counter()) - t)
             proc.poll_flush()
             now = time.monotonic()
+            if tr is not None:
+                tr.add("flush", (t := time.perf_counter()) - t1)
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._update_lag(consumer, proc)
                 if self.until_caught_up and self.progress.caught_up:
                     return
+            if tr is not None:
+                tr.add("lag", (t1 := time.perf_counter()) - t)
             parts.trending.tick(now, proc.max_event_ts)
+            if tr is not None:
+                tr.add("trending", (t := time.perf_counter()) - t1)
+                tr.stages["end"] = t
+                if last is not tr and last is not None:
+                    last.stages["end"] = t  # an empty iteration: the next gap starts here
+                proc.trace = None
 
     def _update_lag(self, consumer: Consumer, proc: Processor) -> None:
         total = 0
@@ -206,3 +234,14 @@ class StreamWorker(Worker):
             self.metrics.lag.labels(topic, str(p)).set(lag)
             total += lag
         note_lag(self.progress, total, proc, until_caught_up=self.until_caught_up)
+
+
+def _note_batch(tr: LoopTrace, msgs: list[Message]) -> None:
+    """The trace's view of a consumed batch: sizes per partition, oldest / newest record."""
+    tr.consumed, tr.consumed_wall, tr.n = time.perf_counter(), time.time(), len(msgs)
+    stamps = [ts for m in msgs if (ts := m.timestamp()[1]) > 0]
+    if stamps:
+        tr.oldest_ms, tr.newest_ms = min(stamps), max(stamps)
+    for m in msgs:
+        p = m.partition() or 0
+        tr.parts[p] = tr.parts.get(p, 0) + 1
