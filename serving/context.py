@@ -111,6 +111,7 @@ async def open_context(
             compute,
             max_batch=settings.serve.model_batch_max,
             inline=settings.serve.model_inline,
+            budget_s=settings.serve.budget_ms / 1000,
             metrics=metrics,
         ),
         results=ResultCache(settings.serve.result_cache_size),
