@@ -12,9 +12,9 @@ A line reads (times in ms)::
 ``age@consume`` is the age of the batch's oldest / newest record (now minus its Kafka
 timestamp, the producer's clock: same host) when ``consume`` returned; ``consume`` the
 time in it; ``gap`` from the previous iteration's end to this consume; ``decode`` what
-``Processor.process`` spent before waiting for the previous Redis call (decoding,
-buffering, preparing is in ``submit``); ``redis_wait`` waiting for that call;
-``submit`` preparing and starting this batch's call; ``flush`` the Parquet cadence's step
+``Processor.process`` spent decoding (and the loop grouping the records); ``redis_wait``
+waiting for the call in flight before sending dead letters (0 without any); ``submit``
+preparing this batch's call, waiting for the call in flight and starting this one; ``flush`` the Parquet cadence's step
 (cutting a job, committing a durable one: ``commit`` in it), ``flushing`` whether a
 write was in flight; ``applied`` from consume's return to this batch's call being done in
 Redis (logged one batch late: the line is emitted when the next batch starts) and

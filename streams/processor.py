@@ -195,29 +195,23 @@ class Processor:
             self.applier.wait()
             assert self.dead_letters is not None
             self._retry(self.dead_letters.sender(dead), "kafka")
-        # The previous batch's features are applied once wait() returns. Its online-evaluation
-        # join goes to Redis right after this batch's features, on the Redis thread, so it
+        # submit() prepares this batch's call while the previous one is still in Redis,
+        # then waits for that one and starts this one. The previous batch's online-evaluation
+        # join goes to Redis right after this batch's features, on the Redis thread (the
+        # previous call is done by then, so the events it did not count are known), so it
         # delays neither this batch's visibility nor the consumer thread. The join script is
         # exact in either order of a response and its watch (see streams.online_eval) and its
         # own watermark makes a replay a no-op; it is done before any offset of its batch can
         # be committed (_finish waits for it, or joins the batch in flight itself).
-        self.applier.wait()
-        self._add_join(self._joining)
-        self._joining = []
+        prev, self._joining = self._joining, work
         self._submitted += 1
-        then = partial(
-            self._applied_then,
-            self._submitted,
-            self._apply_join if self.online_eval.pending else None,
-            tr,
-        )
+        then = partial(self._applied_then, self._submitted, prev, tr)
         if tr is not None:
             t1 = time.perf_counter()
-            tr.add("redis_wait", t1 - t0)
+            tr.add("redis_wait", t1 - t0)  # the dead letters' wait, if any
         self.applier.submit(work, then=then)
         if tr is not None:
             tr.add("submit", time.perf_counter() - t1)
-        self._joining = work
         for w in work:
             st = w.st
             st.buffer[0].extend(w.events)
@@ -237,17 +231,15 @@ class Processor:
             or time.monotonic() - self._pending_since >= self.flush_interval
         )
 
-    def _applied_then(
-        self, seq: int, join: Callable[[], object] | None, tr: LoopTrace | None
-    ) -> None:
-        """On the Redis thread, once batch ``seq`` is applied: note it, run the previous
-        batch's online-evaluation join (``join``; None: nothing to join), note that one
-        joined."""
+    def _applied_then(self, seq: int, prev: list[RedisWork], tr: LoopTrace | None) -> None:
+        """On the Redis thread, once batch ``seq`` is applied: note it, run the online-
+        evaluation join of the batch before (``prev``, applied before this one), note that
+        one joined."""
         if tr is not None:
             tr.note_applied()
         self._applied = seq
-        if join is not None:
-            join()
+        self._add_join(prev)
+        self._apply_join()
         self._joined = max(self._joined, seq - 1)
 
     def poll_flush(self) -> None:
