@@ -10,8 +10,8 @@ When on, the worker records:
   thread / answer back on the loop, logged, response sent), kept for requests slower than
   ``slow_ms`` and counted for all;
 * intervals of the background work that shares the worker with requests: item-feature
-  sweeps, alias polls, producer polls and every batch of model calls (with its size and
-  whether it ran on the loop).
+  sweeps, alias polls, producer polls, garbage collections and every batch of model calls
+  (with its size and whether it ran on the loop).
 
 Everything is kept in bounded memory and written as JSON lines to ``<path>.<pid>`` when the
 worker stops (``bench/serving.py --probe`` reads and summarises it; perf_counter is
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import os
 import time
@@ -50,6 +51,7 @@ class Probe:
         # Every request's (route time, route-to-sent seconds).
         self.latencies: list[tuple[float, float]] = []
         self._task: asyncio.Task[None] | None = None
+        self._gc_start = 0.0
 
     # --- requests -----------------------------------------------------------------------
     @staticmethod
@@ -111,6 +113,14 @@ class Probe:
     # --- the loop's lag -----------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._watch_lag())
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        """Each garbage collection as an interval ``gc<generation>`` (size: objects freed)."""
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            self.interval(f"gc{info['generation']}", self._gc_start, info.get("collected", 0))
 
     async def _watch_lag(self) -> None:
         """Each stall is split by the loop thread's own counters: CPU it ran (Python on the
@@ -134,6 +144,8 @@ class Probe:
                 os.close(fd)
 
     async def stop(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
