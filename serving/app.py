@@ -99,11 +99,17 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    # Added first, so it runs inside the metrics middleware: 413s are counted too.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     for module in (recommend, feedback, health, admin, admin_rollouts):
         app.include_router(module.router)
+    # Innermost: plainly valid GET /recommend requests skip FastAPI's routing and
+    # validation (issue 14), inside the body limit and the metrics like the route.
+    route = next(
+        r for r in recommend.router.routes if getattr(r, "path", None) == recommend.ROUTE_PATH
+    )
+    app.add_middleware(recommend.RecommendFastPath, route=route)
+    # Added before the metrics middleware, so it runs inside it: 413s are counted too.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     openapi.install(app, settings.serve)
     return app
 

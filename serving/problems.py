@@ -97,6 +97,13 @@ def status_of(err: StreamrecError) -> int:
     return 409  # the registry refused a state change (e.g. nothing to roll back to)
 
 
+def streamrec_problem(err: StreamrecError) -> Response:
+    """The answer to one of our errors (the app's handler, and /recommend's fast path)."""
+    if isinstance(err, InvalidRequest):
+        return invalid([{"field": err.field, "message": err.reason}])
+    return json_problem(status_of(err), str(err))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(_request: Request, err: RequestValidationError) -> Response:
@@ -116,9 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StreamrecError)
     async def on_streamrec(_request: Request, err: StreamrecError) -> Response:
-        if isinstance(err, InvalidRequest):
-            return invalid([{"field": err.field, "message": err.reason}])
-        return json_problem(status_of(err), str(err))
+        return streamrec_problem(err)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, err: Exception) -> Response:

@@ -47,9 +47,19 @@ def test_known_user_gets_personalised_items_without_seen_ones(served: Settings) 
 
     async def go():
         async with running_client(create_app(served)) as c:
-            return (await c.get("/recommend/1?k=10")).json(), (await c.get("/recommend/2")).json()
+            fast, routed = await c.get("/recommend/1?k=10"), await c.get("/recommend/1?k=010")
+            text = await c.get("/recommend/1?k=10", headers={"Accept": "text/plain"})
+            text_routed = await c.get("/recommend/1?k=010&format=text")
+            return fast, routed, (text, text_routed), (await c.get("/recommend/2")).json()
 
-    one, two = asyncio.run(go())
+    fast, routed, texts, two = asyncio.run(go())
+    one = fast.json()
+    # A plain request takes the fast path (serving.routes.recommend.RecommendFastPath), a
+    # k with a leading zero FastAPI's route: the same answer, body and headers.
+    assert {**routed.json(), "request_id": one["request_id"]} == one
+    assert texts[0].text == texts[1].text == ",".join(one["items"])
+    for a, b in (fast, routed), texts:
+        assert a.headers["content-type"] == b.headers["content-type"]
     # Model calls on the event loop (STREAMREC_SERVE_MODEL_INLINE) answer the same.
     inline = served.with_sections(serve={"model_inline": True})
 

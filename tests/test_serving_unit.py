@@ -23,7 +23,7 @@ from serving.features import _add_days
 from serving.logging_sink import request_payloads
 from serving.problems import status_of as _status_of
 from serving.recommendation import Recommendation
-from serving.routes.recommend import _wants_text
+from serving.routes.recommend import _plain, _wants_text
 from serving.routing import CANARY, PRODUCTION, canary_bucket, choose_version
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
@@ -187,3 +187,34 @@ def test_request_log_payloads_are_byte_identical_to_the_event_encoding(
     )
     assert response == encode_event(RecoResponseEvent(event_id="r1.r", ts=ts, **fields))
     assert decode_event(response).fallback_reason == reason
+
+
+def test_only_plainly_valid_recommend_requests_take_the_fast_path() -> None:
+    """Anything but printable-ASCII ids and plain k / format goes to FastAPI's validation."""
+
+    def plain(path: str, query: bytes = b"", method: str = "GET"):
+        scope = {"method": method, "path": path, "query_string": query}
+        return _plain(scope, 64)
+
+    assert plain("/recommend/196") == ("196", None, None)
+    assert plain("/recommend/u-1.x_", b"k=15&format=text") == ("u-1.x_", 15, "text")
+    assert plain("/recommend/7", b"format=json&k=3") == ("7", 3, "json")
+    for path, query in [
+        ("/recommend/", b""),
+        ("/recommend/a,b", b""),
+        ("/recommend/a b", b""),
+        ("/recommend/a/b", b""),
+        ("/recommend/é", b""),
+        ("/recommend/" + "x" * 65, b""),
+        ("/recommend/1", b"k=0"),
+        ("/recommend/1", b"k=05"),
+        ("/recommend/1", b"k=-1"),
+        ("/recommend/1", b"k=1&k=2"),
+        ("/recommend/1", b"format=xml"),
+        ("/recommend/1", b"k=1&other=2"),
+        ("/recommend/1", b"k=1&"),
+        ("/recommend/1", b"k=9999999999"),
+        ("/feedback", b""),
+    ]:
+        assert plain(path, query) is None, (path, query)
+    assert plain("/recommend/1", method="POST") is None

@@ -3,23 +3,27 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from schemas.errors import StreamrecError
 from schemas.events import MAX_ID_LENGTH
 from serving.context import ServingContext
 from serving.errors import InvalidRequest
 from serving.pipeline import recommend
-from serving.problems import ValidationProblem
+from serving.problems import ValidationProblem, streamrec_problem
 from serving.recommendation import Recommendation
 
 router = APIRouter(tags=["recommend"])
 
 # Same rule as user ids on the wire (schemas.events): no whitespace, commas or control chars.
+ROUTE_PATH = "/recommend/{user_id}"
 USER_ID_PATTERN = r"^[^\s,\x00-\x1f\x7f]+$"
 
 
@@ -47,7 +51,7 @@ def _wants_text(fmt: str | None, accept: str | None) -> bool:
 
 
 @router.get(
-    "/recommend/{user_id}",
+    ROUTE_PATH,
     response_model=RecommendationOut,
     summary="Top-k recommendations for a user",
     responses={
@@ -81,20 +85,96 @@ async def get_recommendations(
     # Read here rather than declared as dependencies/header parameters: each declared one
     # costs FastAPI a resolution step on every request of the hottest route.
     ctx: ServingContext = request.app.state.ctx
-    accept = request.headers.get("accept")
-    settings = ctx.settings
+    if k is not None and k > ctx.settings.serve.max_k:
+        raise InvalidRequest("k", f"must be at most {ctx.settings.serve.max_k}, got {k}")
+    state = request.scope.setdefault("state", {})
+    return await answer(ctx, state, user_id, k, format, request.headers.get("accept"))
+
+
+async def answer(
+    ctx: ServingContext,
+    state: dict,
+    user_id: str,
+    k: int | None,
+    fmt: str | None,
+    accept: str | None,
+) -> Response:
+    """The answer of a valid request (``k`` at most ``serve.max_k``), for the route above
+    and for :class:`RecommendFastPath`."""
     if k is None:
-        k = settings.serve.default_k
-    elif k > settings.serve.max_k:
-        raise InvalidRequest("k", f"must be at most {settings.serve.max_k}, got {k}")
-    # One record, read by the metrics middleware for the latency labels (in request.state
-    # first, so a failure still counts for the variant the user was assigned to) and logged.
+        k = ctx.settings.serve.default_k
+    # One record, read by the metrics middleware for the latency labels (in the request's
+    # state first, so a failure still counts for the variant the user was assigned to) and
+    # logged.
     reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)
     if ctx.probe is not None:
         reco.marks = {"route": time.perf_counter()}
-    request.state.recommendation = reco
+    state["recommendation"] = reco
     await recommend(ctx, user_id, k, reco=reco)
-    if _wants_text(format, accept):
+    if _wants_text(fmt, accept):
         return Response(",".join(reco.items), media_type="text/plain")
     # Serialised directly (the schema above documents it): this is the hot path.
     return Response(orjson.dumps(reco.body()), media_type="application/json")
+
+
+# Ids the fast path takes as they are: printable ASCII but "," and "/" (the route's pattern
+# admits these and more; anything else is left to FastAPI's validation).
+_PLAIN_ID = re.compile(r"[!-+\-.0-~]+")
+_PREFIX = "/recommend/"
+
+
+class RecommendFastPath:
+    """``GET /recommend/{user_id}`` with a plainly valid id and query (``k`` as plain digits
+    within bounds, ``format`` json or text, nothing else) answered without FastAPI's routing
+    and parameter validation, which cost more CPU than the rest of the event loop's work for
+    the request (issue 14's profile); the same answer, headers, metrics and logs. Any other
+    request, and every error, goes through the app as before. Innermost middleware, so the
+    body limit and the metrics see these requests as they see the route's."""
+
+    def __init__(self, app: ASGIApp, route: object, max_id_length: int = MAX_ID_LENGTH) -> None:
+        self.app = app
+        self.route = route  # in scope["route"]: the metrics' endpoint label, as routing sets
+        self.max_id_length = max_id_length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        plain = _plain(scope, self.max_id_length) if scope["type"] == "http" else None
+        if plain is None:
+            await self.app(scope, receive, send)
+            return
+        user_id, k, fmt = plain
+        ctx: ServingContext = scope["app"].state.ctx
+        if k is not None and k > ctx.settings.serve.max_k:
+            await self.app(scope, receive, send)  # FastAPI's 422
+            return
+        accept = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"accept"), None)
+        scope["route"] = self.route
+        try:
+            response = await answer(ctx, scope.setdefault("state", {}), user_id, k, fmt, accept)
+        except StreamrecError as err:  # as the app's handler answers it
+            response = streamrec_problem(err)
+        await response(scope, receive, send)
+
+
+def _plain(scope: Scope, max_id_length: int) -> tuple[str, int | None, str | None] | None:
+    """(user id, k, format) of a plainly valid GET /recommend/{user_id}, else None."""
+    path: str = scope["path"]
+    if scope["method"] != "GET" or not path.startswith(_PREFIX) or scope.get("root_path"):
+        return None
+    user_id = path[len(_PREFIX) :]
+    if len(user_id) > max_id_length or not _PLAIN_ID.fullmatch(user_id):
+        return None
+    k: int | None = None
+    fmt: str | None = None
+    query: bytes = scope["query_string"]
+    if query:
+        for part in query.split(b"&"):
+            name, _, value = part.partition(b"=")
+            if name == b"k" and k is None and value.isdigit() and value[:1] != b"0":
+                if len(value) > 9:
+                    return None
+                k = int(value)
+            elif name == b"format" and fmt is None and value in (b"json", b"text"):
+                fmt = value.decode()
+            else:
+                return None
+    return user_id, k, fmt
