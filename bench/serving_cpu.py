@@ -1,0 +1,140 @@
+"""CPU per request of ``/recommend`` (result cache off, every request runs the model) served
+from this tree and from another tree of the repository, beside the bare FastAPI endpoint, in
+one run: the same model, the same Redis, wrk runs alternating between the servers (issue 14's
+same-run A/B of code changes). CPU seconds of each server's process tree per request answered
+is what load on a shared machine inflates least; req/s is printed too, with the load average.
+
+    git archive <commit> | tar -x -C /tmp/before    # the tree to compare against
+    .venv/bin/python bench/serving_cpu.py --against /tmp/before [--runs 4] [--duration 6]
+
+The budget is 5 s (``STREAMREC_SERVE_BUDGET_MS``) so that no answer falls back on a busy
+machine: a fallback costs less than a model call and would flatter the loaded server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench import _load as load  # noqa: E402
+from bench._serving_live import tree_cpu_s, worker_memory  # noqa: E402
+from bench._serving_setup import cleanup, prepare  # noqa: E402
+from bench.serving import start_server  # noqa: E402
+
+
+def start_tree(tree: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
+    """``streamrec serve`` run from ``tree`` (``python -m`` imports from the working dir)."""
+    cmd = [sys.executable, "-m", "streamrec", "serve", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL)
+    import httpx
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server from {tree} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise SystemExit(f"server from {tree} not ready")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--against", type=Path, required=True, help="another tree of the repo")
+    ap.add_argument("--runs", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=6.0)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--port", type=int, default=18190)
+    args = ap.parse_args()
+    if not (args.against / "streamrec" / "__main__.py").is_file():
+        ap.error(f"--against: {args.against} is not a tree of this repository")
+    load.ensure_wrk()
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.config import Settings
+
+    console = Console(width=150)
+    tag = f"bench{uuid.uuid4().hex[:6]}"
+    tmp = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    settings = Settings().with_sections(
+        kafka={"topic_prefix": tag}, redis={"key_prefix": tag}, storage={"url": f"file://{tmp}"}
+    )
+    env = {
+        **os.environ,
+        "STREAMREC_TOPIC_PREFIX": tag,
+        "STREAMREC_REDIS_KEY_PREFIX": tag,
+        "STREAMREC_STORAGE_URL": settings.storage.location,
+        "STREAMREC_LOG_LEVEL": "WARNING",
+        "STREAMREC_SERVE_RESULT_CACHE_SIZE": "0",
+        "STREAMREC_SERVE_BUDGET_MS": "5000",
+    }
+    kinds = {"this tree": REPO, f"{args.against}": args.against, "bare FastAPI": None}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        users = prepare(settings, console, [settings])
+        for i, (kind, tree) in enumerate(kinds.items()):
+            port = args.port + i
+            procs[kind] = (
+                start_tree(tree, port, env) if tree else start_server("bare", port, 1, env)
+            )
+        ports = {kind: args.port + i for i, kind in enumerate(kinds)}
+        for kind in kinds:  # warm: every user asked a few times
+            load.wrk_max(ports[kind], users, 4, args.conns)
+        loads = [os.getloadavg()[0]]
+        cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
+        rps: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(args.runs):
+            for kind in kinds:
+                t0 = tree_cpu_s(procs[kind].pid)
+                r, n = load.wrk_run(ports[kind], users, args.duration, args.conns)
+                cpu[kind].append((tree_cpu_s(procs[kind].pid) - t0) / max(n, 1) * 1000)
+                rps[kind].append(r)
+            loads.append(os.getloadavg()[0])
+        memory = {kind: worker_memory(proc.pid) for kind, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(30)
+        cleanup(settings)
+        shutil.rmtree(tmp, ignore_errors=True)
+    bare = statistics.median(cpu["bare FastAPI"])
+    table = Table(
+        title=f"/recommend, result cache off: CPU per request, {args.runs} alternating runs "
+        f"(load avg {min(loads):.1f}-{max(loads):.1f})"
+    )
+    for col in ("server", "CPU ms/request (runs)", "vs bare", "max req/s (runs)", "RSS / PSS"):
+        table.add_column(col, justify="right")
+    for kind in kinds:
+        c = statistics.median(cpu[kind])
+        mem = ", ".join(f"{m['rss_mb']:.0f} / {m['pss_mb']:.0f} MB" for m in memory[kind])
+        table.add_row(
+            kind,
+            f"{c:.3f} ({', '.join(f'{x:.2f}' for x in cpu[kind])})",
+            f"{c / bare:.1f}x",
+            f"{statistics.median(rps[kind]):.0f} ({', '.join(f'{x:.0f}' for x in rps[kind])})",
+            mem,
+        )
+    console.print(table)
+    mine, theirs = (statistics.median(cpu[k]) for k in list(kinds)[:2])
+    console.print(f"this tree / {args.against}: {mine / theirs:.2f}x CPU per request")
+
+
+if __name__ == "__main__":
+    main()
