@@ -161,7 +161,8 @@ class ServeSettings(Section):
         "in the same loop iteration) instead of the compute thread: no thread hand-off and "
         "no GIL contention with the loop (a lower p99 at half max). A batch on the loop is "
         "not cut off at the budget: a model whose call took over half the budget there "
-        "answers `timeout` and is served from the compute thread for 60 s.",
+        "(its own CPU, or twice in a row off-CPU) answers `timeout` and is served from the "
+        "compute thread for 60 s.",
     )
     model_batch_max: int = Field(
         32,
