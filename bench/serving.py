@@ -367,7 +367,8 @@ def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:
         if not kind.startswith("bare"):
             console.print(
                 f"{LABELS[kind]}: CPU {r['cpu_ms']:.3f} ms a request = "
-                f"{r['cpu_ms'] / res['bare']['cpu_ms']:.1f}x bare's; mean batch of model calls "
+                f"{r['cpu_ms'] / max(res['bare']['cpu_ms'], 1e-9):.1f}x bare's; mean batch of "
+                "model calls "
                 f"{r.get('batch_mean', 0):.1f} at max, {r['paced'].get('batch_mean', 0):.1f} paced"
             )
     for kind, r in res.items():
