@@ -162,3 +162,34 @@ def test_ttl_tracker_is_bounded() -> None:
     ttls.confirm(["a", "b"])
     ttls.confirm(["c", "d"])  # over the bound: forgotten, which only costs an early refresh
     assert len(ttls) == 2 and "c" in ttls and "a" not in ttls
+
+
+class GatedRedis(FakeRedis):
+    """Applies only once the test opens the gate: a Redis call 'in flight'."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def apply_many(self, calls):
+        assert self.gate.wait(30), "gate never opened"
+        return super().apply_many(calls)
+
+
+def test_a_job_is_cut_while_redis_applies_and_committed_only_once_applied(tmp_path) -> None:
+    proc, writer, commits = make_processor(tmp_path, flush_events=3)
+    proc.redis = proc.applier.redis = redis = GatedRedis()
+    writer.gate.set()
+    tp = ("p.watch", 0)
+    proc.assign({tp: -1})
+    proc.process({tp: batch(0, 4)})  # its Redis call blocks on the gate
+    proc.poll_flush()  # due: the job is cut without waiting for the call in flight
+    job = proc.flusher.job
+    assert job is not None and job.redis_seq == 1
+    proc.flusher._future.result(10)  # the files are durable ...
+    proc.poll_flush()
+    assert commits == [] and proc.parts[tp].committed == -1  # ... but Redis has not applied
+    redis.gate.set()
+    proc.applier.wait()
+    proc.poll_flush()
+    assert commits == [{tp: 4}]
