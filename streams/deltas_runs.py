@@ -46,9 +46,13 @@ def _worth_it(evs: Sequence[Any]) -> bool:
     return runs * MIN_RUN <= m
 
 
-def add_runs(d: Deltas, evs: Sequence[Any], new_user: type, new_item: type) -> bool:
+def add_runs(
+    d: Deltas, evs: Sequence[Any], new_user: type, new_item: type, exact_sums: bool = True
+) -> bool:
     """Add ``evs`` (one partition's batch, offset order) to ``d`` run by run; False (and
-    ``d`` untouched) if they are not all watch or all rate records or runs would not pay."""
+    ``d`` untouched) if they are not all watch or all rate records or runs would not pay.
+    ``exact_sums``: ``d``'s rating sums are exact (nothing but this function added to them),
+    so a run's ratings may be summed first."""
     n = len(evs)
     if n < 2 * MIN_RUN or type(evs[0]) is not EventRecord or not _worth_it(evs):
         return False
@@ -95,11 +99,11 @@ def add_runs(d: Deltas, evs: Sequence[Any], new_user: type, new_item: type) -> b
             if c == 1:
                 u.rating_sum += ratings[a]
                 i.rating_sum += ratings[a]
-            elif _exact(u.rating_sum) and _exact(i.rating_sum):
+            elif exact_sums:
                 rs = sum(ratings[a:b])
                 u.rating_sum += rs
                 i.rating_sum += rs
-            else:  # an earlier batch of the call added an odd rating: the same order
+            else:  # an earlier batch of the call went event by event: the same order
                 for r in ratings[a:b]:
                     u.rating_sum += r
                     i.rating_sum += r
@@ -123,11 +127,6 @@ def add_runs(d: Deltas, evs: Sequence[Any], new_user: type, new_item: type) -> b
         pop_all[item] = pop_all.get(item, 0) + c
     d.n_events += n
     return True
-
-
-def _exact(x: float) -> bool:
-    """Sums of multiples of 0.5 up to this size are exact floats in any order."""
-    return (2.0 * x).is_integer() and abs(x) < 2.0**40
 
 
 def _hours(epochs: list[float]) -> list[tuple[int, int]]:

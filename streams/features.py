@@ -126,9 +126,11 @@ def compute_deltas_parts(
     deltas: a batch of long user-item runs run by run (:mod:`streams.deltas_runs`), the
     others event by event."""
     d = Deltas()
+    exact = True  # the rating sums hold only runs' sums of multiples of 0.5 (or nothing)
     for events in parts:
-        if not (isinstance(events, list) and add_runs(d, events, UserDelta, ItemDelta)):
+        if not (isinstance(events, list) and add_runs(d, events, UserDelta, ItemDelta, exact)):
             _add_events(d, events)
+            exact = False
     return _finish(d, genres_of or {})
 
 
