@@ -139,6 +139,7 @@ def summarise(prefix: Path, windows: list[tuple[float, float]]) -> list[str]:
                 else ""
             )
         )
+    out.append(_overlaps(rows, windows, spans))
     slow = [
         r["marks"] for r in rows if r["kind"] == "slow" and _inside(r["marks"]["route"], windows)
     ]
@@ -167,6 +168,35 @@ def summarise(prefix: Path, windows: list[tuple[float, float]]) -> list[str]:
         + ", ".join(f"{k} {v}" for k, v in sorted(longest.items(), key=lambda x: -x[1]))
     )
     return out
+
+
+def _overlaps(rows: list[dict], windows: list[tuple[float, float]], spans: list[dict]) -> str:
+    """The requests over 10 ms (issue 14's p99 target) by what overlapped each: a model
+    batch over 4 ms of CPU, background work over 1 ms (sweep, polls, a collection). None of
+    those: the loop was busy with other requests (queueing)."""
+
+    def big(i: dict) -> bool:
+        if i["name"].startswith("batch"):
+            return i.get("cpu_ms", 0.0) > 4.0
+        return i["end"] - i["t"] > 0.001
+
+    spans = [i for i in spans if big(i)]
+    causes: dict[str, int] = {}
+    n = 0
+    for r in rows:
+        if r["kind"] != "latencies":
+            continue
+        for t, took in r["rows"]:
+            if took <= 0.010 or not _inside(t, windows):
+                continue
+            n += 1
+            names = {i["name"] for i in spans if i["t"] < t + took and i["end"] > t}
+            key = " + ".join(sorted(names)) or "other requests (queueing)"
+            causes[key] = causes.get(key, 0) + 1
+    top = sorted(causes.items(), key=lambda x: -x[1])
+    return f"  requests > 10 ms: {n}; overlapping: " + (
+        ", ".join(f"{k} {v}" for k, v in top) or "-"
+    )
 
 
 def summarise_dir(folder: Path, labels: dict[str, str]) -> list[str]:
