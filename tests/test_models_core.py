@@ -151,8 +151,9 @@ def test_transitions_count_the_next_items_of_each_sequence_at_weight_one_over_di
 
 
 def test_rows_dot_with_scipys_row_copy_is_bitwise_the_numpy_gather(monkeypatch) -> None:
-    """rows_dot copies the rows out with scipy's C routine when it can (issue 14): the same
-    entries in the same order as the positions gathered in numpy, so the same sums."""
+    """rows_dot copies the rows out and scatters them with scipy's C routines when it can
+    (issue 14): the same products added in the same order as the numpy gather's bincount,
+    so the same sums, bit for bit."""
     from scipy.sparse import random as sparse_random
 
     import models.signals as signals
@@ -161,7 +162,7 @@ def test_rows_dot_with_scipys_row_copy_is_bitwise_the_numpy_gather(monkeypatch) 
     rng = np.random.default_rng(3)
     cases = [(rng.choice(300, n, replace=False), rng.random(n)) for n in (0, 1, 7, 120)]
     fast = [signals.rows_dot(m, rows, w) for rows, w in cases]
-    assert signals._csr_row_index is not None  # the pinned scipy has it
+    assert signals._csr_row_index is not None and signals._csc_matvec is not None  # pinned
     monkeypatch.setattr(signals, "_csr_row_index", None)
     for (rows, w), got in zip(cases, fast, strict=True):
         assert np.array_equal(got, signals.rows_dot(m, rows, w))
