@@ -29,7 +29,7 @@ _TYPE, _USER, _ITEM, _EPOCH, _RATING = (itemgetter(j) for j in (0, 2, 3, 5, 9))
 # Mean run length, in a sample of the batch's first events, below which runs do not pay
 # (the per-run step costs about three events' steps).
 MIN_RUN = 3
-_SAMPLE = 256
+_SAMPLE = 64
 _HOUR_END = 3600 - 0.001  # as features._HOUR_END: a time may round up into the next hour
 
 
