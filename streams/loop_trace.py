@@ -14,8 +14,9 @@ timestamp, the producer's clock: same host) when ``consume`` returned; ``consume
 time in it; ``gap`` from the previous iteration's end to this consume; ``decode`` what
 ``Processor.process`` spent decoding (and the loop grouping the records); ``redis_wait``
 waiting for the call in flight before sending dead letters (0 without any); ``submit``
-preparing this batch's call, waiting for the call in flight and starting this one; ``flush`` the Parquet cadence's step
-(cutting a job, committing a durable one: ``commit`` in it), ``flushing`` whether a
+preparing this batch's call, waiting for the call in flight and starting this one;
+``flush`` the Parquet cadence's step (cutting a job, committing a durable one: ``commit``
+in it), ``flushing`` whether a
 write was in flight; ``applied`` from consume's return to this batch's call being done in
 Redis (logged one batch late: the line is emitted when the next batch starts) and
 ``age@applied`` the oldest record's age then: what a probe of the batch waited.
