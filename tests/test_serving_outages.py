@@ -51,6 +51,9 @@ def test_redis_outage_answers_200_from_the_last_trending_seen(
         async def go():
             async with running_client(app) as c:
                 ctx = app.state.ctx
+                # Loaded first: on a loaded host, loading and compiling the ranker can outlast
+                # the budget (a model_loading fallback), which is not what this test is about.
+                await ctx.models.preload()
                 before = (await c.get("/recommend/newbie?k=3")).json()
                 await ctx.items.refresh()  # the background sweep, now
                 proc.kill()
