@@ -74,8 +74,10 @@ def wrk_run(port: int, users: list[str], duration: float, conns: int) -> tuple[f
         errors = re.search(pattern, out)
         if errors:
             raise SystemExit(f"wrk saw errors ({errors.group(0)}):\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return rps, int(re.search(r"(\d+) requests in", out).group(1))
+    rps, total = re.search(r"Requests/sec:\s+([\d.]+)", out), re.search(r"(\d+) requests in", out)
+    if rps is None or total is None:
+        raise SystemExit(f"wrk printed no request rate:\n{out}")
+    return float(rps.group(1)), int(total.group(1))
 
 
 async def _paced(port: int, rate: float, duration: float, conns: int, users: list[str]) -> dict:
@@ -94,7 +96,10 @@ async def _paced(port: int, rate: float, duration: float, conns: int, users: lis
             f"GET /recommend/{users[n % len(users)]}?k=20 HTTP/1.1\r\nHost: b\r\n\r\n".encode()
         )
         head = await reader.readuntil(b"\r\n\r\n")
-        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+        found = re.search(rb"(?i)content-length: (\d+)", head)
+        if found is None:  # every answer of ours has one; a server that sends none is broken
+            raise SystemExit(f"response without Content-Length: {head!r}")
+        length = int(found.group(1))
         await reader.readexactly(length)
         # From the scheduled send time; perf_counter: the loop's clock ticks in whole ms.
         latencies.append(time.perf_counter() - at)

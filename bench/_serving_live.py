@@ -96,7 +96,7 @@ class LiveEvents:
         r = connect(s.redis.url, cluster=s.redis.cluster)
         deadline = time.monotonic() + 90
         while not r.exists(keys.user_recent("live-probe")):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
+            if self._proc is None or self._proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the stream worker of --realistic did not start")
             time.sleep(0.2)
 

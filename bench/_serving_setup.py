@@ -64,7 +64,7 @@ def fill_redis(settings, ml) -> list[str]:
         hist = recent.setdefault(user, {})
         hist[item] = ts
         if len(hist) > 20:
-            hist.pop(min(hist, key=hist.get))
+            hist.pop(min(hist, key=hist.__getitem__))
         s = stats.setdefault((partition_of(user, keys.partitions), item), [0, 0.0, 0.0])
         s[0], s[1], s[2] = s[0] + 1, s[1] + float(ml.ratings[n]), ts
         totals[item] = totals.get(item, 0) + 1

@@ -50,12 +50,16 @@ def main() -> None:
     base = Settings()
     ml = load_movielens(base.cache_path).subset("all")
     payloads = list(iter_payloads(ml))
-    bare, mine = [], []
+    bare: list[float] = []
+    mine: list[float] = []
     for _ in range(args.runs):  # alternate so machine noise hits both alike
-        for fn, out, arg in ((bare_loop, bare, payloads), (ours, mine, ml)):
+        for which in ("bare", "ours"):
             s = fresh_settings(base)
             try:
-                out.append(fn(s, arg))
+                if which == "bare":
+                    bare.append(bare_loop(s, payloads))
+                else:
+                    mine.append(ours(s, ml))
             finally:
                 cleanup(s)
     b, m = median(bare), median(mine)

@@ -94,7 +94,8 @@ def start_server(kind: str, port: int, workers: int, env: dict[str, str]) -> sub
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"{kind} server exited: {proc.stderr.read().decode()[-1000:]}")
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise SystemExit(f"{kind} server exited: {err[-1000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
                 return proc

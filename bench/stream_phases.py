@@ -211,8 +211,8 @@ def main() -> None:
         f" max {sizes[-1] if sizes else 0}); per phase: total s, p99 ms, max ms"
     )
     for i, name in enumerate(PHASES):
-        col = sorted(row[2 + i] for row in live)
-        print(f"  {name:10s} {sum(col):7.2f} {pct(col, 0.99) * 1000:8.1f} {col[-1] * 1000:8.1f}")
+        took = sorted(row[2 + i] for row in live)
+        print(f"  {name:10s} {sum(took):7.2f} {pct(took, 0.99) * 1000:8.1f} {took[-1] * 1000:8.1f}")
     print(
         "slowest probes: the loop phases (ms, summed) of the iterations overlapping each wait;"
         " the longest iteration's phases over 10 ms"

@@ -94,6 +94,9 @@ def child(storage: Path, catalog: str, sasrec_epochs: int = 0) -> None:
     )
     report = run_training(settings, force=True)
     best, best_ndcg = report.best_baseline
+    selection = report.selection
+    if selection is None:  # run_training selects whenever it trains (force=True here)
+        raise SystemExit(f"{storage}: the trainer reported no model selection")
     print(
         json.dumps(
             {
@@ -102,9 +105,9 @@ def child(storage: Path, catalog: str, sasrec_epochs: int = 0) -> None:
                 "users": report.training_data.n_users,
                 "items": report.training_data.n_items,
                 "winner": report.winner,
-                "refused": report.selection.refusal() is not None,
+                "refused": selection.refusal() is not None,
                 "candidate_ndcg": report.metrics[report.winner]["ndcg@10"],
-                "validation": {k: v["ndcg@10"] for k, v in report.selection.validation.items()},
+                "validation": {k: v["ndcg@10"] for k, v in selection.validation.items()},
                 "holdout": {k: v["ndcg@10"] for k, v in report.metrics.items()},
                 # Distinct items recommended to the holdout users (coverage@10 x catalogue).
                 "coverage": {
@@ -187,9 +190,9 @@ def main() -> int:
     if not args.no_movielens:
         runs.append(("ml-100k", None, "movielens", ""))
     for mode in (m.strip() for m in args.modes.split(",") if m.strip()):
-        for size in (int(x) for x in args.sizes.split(",") if x.strip()):
-            label = f"{size // 1_000_000}M" if size >= 1_000_000 else str(size)
-            runs.append((f"{mode}-{label}", size, "none", mode))
+        for n in (int(x) for x in args.sizes.split(",") if x.strip()):
+            label = f"{n // 1_000_000}M" if n >= 1_000_000 else str(n)
+            runs.append((f"{mode}-{label}", n, "none", mode))
     # Without SASRec, then with it when asked: the pair shows its cost in the same run.
     epochs = [0, args.sasrec_epochs] if args.sasrec_epochs > 0 else [0]
     results = []
