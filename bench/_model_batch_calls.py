@@ -15,7 +15,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,9 +28,11 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     import models.signals as sig
+    from bench._model_calls import fitted
+    from core.config import Settings
     from models.base import ModelCall
 
-    model, users, hist = _fitted()
+    model, _, users, hist = fitted(Settings())
     calls = [ModelCall(u, 10, history=hist[u]) for u in users]
     fast = sig.rows_dot
     if args.against:
@@ -76,31 +77,6 @@ def main() -> None:
     for b in (1, 8):
         mb, mt = (float(np.median(times[(n, b)])) * 1e3 for n in impl)
         print(f"| {b} | {mb:.3f} | {mt:.3f} | {mt / mb:.2f}x |")
-
-
-def _fitted() -> tuple[Any, list[str], dict[str, list[str]]]:
-    """The model and histories ``bench/_model_calls.py`` uses."""
-    from core.config import Settings
-    from ingest.movielens import load_movielens
-    from schemas.split import temporal_test_mask
-    from training.catalog import ItemCatalog
-    from training.data import build_interactions
-    from training.train import TrainConfig, fit_two_stage, generator_for
-
-    ml = load_movielens(Settings().cache_path)
-    data = build_interactions(ml.interactions())
-    held = temporal_test_mask(data.users, data.ts)
-    train, test = data.subset(~held), data.subset(held)
-    catalog = ItemCatalog.align(ml.catalog, data.item_ids, "movielens")
-    cfg = TrainConfig()
-    gen, pop = generator_for(train, catalog, cfg)
-    two, _ = fit_two_stage(gen, test, gen, pop, cfg)
-    users = [str(u) for u in data.user_ids[:500]]
-    hist = {}
-    for n, u in enumerate(users):
-        rows = test.items[test.users == n][::-1][:20]
-        hist[u] = [str(data.item_ids[i]) for i in rows]  # newest first, as Redis gives them
-    return two, users, hist
 
 
 if __name__ == "__main__":

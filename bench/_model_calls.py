@@ -13,23 +13,20 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def main() -> None:
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    from core.config import Settings
+def fitted(s) -> tuple[Any, Any, list[str], dict[str, list[str]]]:
+    """ALS+LightGBM trained on MovieLens-100K's train split, that split, 500 users and, for
+    each, the 20 newest held-out items (newest first, as Redis gives them)."""
     from ingest.movielens import load_movielens
     from schemas.split import temporal_test_mask
     from training.catalog import ItemCatalog
     from training.data import build_interactions
-    from training.sasrec import SASRecConfig, fit_sasrec
     from training.train import TrainConfig, fit_two_stage, generator_for
 
-    s = Settings()
     ml = load_movielens(s.cache_path)
     data = build_interactions(ml.interactions())
     held = temporal_test_mask(data.users, data.ts)
@@ -38,12 +35,24 @@ def main() -> None:
     cfg = TrainConfig()
     gen, pop = generator_for(train, catalog, cfg)
     two, _ = fit_two_stage(gen, test, gen, pop, cfg)
-    seq = fit_sasrec(train, SASRecConfig(epochs=1, cache_dir=str(s.cache_path / "jax")))
     users = [str(u) for u in data.user_ids[:500]]
     hist = {}
     for n, u in enumerate(users):
         rows = test.items[test.users == n][::-1][:20]
-        hist[u] = [str(data.item_ids[i]) for i in rows]  # newest first, as Redis gives them
+        hist[u] = [str(data.item_ids[i]) for i in rows]
+    return two, train, users, hist
+
+
+def main() -> None:
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from core.config import Settings
+    from training.sasrec import SASRecConfig, fit_sasrec
+
+    s = Settings()
+    two, train, users, hist = fitted(s)
+    seq = fit_sasrec(train, SASRecConfig(epochs=1, cache_dir=str(s.cache_path / "jax")))
     with threadpool_limits(1):
         for label, model in (("als+lgbm", two), ("sasrec", seq)) * 2:
             for u in users[:20]:

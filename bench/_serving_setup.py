@@ -7,6 +7,33 @@ from __future__ import annotations
 import contextlib
 
 
+def private_stack(**env: str):
+    """Settings of one benchmark run (its own topic and key prefix, a file store in a new
+    temporary folder) and the environment its servers get to read the same, plus ``env``.
+    Returns (settings, environment, store folder): the caller removes the folder."""
+    import os
+    import tempfile
+    import uuid
+    from pathlib import Path
+
+    from core.config import Settings
+
+    tag = f"bench{uuid.uuid4().hex[:6]}"
+    tmp = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
+    settings = Settings().with_sections(
+        kafka={"topic_prefix": tag}, redis={"key_prefix": tag}, storage={"url": f"file://{tmp}"}
+    )
+    server_env = {
+        **os.environ,
+        "STREAMREC_TOPIC_PREFIX": tag,
+        "STREAMREC_REDIS_KEY_PREFIX": tag,
+        "STREAMREC_STORAGE_URL": settings.storage.location,
+        "STREAMREC_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return settings, server_env, tmp
+
+
 def prepare(settings, console, stacks: list) -> list[str]:
     """Train and publish a two-stage model on MovieLens-100K, and fill Redis the way the
     stream processor would (recent items per user, item stats, trending) on each of

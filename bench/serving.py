@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,7 +53,7 @@ sys.path.insert(0, str(REPO))
 from bench import _load as load  # noqa: E402
 from bench._serving_live import LiveEvents, tree_cpu_s, worker_memory, zipf_users  # noqa: E402
 from bench._serving_sasrec import publish_sasrec  # noqa: E402
-from bench._serving_setup import cleanup, prepare  # noqa: E402
+from bench._serving_setup import cleanup, prepare, private_stack  # noqa: E402
 
 ITEMS = [str(i) for i in range(1, 21)]
 
@@ -78,7 +77,11 @@ def bare_app():
 
 
 # --- servers and load ----------------------------------------------------------------
-def start_server(kind: str, port: int, workers: int, env: dict[str, str]) -> subprocess.Popen:
+def start_server(
+    kind: str, port: int, workers: int, env: dict[str, str], tree: Path = REPO
+) -> subprocess.Popen:
+    """A server started from ``tree`` (``python -m`` imports from the working folder: another
+    tree of the repository serves its own code), returned once ``/readyz`` answers 200."""
     if kind != "bare":
         cmd = [sys.executable, "-m", "streamrec", "serve", "--port", str(port)]
         cmd += ["--workers", str(workers)]
@@ -87,7 +90,7 @@ def start_server(kind: str, port: int, workers: int, env: dict[str, str]) -> sub
         cmd += ["--port", str(port), "--workers", str(workers), "--loop", "uvloop"]
         cmd += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
     proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     import httpx
 
@@ -247,22 +250,10 @@ def main() -> None:
 def run_bench(args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    from core.config import Settings
     from streamrec.stack.cluster import client_env, client_settings
 
     console = Console()
-    tag = f"bench{uuid.uuid4().hex[:6]}"
-    tmp = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    settings = Settings().with_sections(
-        kafka={"topic_prefix": tag}, redis={"key_prefix": tag}, storage={"url": f"file://{tmp}"}
-    )
-    env = {
-        **os.environ,
-        "STREAMREC_TOPIC_PREFIX": tag,
-        "STREAMREC_REDIS_KEY_PREFIX": tag,
-        "STREAMREC_STORAGE_URL": settings.storage.location,
-        "STREAMREC_LOG_LEVEL": "WARNING",
-    }
+    settings, env, tmp = private_stack()
     if args.no_result_cache:
         env["STREAMREC_SERVE_RESULT_CACHE_SIZE"] = "0"
     # One model in one store; each topology's Redis filled alike.

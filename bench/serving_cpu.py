@@ -19,9 +19,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,28 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from bench import _load as load  # noqa: E402
 from bench._serving_live import tree_cpu_s, worker_memory  # noqa: E402
-from bench._serving_setup import cleanup, prepare  # noqa: E402
+from bench._serving_setup import cleanup, prepare, private_stack  # noqa: E402
 from bench.serving import start_server  # noqa: E402
-
-
-def start_tree(tree: Path, port: int, env: dict[str, str]) -> subprocess.Popen:
-    """``streamrec serve`` run from ``tree`` (``python -m`` imports from the working dir)."""
-    cmd = [sys.executable, "-m", "streamrec", "serve", "--port", str(port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL)
-    import httpx
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server from {tree} exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise SystemExit(f"server from {tree} not ready")
 
 
 def main() -> None:
@@ -68,32 +45,17 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from core.config import Settings
-
     console = Console(width=150)
-    tag = f"bench{uuid.uuid4().hex[:6]}"
-    tmp = Path(tempfile.mkdtemp(prefix="streamrec-bench-"))
-    settings = Settings().with_sections(
-        kafka={"topic_prefix": tag}, redis={"key_prefix": tag}, storage={"url": f"file://{tmp}"}
+    settings, env, tmp = private_stack(
+        STREAMREC_SERVE_RESULT_CACHE_SIZE="0", STREAMREC_SERVE_BUDGET_MS="5000"
     )
-    env = {
-        **os.environ,
-        "STREAMREC_TOPIC_PREFIX": tag,
-        "STREAMREC_REDIS_KEY_PREFIX": tag,
-        "STREAMREC_STORAGE_URL": settings.storage.location,
-        "STREAMREC_LOG_LEVEL": "WARNING",
-        "STREAMREC_SERVE_RESULT_CACHE_SIZE": "0",
-        "STREAMREC_SERVE_BUDGET_MS": "5000",
-    }
     kinds = {"this tree": REPO, f"{args.against}": args.against, "bare FastAPI": None}
     procs: dict[str, subprocess.Popen] = {}
     try:
         users = prepare(settings, console, [settings])
         for i, (kind, tree) in enumerate(kinds.items()):
             port = args.port + i
-            procs[kind] = (
-                start_tree(tree, port, env) if tree else start_server("bare", port, 1, env)
-            )
+            procs[kind] = start_server("ours" if tree else "bare", port, 1, env, tree or REPO)
         ports = {kind: args.port + i for i, kind in enumerate(kinds)}
         for kind in kinds:  # warm: every user asked a few times
             load.wrk_max(ports[kind], users, 4, args.conns)
