@@ -43,6 +43,8 @@ class LoopTrace:
     consumed: float = 0.0  # consume returned
     consumed_wall: float = 0.0
     prev_end: float = 0.0  # the previous iteration's end
+    end: float = 0.0  # this iteration's end (perf_counter)
+    mark: float = 0.0  # where the next lap() starts (perf_counter)
     oldest_ms: int = 0
     newest_ms: int = 0
     # stage -> seconds (decode, redis_wait, submit, flush, commit, lag, trending, catalog)
@@ -53,6 +55,13 @@ class LoopTrace:
 
     def add(self, stage: str, seconds: float) -> None:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+    def lap(self, stage: str) -> float:
+        """Add the time since the last lap (or ``mark``) to ``stage``; returns now."""
+        now = time.perf_counter()
+        self.add(stage, now - self.mark)
+        self.mark = now
+        return now
 
     def note_applied(self) -> None:
         self.applied = time.perf_counter()

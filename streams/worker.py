@@ -168,7 +168,7 @@ class StreamWorker(Worker):
         while not self.stop_event.is_set():
             if tracing:
                 tr = LoopTrace(cap=cap.events, start=time.perf_counter())
-                tr.prev_end = last.stages.get("end", 0.0) if last else 0.0
+                tr.prev_end = last.end if last else 0.0
             msgs: list[Message] = consumer.consume(cap.events, batch_s)
             cap.update(len(msgs))
             if msgs:
@@ -191,28 +191,28 @@ class StreamWorker(Worker):
                 if last is not None:  # its call was waited for by this process()
                     last.emit()
                 last = tr
-            t = time.perf_counter()
+            if tr is not None:
+                tr.mark = time.perf_counter()
             parts.catalog.poll()
             if tr is not None:
                 tr.flushing = proc.flusher.busy
-                tr.add("catalog", (t1 := time.perf_counter()) - t)
+                tr.lap("catalog")
             proc.poll_flush()
             now = time.monotonic()
             if tr is not None:
-                tr.add("flush", (t := time.perf_counter()) - t1)
+                tr.lap("flush")
             if now >= next_tick:
                 next_tick = now + 1.0
                 self._update_lag(consumer, proc)
                 if self.until_caught_up and self.progress.caught_up:
                     return
             if tr is not None:
-                tr.add("lag", (t1 := time.perf_counter()) - t)
+                tr.lap("lag")
             parts.trending.tick(now, proc.max_event_ts)
             if tr is not None:
-                tr.add("trending", (t := time.perf_counter()) - t1)
-                tr.stages["end"] = t
+                tr.end = tr.lap("trending")
                 if last is not tr and last is not None:
-                    last.stages["end"] = t  # an empty iteration: the next gap starts here
+                    last.end = tr.end  # an empty iteration: the next gap starts here
                 proc.trace = None
 
     def _update_lag(self, consumer: Consumer, proc: Processor) -> None:
