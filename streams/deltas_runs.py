@@ -30,7 +30,15 @@ _TYPE, _USER, _ITEM, _EPOCH, _RATING = (itemgetter(j) for j in (0, 2, 3, 5, 9))
 # (the per-run step costs about three events' steps).
 MIN_RUN = 3
 _SAMPLE = 64
-_HOUR_END = 3600 - 0.001  # as features._HOUR_END: a time may round up into the next hour
+# Within a millisecond of the hour's end a time may round up into the next hour (times are
+# kept to the millisecond); streams.features' per-event loop uses it inline.
+HOUR_END = 3600 - 0.001
+
+
+def hour_of(ts: float) -> int:
+    """The hour bucket of ``ts`` rounded to the millisecond (round() only near the end)."""
+    h = int(ts // 3600)
+    return int(round(ts, 3) // 3600) if ts - h * 3600 >= HOUR_END else h
 
 
 def _starts(users: list[str], items: list[str]) -> list[int]:
@@ -112,12 +120,8 @@ def add_runs(
             i.last_seen = hi
         # The bucket's hour is monotonic in the time: one hour for the run's oldest and
         # newest time is the hour of all of it.
-        h_lo, h_hi = int(lo // 3600), int(hi // 3600)
-        if lo - h_lo * 3600 >= _HOUR_END:
-            h_lo = int(round(lo, 3) // 3600)
-        if hi - h_hi * 3600 >= _HOUR_END:
-            h_hi = int(round(hi, 3) // 3600)
-        for h, k in ((h_lo, c),) if h_lo == h_hi else _hours(epochs[a:b]):
+        h_lo, h_hi = hour_of(lo), hour_of(hi)
+        for h, k in ((h_lo, c),) if h_lo == h_hi else [(hour_of(t), 1) for t in epochs[a:b]]:
             if h != last_h:
                 last_h, hour = h, pop_hour.setdefault(h, {})
                 if h // 24 != last_d:
@@ -127,14 +131,3 @@ def add_runs(
         pop_all[item] = pop_all.get(item, 0) + c
     d.n_events += n
     return True
-
-
-def _hours(epochs: list[float]) -> list[tuple[int, int]]:
-    """(hour, 1) per time: a run across an hour's end, event by event."""
-    out = []
-    for ts in epochs:
-        h = int(ts // 3600)
-        if ts - h * 3600 >= _HOUR_END:
-            h = int(round(ts, 3) // 3600)
-        out.append((h, 1))
-    return out

@@ -23,7 +23,7 @@ from core.config import StreamSettings
 from schemas import redis_keys as rk
 from schemas.events import Event
 from schemas.redis_keys import RedisKeys
-from streams.deltas_runs import add_runs
+from streams.deltas_runs import HOUR_END, add_runs, hour_of
 
 if TYPE_CHECKING:
     from streams.fast_decode import EventRecord
@@ -102,10 +102,6 @@ class Deltas:
     n_events: int = 0
 
 
-# Within a millisecond of the hour's end a time may round up into the next hour.
-_HOUR_END = 3600 - 0.001
-
-
 def _ms(t: float) -> float:
     """``t`` rounded to the millisecond (most event times are whole seconds: no round())."""
     return t if t == int(t) else round(t, 3)
@@ -179,8 +175,8 @@ def _add_events(d: Deltas, events: Iterable[Event | EventRecord]) -> None:
         if ts > i.last_seen:
             i.last_seen = ts
         h = int(ts // 3600)
-        if ts - h * 3600 >= _HOUR_END:  # the hour of the time rounded to the millisecond
-            h = int(round(ts, 3) // 3600)
+        if ts - h * 3600 >= HOUR_END:  # hour_of(ts), inline: this loop runs per event
+            h = hour_of(ts)
         if h != last_h:
             last_h, hour = h, pop_hour.setdefault(h, {})
             if h // 24 != last_d:
