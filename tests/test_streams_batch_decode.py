@@ -161,6 +161,17 @@ def test_the_common_shapes_are_accepted_and_a_repeated_key_anywhere_is_not():
         for batch in (values, values * 100):  # small batches and big ones (Arrow's epochs)
             got = decode_many(batch, event_type)
             assert got == [fast_decode(v, event_type) for v in batch]
+        # Big batches of one timestamp shape (handed to Arrow as one buffer), then with one
+        # timestamp of the same width but no such day, or of another shape or width.
+        old = b'"ts":"2024-05-01T12:00:00Z"'
+        one = [values[0].replace(old, b'"ts":"2024-05-%02dT12:%02d:00Z"' % (1 + j % 28, j % 60))
+               for j in range(600)]  # fmt: skip
+        assert decode_many(one, event_type) == [fast_decode(v, event_type) for v in one]
+        for ts in (b"2024-02-30T12:00:00Z", b"2024-05-01T12:00:00.5Z", b"2024-05-01 12:00:00Z"):
+            bad = [*one[:300], values[0].replace(old, b'"ts":"' + ts + b'"'), *one[300:]]
+            got = decode_many(bad, event_type)
+            assert got is None or got == [fast_decode(v, event_type) for v in bad]
+            assert (got is None) == (fast_decode(bad[300], event_type) is None)
         for j in range(len(values)):
             bad = list(values)
             bad[j] = b'{"user_id":"someone",' + bad[j][1:]
