@@ -51,6 +51,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import _load as load  # noqa: E402
+from bench._proc_cpu import CpuByProcess, print_table  # noqa: E402
 from bench._serving_live import LiveEvents, tree_cpu_s, worker_memory, zipf_users  # noqa: E402
 from bench._serving_sasrec import publish_sasrec  # noqa: E402
 from bench._serving_setup import cleanup, prepare, private_stack  # noqa: E402
@@ -140,16 +141,20 @@ def measure(
     before = {k: load.served_counts(ports[k]) for k in ours}
     runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu = {kind: [0.0, 0] for kind in kinds}  # CPU seconds, requests
+    by_process = CpuByProcess()  # every process's CPU per request: wrk, Redis, Kafka...
     for _ in range(args.runs):
         for kind in kinds:
             t0 = tree_cpu_s(pids[kind])
+            by_process.start()
             rps, n = load.wrk_run(ports[kind], users, args.duration, args.conns)
+            by_process.stop(kind, pids[kind], n, [p for k, p in pids.items() if k != kind])
             cpu[kind][0] += tree_cpu_s(pids[kind]) - t0
             cpu[kind][1] += n
             runs[kind].append(rps)
     for kind in kinds:
         res[kind].update(rps=statistics.median(runs[kind]), runs=runs[kind])
         res[kind]["cpu_ms"] = cpu[kind][0] / max(cpu[kind][1], 1) * 1000
+        res[kind]["cpu_by_process"] = by_process.ms()[kind]
         console.print(f"{kind}: max throughput runs {runs[kind]} req/s")
     for k in ours:
         res[k].update(load.shares(before[k], load.served_counts(ports[k])))
@@ -355,6 +360,7 @@ def report(console, args: argparse.Namespace, res: dict, rate: float) -> None:
             shares,
         )  # fmt: skip
     console.print(table)
+    print_table(console, {k: r["cpu_by_process"] for k, r in res.items()}, LABELS, load)
     for kind, r in res.items():
         if not kind.startswith("bare"):
             console.print(

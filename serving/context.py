@@ -105,7 +105,12 @@ async def open_context(
         store=store,
         models=models,
         items=items,
-        sink=EventSink(settings.kafka, settings.serve.log_queue_max, metrics),
+        sink=EventSink(
+            settings.kafka,
+            settings.serve.log_queue_max,
+            metrics,
+            linger_ms=settings.serve.log_linger_ms,
+        ),
         compute=compute,
         batcher=ModelBatcher(
             compute,

@@ -53,9 +53,15 @@ def request_payloads(reco: Recommendation, *, status: int, ts: datetime) -> tupl
 
 
 class EventSink:
-    def __init__(self, kafka: KafkaSettings, queue_max: int, metrics: ServingMetrics) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        queue_max: int,
+        metrics: ServingMetrics,
+        linger_ms: float = 500.0,
+    ) -> None:
         """Logs to ``kafka``'s topics; ``queue_max``: messages held before a log is dropped
-        (``serve.log_queue_max``)."""
+        (``serve.log_queue_max``); ``linger_ms``: ``serve.log_linger_ms``."""
         self.metrics = metrics
         self._topics = {
             RecoRequestEvent.TOPIC: kafka.topic(RecoRequestEvent.TOPIC),
@@ -68,7 +74,8 @@ class EventSink:
                 "queue.buffering.max.messages": queue_max,
                 # Logs are worth less than latency: give up on them sooner than batch jobs do.
                 "message.timeout.ms": 10_000,
-                "linger.ms": 50,
+                # Fewer, larger produce requests: the broker shares our cores.
+                "linger.ms": linger_ms,
             },
         )
 
