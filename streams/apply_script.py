@@ -47,6 +47,10 @@ end
 if not ok then return not_applied() end
 local doc = cjson.decode(ARGV[2 + 3 * n])
 local now, cap, ttl = doc.now, doc.cap, doc.ttl
+-- A number passed to redis.call is formatted (sprintf '%.14g', glibc's slow float path) on
+-- every call: the constants are formatted once.
+now = tostring(now)
+for j = 1, #ttl do ttl[j] = tostring(ttl[j]) end
 local function num(v, default) return v and tonumber(v) or (default or 0) end
 -- cmd(key, list...) in chunks; returns the sum of the integer replies
 local function chunked(cmd, key, list, opt)
@@ -84,38 +88,49 @@ if #dup > 0 then
   for _, id in ipairs(dup) do out[#out + 1] = id end
   return out
 end
--- 3. features
+-- 3. features; key names are head .. id .. tail (doc.k)
 local ttl_u = ttl[1]
+local K = doc.k
+local sh, st, rh, rt, hh, ht, gh, gt = K[1][1], K[1][2], K[2][1], K[2][2], K[3][1], K[3][2],
+  K[4][1], K[4][2]
 for _, u in ipairs(doc.u) do
-  local sk, rk, hk, gk, ex = u[1], u[2], u[3], u[4], u[12]
+  local id, ex = u[1], u[9]
+  local sk = sh .. id .. st
   local cur = call('HMGET', sk, 'n_watch', 'n_rate', 'rating_sum', 'last_active')
+  -- Every stats hash written has last_active: without it the user is new here.
+  local new = not cur[4]
   local a = {'updated_at', now}
-  if u[5] > 0 then a[#a + 1] = 'n_watch'; a[#a + 1] = num(cur[1]) + u[5] end
-  if u[6] > 0 then
-    a[#a + 1] = 'n_rate'; a[#a + 1] = num(cur[2]) + u[6]
-    a[#a + 1] = 'rating_sum'; a[#a + 1] = num(cur[3]) + u[7]
+  if u[2] > 0 then a[#a + 1] = 'n_watch'; a[#a + 1] = num(cur[1]) + u[2] end
+  if u[3] > 0 then
+    a[#a + 1] = 'n_rate'; a[#a + 1] = num(cur[2]) + u[3]
+    a[#a + 1] = 'rating_sum'; a[#a + 1] = num(cur[3]) + u[4]
   end
-  if u[8] > num(cur[4], -1) then a[#a + 1] = 'last_active'; a[#a + 1] = u[8] end
+  if u[5] > num(cur[4], -1) then a[#a + 1] = 'last_active'; a[#a + 1] = u[5] end
   call('HSET', sk, unpack(a))
   if ex[1] == 1 then call('EXPIRE', sk, ttl_u) end
-  local recent = u[9]
+  local recent = u[6]
   if #recent > 0 then
-    -- Only new members can push the history over its cap: skip ZCARD otherwise.
+    local rk = rh .. id .. rt
     local added = chunked('ZADD', rk, recent, 'GT')
-    if #u[10] > 0 then
-      chunked('HSET', hk, u[10])
-      call('EXPIRE', hk, ttl_u)
+    if #u[7] > 0 then
+      chunked('HSET', hh .. id .. ht, u[7])
+      call('EXPIRE', hh .. id .. ht, ttl_u)
     end
-    local m = added > 0 and call('ZCARD', rk) or 0
+    -- Only new members can push the history over its cap: skip ZCARD otherwise, and for a
+    -- new user adding no more than the cap (its history, if one outlived the stats by an
+    -- eviction or a later TTL, is trimmed on the user's next batch that adds an item).
+    local m = 0
+    if added > 0 and not (new and added <= cap) then m = call('ZCARD', rk) end
     if m > cap then
       local old = call('ZRANGE', rk, 0, m - cap - 1)
       call('ZREMRANGEBYRANK', rk, 0, m - cap - 1)
-      chunked('HDEL', hk, old)
+      chunked('HDEL', hh .. id .. ht, old)
     end
     if ex[2] == 1 then call('EXPIRE', rk, ttl_u) end
   end
-  local g = u[11]  -- {genre, count, ...}
+  local g = u[8]  -- {genre, count, ...}
   if #g > 0 then
+    local gk = gh .. id .. gt
     local names = {}
     for j = 1, #g, 2 do names[#names + 1] = g[j] end
     local c = call('HMGET', gk, unpack(names))
@@ -124,8 +139,9 @@ for _, u in ipairs(doc.u) do
     if ex[3] == 1 then call('EXPIRE', gk, ttl_u) end
   end
 end
+local ih, it_ = K[5][1], K[5][2]
 for _, it in ipairs(doc.i) do
-  local k = it[1]
+  local k = ih .. it[1] .. it_
   local cur = call('HMGET', k, 'n_watch', 'n_rate', 'rating_sum', 'last_seen')
   local a = {}
   if it[2] > 0 then a[#a + 1] = 'n_watch'; a[#a + 1] = num(cur[1]) + it[2] end

@@ -5,18 +5,25 @@ resend of what is left after a replay or a race with another writer."""
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
 
 from core.config import Settings
-from schemas.events import WatchEvent
+from schemas.events import RateEvent, WatchEvent
 from schemas.redis_keys import RedisKeys
-from streams.features import Limits, TtlTracker
+from streams.features import Limits, TtlTracker, compute_deltas, to_payload
 from streams.metrics import StreamMetrics
 from streams.redis_apply import RedisApplier, RedisWork
-from streams.redis_sink import CONFLICT, NOT_APPLIED, SKIPPED, PartitionRange, RedisSink
+from streams.redis_sink import (
+    APPLIED,
+    CONFLICT,
+    NOT_APPLIED,
+    SKIPPED,
+    PartitionRange,
+    RedisSink,
+)
 from streams.retry import retry
 from streams.state import PartitionState
 from tests.support.redis_view import item_stats, pop_all, user_hash
@@ -161,6 +168,43 @@ def test_dedupe_off_counts_every_offset(stack: Settings, settings: Settings):
         assert not list(r.scan_iter(f"{settings.redis.key_prefix}:*seen:*"))
     finally:
         app.close()
+        sink.close()
+
+
+def test_a_users_history_keeps_its_cap_and_the_ratings_of_what_it_keeps(
+    stack: Settings, settings: Settings
+):
+    keys = RedisKeys(settings.redis.key_prefix)
+    sink = RedisSink(settings.redis.url, keys)
+    r = redis.Redis.from_url(settings.redis.url, decode_responses=True)
+    offset = iter(range(100))
+
+    def send(*evs: WatchEvent | RateEvent) -> None:
+        o = next(offset)
+        doc = to_payload(compute_deltas(evs), keys, Limits(recent_cap=3), 1.0)
+        assert sink.apply([PartitionRange("t.watch", 0, o, o)], doc)[0].status == APPLIED
+
+    def at(i: int, item: str, rating: float | None = None) -> WatchEvent | RateEvent:
+        ts = T0 + timedelta(seconds=i)
+        if rating is None:
+            return WatchEvent(event_id=f"c{i}", user_id="c", item_id=item, ts=ts)
+        return RateEvent(event_id=f"c{i}", user_id="c", item_id=item, rating=rating, ts=ts)
+
+    history = keys.user_recent("c")
+    try:
+        # A new user's first batch brings more items than the cap: trimmed at once.
+        send(at(0, "m0", 4.0), *(at(i, f"m{i}") for i in range(1, 5)), at(5, "m4", 2.0))
+        assert r.zrange(history, 0, -1) == ["m2", "m3", "m4"]
+        assert r.hgetall(keys.user_ratings("c")) == {"m4": "2"}
+        # The stats evicted, the history not: the user looks new, its two items are added
+        # without a count (an overshoot of one batch), trimmed by its next batch's item.
+        r.delete(keys.user_stats("c"))
+        send(at(6, "m6"), at(7, "m7"))
+        assert r.zcard(history) == 5
+        send(at(8, "m8"))
+        assert r.zrange(history, 0, -1) == ["m6", "m7", "m8"]
+        assert r.hgetall(keys.user_ratings("c")) == {}
+    finally:
         sink.close()
 
 

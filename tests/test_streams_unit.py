@@ -79,7 +79,8 @@ def test_compute_deltas_aggregates_per_key() -> None:
     payload = orjson.loads(to_payload(d, RedisKeys("x"), Limits(recent_cap=7), now=5.0))
     assert payload["cap"] == 7
     users = {u[0]: u for u in payload["u"]}
-    assert users["x:user:u1:stats"][4:8] == [2, 2, 8.0, T0 + 10]
+    assert users["u1"][1:5] == [2, 2, 8.0, T0 + 10]
+    assert payload["k"][0] == ["x:user:", ":stats"] and payload["k"][4] == ["x:item:", ":stats"]
     assert payload["a"][0] == "x:pop:all"
 
 
