@@ -13,14 +13,14 @@ stay per user. tests/test_serving_fast_path.py compares it with the plain comput
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.base import ModelCall, csr_row, excluded_columns, history_vector
-from models.features import FEATURES, ITEM_FEATURES, LiveItemFeatures
+from models.features import FEATURES, ITEM_FEATURES, LiveItemFeatures, UserProfile
 
 if TYPE_CHECKING:
     from models.als import ALSModel
@@ -48,7 +48,7 @@ def recommend_unseen_batch(model: TwoStageModel, calls: Sequence[ModelCall]) -> 
     """``[model.recommend_unseen(c.user_id, c.k, ...) for c in calls]``, computed together.
     Calls the batch cannot take (a plain mapping of item features, a user nobody knows, a k
     above the candidates, a live table newer than the batch's) are made one by one."""
-    if not batchable(model):
+    if len(calls) < 2 or not batchable(model):  # alone, the single call costs less
         return [_single(model, c) for c in calls]
     gen, als = model.generator, model.als
     out: list[Scored | None] = [None] * len(calls)
@@ -188,57 +188,89 @@ def _features(
         out[:, 2] = (cand_scores[:, :1] - cand_scores)[keep]
     out[:, 3 : 3 + len(ITEM_FEATURES)] = table[flat]
     base = 3 + len(ITEM_FEATURES)
-    log_pop = stats.log_pop
-    per_user = np.empty((len(rows), 3), np.float32)  # activity, rating mean, log-popularity
     names = tuple(getattr(gen, "feature_names", FEATURES))
-    extra = _extra_columns(gen, names) if names != FEATURES else None
-    extras: list[dict[str, np.ndarray]] = []
-    start = 0
-    for r, row in enumerate(rows):
-        p = gen.profile(row.call.user_id, row.hcols)
-        end = start + int(finite[r])
-        at = slice(start, end)
-        cg = stats.genres[flat[at]]  # a fresh gather: BLAS may round a view differently
-        if p.items.size and stats.genres.shape[1]:
-            profile = stats.genres[p.items].mean(axis=0)
-            out[at, base] = (cg @ profile) / stats.genre_counts[flat[at]]
-            out[at, base + 1] = (cg * profile).max(axis=1)
-        else:
-            out[at, base : base + 2] = np.nan
+    profiles = [gen.profile(row.call.user_id, row.hcols) for row in rows]
+    per_user = np.empty((len(rows), 3), np.float32)  # activity, rating mean, log-popularity
+    log_pop = stats.log_pop
+    for r, p in enumerate(profiles):
         user_pop = float(log_pop[p.items].mean()) if p.items.size else np.nan
         per_user[r] = (np.log1p(p.items.size), p.rating_mean, np.float32(user_pop))
-        if p.recent.size:
-            sims = unit[flat[at]] @ unit[p.recent].T
-            out[at, base + 5] = sims.mean(axis=1)
-            out[at, base + 6] = sims.max(axis=1)
+    genres = _genre_profiles(stats.genres, profiles)
+    starts = np.cumsum(finite) - finite
+    # The per-user products, stacked by shape: np.matmul makes the same BLAS call for each
+    # matrix of a stack as for one alone, so the values are the single call's.
+    for m, group in _by(finite.tolist()).items():
+        if m == 0:
+            continue
+        users = np.asarray(group)
+        at = starts[users][:, None] + np.arange(m)  # the users' rows of ``out``
+        # All of them (the usual batch): slices instead of gathers and scatters.
+        rows_of: slice | np.ndarray = slice(None) if len(group) == len(rows) else at.ravel()
+        cand_g = flat[rows_of].reshape(len(group), m)
+        cg = stats.genres[cand_g]  # users x m x genres
+        if genres is not None:
+            prof = genres[users]
+            affinity = np.matmul(cg, prof[:, :, None])[:, :, 0] / stats.genre_counts[cand_g]
+            out[rows_of, base] = affinity.ravel()
+            out[rows_of, base + 1] = (cg * prof[:, None, :]).max(axis=2).ravel()
         else:
-            out[at, base + 5 :] = np.nan
-        if extra is not None:
-            extras.append(extra(flat[at], p.recent, row))
-        start = end
+            out[rows_of, base : base + 2] = np.nan
+        sizes = [profiles[r].recent.size for r in group]
+        for n, sub in _by(sizes).items():
+            sel = rows_of if len(sub) == len(group) else at[sub].ravel()
+            if n == 0:
+                out[sel, base + 5 :] = np.nan
+                continue
+            recent = np.stack([profiles[group[i]].recent for i in sub])
+            sims = np.matmul(unit[cand_g[sub]], unit[recent].transpose(0, 2, 1))
+            out[sel, base + 5] = sims.mean(axis=2).ravel()
+            out[sel, base + 6] = sims.max(axis=2).ravel()
     out[:, base + 2] = per_user[owner, 0]
     out[:, base + 3] = per_user[owner, 1]
     # float32 minus a float32 per user, as the single call's array minus a Python float.
     out[:, base + 4] = log_pop[flat] - per_user[owner, 2]
-    if extra is None:
+    if names == FEATURES:
         return out
     from models.signals import assemble  # a version's own feature list (issue 19)
 
-    joined = {name: np.concatenate([e[name] for e in extras]) for name in extras[0]}
-    return assemble(names, out, joined)
+    # The extra features as ``generate`` computes them, all users' at once.
+    extra = gen.signals.columns_many(
+        names,
+        flat,
+        finite,
+        recents=[p.recent for p in profiles],
+        rows=[_item_row(gen.als, row) for row in rows],
+    )
+    return assemble(names, out, extra)
 
 
-def _extra_columns(
-    gen: CandidateGenerator, names: tuple[str, ...]
-) -> Callable[[np.ndarray, np.ndarray, _Row], dict[str, np.ndarray]]:
-    """The extra features of one user's candidates, as ``generate`` computes them."""
-    als = gen.als
+def _item_row(als: ALSModel, row: _Row) -> tuple[np.ndarray, np.ndarray] | None:
+    """The user's item row as the extra features read it: the merge, else the training row."""
+    if row.merged is None and row.u is not None:
+        got = csr_row(als.user_items, row.u)
+        return got.indices, got.data
+    return row.merged
 
-    def columns(cand: np.ndarray, recent: np.ndarray, row: _Row) -> dict[str, np.ndarray]:
-        merged = row.merged
-        if merged is None and row.u is not None:
-            got = csr_row(als.user_items, row.u)
-            merged = (got.indices, got.data)
-        return gen.signals.columns(names, cand, recent=recent, row=merged, seq_scores=None)
 
-    return columns
+def _by(keys: list[int]) -> dict[int, list[int]]:
+    """Positions grouped by key, in order."""
+    groups: dict[int, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return groups
+
+
+def _genre_profiles(genres: np.ndarray, profiles: list[UserProfile]) -> np.ndarray | None:
+    """Each user's mean genre vector (``genres[p.items].mean(axis=0)``; NaN without items),
+    None without genres. The 0/1 genres sum exactly in any order, and the float64 quotient
+    rounded to float32 is the mean's: the same values from one gather for all users."""
+    if not genres.shape[1]:
+        return None
+    sizes = np.fromiter((p.items.size for p in profiles), np.int64, len(profiles))
+    out = np.full((len(profiles), genres.shape[1]), np.nan, np.float32)
+    has = sizes > 0
+    if has.any():
+        items = np.concatenate([p.items for p in profiles])
+        sums = np.add.reduceat(genres[items], (np.cumsum(sizes) - sizes)[has], axis=0)
+        out[has] = sums / sizes[has, None]
+    return out
