@@ -16,6 +16,7 @@ from core.storage.local import LocalStore
 from schemas.redis_keys import RedisKeys
 from schemas.snapshots import SnapshotFile, arrow_schema
 from streams.decode import decode_batch
+from streams.fast_decode import fast_decode
 from streams.features import Limits, compute_deltas, to_payload, trending_plan
 from streams.metrics import StreamMetrics
 from streams.processor import Processor
@@ -101,6 +102,9 @@ def test_snapshot_table_is_typed_and_named_by_offsets_and_event_times(tmp_path) 
     writer = SnapshotWriter(store, "zstd")
     table = to_table("watch", evs, [100, 101, 102, 103], partition=2)
     assert table.schema == arrow_schema("watch")
+    # The batch decoder's records (columns transposed in one pass) give the same table.
+    recs = [fast_decode(watch(i, t=T0 + i * 20_000), "watch") for i in range(4)]
+    assert to_table("watch", recs, [100, 101, 102, 103], partition=2).equals(table)
     arrived = date(2026, 11, 29)
     keys = [
         writer.write("watch", arrived, 2, [table]),
