@@ -136,7 +136,7 @@ def measure(
         t2 = clock()
         mark()
         for etype, p, dec in decoded:
-            to_table(etype, dec.events, dec.offsets, p)  # type: ignore[arg-type]
+            to_table(etype, dec.events, dec.offsets, p)
         t3 = clock()
         mark()
         for name, dt in zip(PHASES, (t1 - t0, t2 - t1, t3 - t2), strict=True):

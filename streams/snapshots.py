@@ -48,7 +48,7 @@ def arrival_day(now: float | None = None) -> date:
 
 
 def to_table(
-    event_type: str, events: Sequence[Event], offsets: Sequence[int], partition: int
+    event_type: str, events: Sequence[Event | EventRecord], offsets: Sequence[int], partition: int
 ) -> pa.Table:
     """A typed Arrow table (schema :func:`schemas.snapshots.arrow_schema`) of events."""
     schema = arrow_schema(event_type)
