@@ -190,10 +190,11 @@ def history_vector(
 
 
 def merge_history(
-    row: Row | csr_matrix | None, hcols: np.ndarray, hvals: np.ndarray
+    row: Row | csr_matrix | None, hcols: np.ndarray, hvals: np.ndarray, *, sorted_row: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """A user's training row (if any) merged with fresh history columns, keeping the larger
-    weight per item, as (columns, weights); None when both are empty."""
+    weight per item, as (columns, weights); None when both are empty. ``sorted_row``: the
+    row's columns are strictly increasing (a canonical CSR row)."""
     # In arrays, in the order a dict would keep (the row's columns, then the new history
     # columns in history order): the fold-in sums in this order, so it is part of the
     # result. ``hcols`` are distinct (history_vector), as are a CSR row's columns.
@@ -202,10 +203,16 @@ def merge_history(
             return None
         return hcols.astype(np.int64), hvals.astype(np.float32)
     vals = row.data.astype(np.float32)  # a copy: the max below writes into it
-    same = row.indices[:, None] == hcols[None, :]
-    at_row, at_hist = np.nonzero(same)
+    if sorted_row:  # binary search: the history against a long row costs O(h log n)
+        at = np.minimum(np.searchsorted(row.indices, hcols), row.indices.size - 1)
+        old = row.indices[at] == hcols
+        at_row, at_hist = at[old], np.flatnonzero(old)
+        new = ~old
+    else:
+        same = row.indices[:, None] == hcols[None, :]
+        at_row, at_hist = np.nonzero(same)
+        new = ~same.any(axis=0)
     vals[at_row] = np.maximum(vals[at_row], hvals[at_hist])
-    new = ~same.any(axis=0)
     cols = np.concatenate([row.indices.astype(np.int64), hcols[new].astype(np.int64)])
     return cols, np.concatenate([vals, hvals[new].astype(np.float32)])
 
@@ -228,6 +235,7 @@ class TrainedInteractions:
         self.user_ids = np.asarray(user_ids, dtype=object)
         self.item_ids = np.asarray(item_ids, dtype=object)
         self.user_items = user_items.tocsr()
+        self._canonical = bool(self.user_items.has_canonical_format)  # rows sorted, no repeats
         self.user_index = index_of(self.user_ids)
         self.item_index = index_of(self.item_ids)
 
@@ -258,7 +266,7 @@ class TrainedInteractions:
         if u is not None and hcols.size == 0:
             return None
         row = csr_row(self.user_items, u) if u is not None else None
-        return merge_history(row, hcols, hvals)
+        return merge_history(row, hcols, hvals, sorted_row=self._canonical)
 
     def seen_columns(self, u: int | None) -> np.ndarray:
         """The training row's item columns (empty for an unknown user)."""

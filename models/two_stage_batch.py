@@ -155,9 +155,19 @@ def _rank(model: TwoStageModel, rows: list[_Row], table: np.ndarray) -> list[Sco
     finite = np.isfinite(cand_scores).sum(axis=1)  # a row's banned items come last
     x = _features(gen, rows, cand, cand_scores, finite, table)
     ranked = model.ranker.predict_fast(x) if x.shape[0] else np.zeros(0)
+    ids, k = als.item_ids, max(row.call.k for row in rows)
+    if (finite == finite[0]).all() and finite[0] > 0:  # the usual batch: one sort for all
+        s = ranked.reshape(len(rows), -1)
+        # Best first, ties by position: the single call's lexsort((arange, -s)) order.
+        top = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        best = np.take_along_axis(s, top, axis=1).tolist()
+        got = ids[np.take_along_axis(cand, top, axis=1)].tolist()
+        return [
+            list(zip(got[r][: row.call.k], best[r][: row.call.k], strict=True))
+            for r, row in enumerate(rows)
+        ]
     out: list[Scored] = []
     start = 0
-    ids = als.item_ids
     for r, row in enumerate(rows):
         m = int(finite[r])
         s = ranked[start : start + m]
@@ -181,14 +191,17 @@ def _features(
     keep = np.arange(cand.shape[1])[None, :] < finite[:, None]
     flat = cand[keep]  # row-major: each user's candidates in order
     owner = np.repeat(np.arange(len(rows)), finite)
-    out = np.empty((flat.size, len(FEATURES)), dtype=np.float32)
+    names = tuple(getattr(gen, "feature_names", FEATURES))
+    # The version's extra features after the base ones (training's order): written in place.
+    tail = names[len(FEATURES) :] if names[: len(FEATURES)] == FEATURES else None
+    width = len(names) if tail is not None else len(FEATURES)
+    out = np.empty((flat.size, width), dtype=np.float32)
     out[:, 0] = cand_scores[keep]
     out[:, 1] = np.broadcast_to(np.arange(cand.shape[1]), cand.shape)[keep]
     with np.errstate(invalid="ignore"):  # -inf - -inf in the rows' banned tails
         out[:, 2] = (cand_scores[:, :1] - cand_scores)[keep]
     out[:, 3 : 3 + len(ITEM_FEATURES)] = table[flat]
     base = 3 + len(ITEM_FEATURES)
-    names = tuple(getattr(gen, "feature_names", FEATURES))
     profiles = [gen.profile(row.call.user_id, row.hcols) for row in rows]
     per_user = np.empty((len(rows), 3), np.float32)  # activity, rating mean, log-popularity
     log_pop = stats.log_pop
@@ -219,7 +232,7 @@ def _features(
         for n, sub in _by(sizes).items():
             sel = rows_of if len(sub) == len(group) else at[sub].ravel()
             if n == 0:
-                out[sel, base + 5 :] = np.nan
+                out[sel, base + 5 : base + 7] = np.nan
                 continue
             recent = np.stack([profiles[group[i]].recent for i in sub])
             sims = np.matmul(unit[cand_g[sub]], unit[recent].transpose(0, 2, 1))
@@ -241,7 +254,11 @@ def _features(
         recents=[p.recent for p in profiles],
         rows=[_item_row(gen.als, row) for row in rows],
     )
-    return assemble(names, out, extra)
+    if tail is None:
+        return assemble(names, out, extra)
+    for i, name in enumerate(tail, start=len(FEATURES)):
+        out[:, i] = extra[name]
+    return out
 
 
 def _item_row(als: ALSModel, row: _Row) -> tuple[np.ndarray, np.ndarray] | None:
