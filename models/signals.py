@@ -154,16 +154,20 @@ def rank_desc_many(x: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     if not x.size:
         return np.zeros(0, np.float32)
     width = int(sizes.max())
-    keep = np.arange(width)[None, :] < sizes[:, None]
-    if np.isnan(x).any():  # NaN would sort after the padding
+    if (sizes == width).all():  # the usual batch: the runs are the rows, no padding
+        order = np.argsort(-x.reshape(len(sizes), width), axis=1, kind="stable")
+        keep: np.ndarray | slice = slice(None)
+    elif np.isnan(x).any():  # NaN would sort after the padding
         ends = np.cumsum(sizes)
         return np.concatenate([rank_desc(x[e - n : e]) for e, n in zip(ends, sizes, strict=True)])
-    pad = np.full(keep.shape, -np.inf)
-    pad[keep] = x
-    order = np.argsort(-pad, axis=1, kind="stable")
-    ranks = np.empty(pad.shape, np.float32)
-    np.put_along_axis(ranks, order, np.arange(width, dtype=np.float32)[None, :], axis=1)
-    return ranks[keep]
+    else:
+        keep = np.arange(width)[None, :] < sizes[:, None]
+        pad = np.full(keep.shape, -np.inf)
+        pad[keep] = x
+        order = np.argsort(-pad, axis=1, kind="stable")
+    ranks = np.empty(order.shape, np.float32)
+    ranks[np.arange(len(sizes))[:, None], order] = np.arange(width, dtype=np.float32)
+    return ranks[keep].ravel()
 
 
 @dataclass

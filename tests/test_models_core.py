@@ -171,13 +171,13 @@ def test_rows_dot_with_scipys_row_copy_is_bitwise_the_numpy_gather(monkeypatch) 
     # A batch of users at once (serving's batches): each row bitwise its own rows_dot.
     many = signals.rows_dot_many(m, [r for r, _ in cases], [w for _, w in cases])
     assert all(np.array_equal(a, b) for a, b in zip(many, fast, strict=True))
-    # Ranks of consecutive runs (one with NaN: its own path) are each run's rank_desc.
+    # Ranks of consecutive runs are each run's rank_desc: ties keep their order; runs of
+    # unequal length padded, of equal length as rows; with a NaN, too.
     x = rng.random(12)
-    x[[2, 3]] = x[4]  # ties keep their order
-    sizes = np.array([5, 0, 7])
-    runs = [x[:5], x[5:]]
-    want = np.concatenate([signals.rank_desc(r) for r in runs])
-    assert np.array_equal(signals.rank_desc_many(x, sizes), want)
-    x[7] = np.nan
-    want = np.concatenate([signals.rank_desc(r) for r in (x[:5], x[5:])])
-    assert np.array_equal(signals.rank_desc_many(x, sizes), want)
+    x[[2, 3]] = x[4]
+    for nan in (False, True):
+        x[7] = np.nan if nan else x[7]
+        for sizes in (np.array([5, 0, 7]), np.array([6, 6])):
+            runs = np.split(x, np.cumsum(sizes)[:-1])
+            want = np.concatenate([signals.rank_desc(r) for r in runs])
+            assert np.array_equal(signals.rank_desc_many(x, sizes), want)
