@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import UTC, datetime
 
@@ -53,3 +54,16 @@ def test_runs_give_the_per_event_loops_deltas() -> None:
         assert _figures(f.compute_deltas_parts(parts, GENRES)) == expected
         by_runs += sum(f.add_runs(f.Deltas(), p, f.UserDelta, f.ItemDelta) for p in parts)
     assert by_runs > 100  # the run path was taken (most batches), not only the fallback
+
+
+def test_millisecond_rounding_is_round_to_3_digits() -> None:
+    rng = random.Random(11)
+    times = [rng.uniform(0, 5e9) for _ in range(20_000)]
+    times += [rng.randrange(10**12) / 1e6 for _ in range(20_000)]  # microsecond times
+    # the halves (and a hair either side), whole seconds, the bounds, negative times
+    halves = [(rng.randrange(4 * 10**12) + 0.5) / 1000 for _ in range(5_000)]
+    times += (
+        halves + [math.nextafter(t, 0) for t in halves] + [math.nextafter(t, 1e10) for t in halves]
+    )
+    times += [0.0, 0.0005, 1.0, 4e9 - 0.0005, 4e9 + 0.0005, 1.7e9, -1.0, -0.0015, 1e15 + 0.5]
+    assert [f._ms(t) for t in times] == [t if t == int(t) else round(t, 3) for t in times]
