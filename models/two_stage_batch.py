@@ -2,14 +2,17 @@
 while a model call is in flight and ranks them in one pass here.
 
 Per user stays what differs per user (the history turned into columns, the fold-in's
-least-squares system, the handful of small products below); the rest runs once for the whole
-batch: one batched solve of the fold-ins, the candidates of every user selected in one
-2-D argpartition, the feature rows gathered into one matrix and one call of the compiled
-ranker over all of them (its per-call overhead, ~0.1 ms, was a fifth of a single call).
+least-squares system, the profile); the rest runs once for the whole batch: one batched
+solve of the fold-ins, the candidates of every user selected in one 2-D argpartition, the
+feature rows gathered into one matrix (the per-user products stacked by shape into one
+np.matmul each, the kNN / transition rows of all users copied out and ranked together) and
+one call of the compiled ranker over all of them (its per-call overhead, ~0.1 ms, was a
+fifth of a single call). A batch of one is the single call (cheaper alone).
 
-The ranking is the single call's: every per-row operation is the same one on the same
-values, and the products whose rounding depends on their shape (BLAS's gemv against gemm)
-stay per user. tests/test_serving_fast_path.py compares it with the plain computation."""
+The ranking and the scores are the single call's: every per-row operation is the same one
+on the same values, and the products whose rounding depends on their shape (BLAS's gemv
+against gemm) keep each user's shape (a stack of same-shape matrices gets the same BLAS call
+per matrix). tests/test_serving_fast_path.py compares it with the plain computation."""
 
 from __future__ import annotations
 
