@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _child(tree: str, port: int, n: int, batches: int) -> dict[str, float]:
+def _child(tree: str, port: int, n: int, batches: int, window: int) -> dict[str, float]:
     """Runs in a subprocess with ``tree`` first on sys.path: per phase, the server's CPU
     seconds per event, and the payload bytes per event."""
     sys.path.insert(0, tree)
@@ -37,12 +37,14 @@ def _child(tree: str, port: int, n: int, batches: int) -> dict[str, float]:
 
     import redis
 
-    from schemas.redis_keys import RedisKeys
+    from schemas.redis_keys import DEDUPE_WINDOW, RedisKeys
+    from streams.dedupe import dedupe_plan
     from streams.fast_decode import EventRecord
     from streams.features import Limits, TtlTracker, compute_deltas, to_payload
     from streams.redis_sink import PartitionRange, RedisSink
 
     r = redis.Redis(port=port)
+    window = DEDUPE_WINDOW if window < 0 else window
     keys = RedisKeys("bench1a2b3c4d", 4)  # a prefix as long as bench/streams.py's
     sink = RedisSink(f"redis://127.0.0.1:{port}/0", keys)
     ttls, out, offset, i = TtlTracker(600), {}, 0, 0
@@ -66,8 +68,18 @@ def _child(tree: str, port: int, n: int, batches: int) -> dict[str, float]:
                 )
                 i += 1
             refreshed: list[str] = []
+            offsets = range(offset, offset + n)
+            ids = [e.event_id for e in evs]
             payload = to_payload(
-                compute_deltas(evs), keys.slot(0), Limits(), now, fresh=ttls, refreshed=refreshed
+                compute_deltas(evs),
+                keys.slot(0),
+                Limits(),
+                now,
+                fresh=ttls,
+                refreshed=refreshed,
+                dedupe=[dedupe_plan(keys.slot(0), "watch", 0, ids, offsets, window)]
+                if window
+                else None,
             )
             size += len(payload)
             sink.apply([PartitionRange("watch", 0, offset, offset + n - 1)], payload)
@@ -113,6 +125,7 @@ def _run(tree: str, args: argparse.Namespace) -> dict[str, float]:
                 [
                     *(sys.executable, __file__, "--child", tree, str(port)),
                     *("--events", str(args.events), "--batches", str(args.batches)),
+                    *("--dedupe-window", str(args.dedupe_window)),
                 ],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -148,12 +161,16 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=500, help="events per batch (one call)")
     ap.add_argument("--batches", type=int, default=6, help="batches per phase")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument(
+        "--dedupe-window", type=int, default=-1, help="event-id dedupe (-1: the default; 0: off)"
+    )
     ap.add_argument("--against", help="another tree to run interleaved")
     ap.add_argument("--instructions", action="store_true")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child[0], int(args.child[1]), args.events, args.batches)))
+        tree, port = args.child[0], int(args.child[1])
+        print(json.dumps(_child(tree, port, args.events, args.batches, args.dedupe_window)))
         return
     trees = {"this tree": str(ROOT)}
     if args.against:
