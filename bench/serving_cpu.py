@@ -62,12 +62,17 @@ def main() -> None:
         loads = [os.getloadavg()[0]]
         cpu: dict[str, list[float]] = {kind: [] for kind in kinds}
         rps: dict[str, list[float]] = {kind: [] for kind in kinds}
+        batch: dict[str, list[float]] = {kind: [] for kind in kinds}  # mean model batch
         for _ in range(args.runs):
             for kind in kinds:
                 t0 = tree_cpu_s(procs[kind].pid)
+                before = load.served_counts(ports[kind]) if kinds[kind] else None
                 r, n = load.wrk_run(ports[kind], users, args.duration, args.conns)
                 cpu[kind].append((tree_cpu_s(procs[kind].pid) - t0) / max(n, 1) * 1000)
                 rps[kind].append(r)
+                if before is not None:
+                    after = load.served_counts(ports[kind])
+                    batch[kind].append(load.shares(before, after)["batch_mean"])
             loads.append(os.getloadavg()[0])
         memory = {kind: worker_memory(proc.pid) for kind, proc in procs.items()}
     finally:
@@ -81,7 +86,8 @@ def main() -> None:
         title=f"/recommend, result cache off: CPU per request, {args.runs} alternating runs "
         f"(load avg {min(loads):.1f}-{max(loads):.1f})"
     )
-    for col in ("server", "CPU ms/request (runs)", "vs bare", "max req/s (runs)", "RSS / PSS"):
+    cols = ("server", "CPU ms/request (runs)", "vs bare", "max req/s (runs)", "mean batch")
+    for col in (*cols, "RSS / PSS"):
         table.add_column(col, justify="right")
     for kind in kinds:
         c = statistics.median(cpu[kind])
@@ -91,6 +97,7 @@ def main() -> None:
             f"{c:.3f} ({', '.join(f'{x:.2f}' for x in cpu[kind])})",
             f"{c / bare:.1f}x",
             f"{statistics.median(rps[kind]):.0f} ({', '.join(f'{x:.0f}' for x in rps[kind])})",
+            f"{statistics.median(batch[kind]):.1f}" if batch[kind] else "-",
             mem,
         )
     console.print(table)

@@ -117,6 +117,7 @@ async def open_context(
             max_batch=settings.serve.model_batch_max,
             inline=settings.serve.model_inline,
             budget_s=settings.serve.budget_ms / 1000,
+            hold_s=settings.serve.model_batch_hold_ms / 1000,
             metrics=metrics,
         ),
         results=ResultCache(settings.serve.result_cache_size),

@@ -148,16 +148,18 @@ async def recommend(
     if reco is None:
         reco = Recommendation(user_id=user_id, k=k, model_name=ctx.models.name)
     deadline = _Deadline(ctx.settings.serve.budget_ms / 1000)
-    feats: UserFeatures | None = await _features(ctx, user_id, k, deadline)
-    Probe.mark(reco.marks, "features")
     model, reason = None, None
-    if feats is None:
-        reason = fallback.REDIS_UNAVAILABLE
-        # Not routed through the registry this time: the assignment of the aliases in effect.
-        reco.assigned = choose_version(ctx.models.current_aliases, user_id)
-    else:
-        model, reco.variant, reco.model_version, reason = await _model(ctx, reco, deadline)
-        Probe.mark(reco.marks, "model")
+    # On its way to the model call: a batch about to start may wait for it (serving.batcher).
+    with ctx.batcher.arriving():
+        feats: UserFeatures | None = await _features(ctx, user_id, k, deadline)
+        Probe.mark(reco.marks, "features")
+        if feats is None:
+            reason = fallback.REDIS_UNAVAILABLE
+            # Not routed through the registry this time: the aliases in effect assign it.
+            reco.assigned = choose_version(ctx.models.current_aliases, user_id)
+        else:
+            model, reco.variant, reco.model_version, reason = await _model(ctx, reco, deadline)
+            Probe.mark(reco.marks, "model")
     if model is not None and reason is None and feats is not None:  # no feats: no model
         reco.items, reason = await _personal(ctx, reco, model, feats, deadline)
 

@@ -195,3 +195,34 @@ def test_a_call_is_judged_against_the_whole_budget_not_the_time_its_request_had_
     second = asyncio.run(go())
     assert second == [("u2", 2.0)]
     assert [t is threading.main_thread() for t in model.threads] == [True, True]
+
+
+def test_an_inline_batch_waits_for_the_requests_on_their_way_and_only_for_them() -> None:
+    """STREAMREC_SERVE_MODEL_BATCH_HOLD_MS: a batch about to start while another request is
+    on its way (``arriving``) waits for it to join; a full batch, or one with nothing on its
+    way, goes at once (the hold is far longer than the test: a wait would show)."""
+    model = Echo()
+    model.gate.set()
+
+    async def go():
+        with ThreadPoolExecutor(1) as pool:
+            batcher = ModelBatcher(pool, inline=True, hold_s=60.0, max_batch=2)
+
+            async def request(user: str, delay: float):
+                with batcher.arriving():
+                    await asyncio.sleep(delay)
+                return await batcher.call(model, ModelCall(user, 1), 120.0)
+
+            await asyncio.gather(request("a", 0), request("b", 0.01))
+            with batcher.arriving():  # on its way for ever: only a full batch goes
+                await asyncio.gather(request("c", 0), request("d", 0))
+                alone = asyncio.ensure_future(batcher.call(model, ModelCall("e", 1), 120.0))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                assert not alone.done()  # held
+            for _ in range(5):  # nothing on its way any more: released at once
+                await asyncio.sleep(0)
+            assert alone.done()
+
+    asyncio.run(go())
+    assert model.batches == [["a", "b"], ["c", "d"], ["e"]]
