@@ -94,7 +94,7 @@ local K = doc.k
 local sh, st, rh, rt, hh, ht, gh, gt = K[1][1], K[1][2], K[2][1], K[2][2], K[3][1], K[3][2],
   K[4][1], K[4][2]
 for _, u in ipairs(doc.u) do
-  local id, ex = u[1], u[9]
+  local id, ex = u[1], u[9]  -- ex: + 1 expire the stats, + 2 the history, + 4 the genres
   local sk = sh .. id .. st
   local cur = call('HMGET', sk, 'n_watch', 'n_rate', 'rating_sum', 'last_active')
   -- Every stats hash written has last_active: without it the user is new here.
@@ -107,12 +107,12 @@ for _, u in ipairs(doc.u) do
   end
   if u[5] > num(cur[4], -1) then a[#a + 1] = 'last_active'; a[#a + 1] = u[5] end
   call('HSET', sk, unpack(a))
-  if ex[1] == 1 then call('EXPIRE', sk, ttl_u) end
+  if ex % 2 == 1 then call('EXPIRE', sk, ttl_u) end
   local recent = u[6]
   if #recent > 0 then
     local rk = rh .. id .. rt
     local added = chunked('ZADD', rk, recent, 'GT')
-    if #u[7] > 0 then
+    if u[7] ~= 0 then
       chunked('HSET', hh .. id .. ht, u[7])
       call('EXPIRE', hh .. id .. ht, ttl_u)
     end
@@ -126,17 +126,17 @@ for _, u in ipairs(doc.u) do
       call('ZREMRANGEBYRANK', rk, 0, m - cap - 1)
       chunked('HDEL', hh .. id .. ht, old)
     end
-    if ex[2] == 1 then call('EXPIRE', rk, ttl_u) end
+    if ex % 4 >= 2 then call('EXPIRE', rk, ttl_u) end
   end
-  local g = u[8]  -- {genre, count, ...}
-  if #g > 0 then
+  local g = u[8]  -- {genre, count, ...} or 0
+  if g ~= 0 then
     local gk = gh .. id .. gt
     local names = {}
     for j = 1, #g, 2 do names[#names + 1] = g[j] end
     local c = call('HMGET', gk, unpack(names))
     for j = 2, #g, 2 do g[j] = g[j] + num(c[j / 2]) end
     call('HSET', gk, unpack(g))
-    if ex[3] == 1 then call('EXPIRE', gk, ttl_u) end
+    if ex >= 4 then call('EXPIRE', gk, ttl_u) end
   end
 end
 local ih, it_ = K[5][1], K[5][2]

@@ -279,8 +279,8 @@ def to_payload(
     {"now", "cap", "pc", "ttl": [user, item, hour, day],
      "k": [[head, tail] of a user's stats, recent, ratings and genres key, of an item's stats],
      "u": [[user, n_watch, n_rate, rating_sum, last_active,
-            [score, item, ...], [item, rating, ...], [genre, n, ...],
-            [expire stats?, expire recent?, expire genres?]], ...],
+            [score, item, ...], [item, rating, ...] or 0, [genre, n, ...] or 0,
+            expire stats? + 2 * expire recent? + 4 * expire genres?], ...],
      "i": [[item, n_watch, n_rate, rating_sum, last_seen, expire?], ...],
      "h": [[key, [n, item, ...], expire?], ...], "d": [...], "a": [key, [n, item, ...]],
      "dd": [per partition: streams.dedupe.dedupe_plan(...)], "dd_ttl"}
@@ -289,7 +289,8 @@ def to_payload(
     ``dedupe`` (one plan per partition of the call, in order; None: no id dedupe).
     The script builds the users' and items' key names from their ids and ``k`` (a key is
     ``head + id + tail``): a new user's four full key names were ~70% of the payload that
-    Redis reads and decodes (freshness runs, where nearly every event is a new user).
+    Redis reads and decodes (freshness runs, where nearly every event is a new user); and
+    for the same reason no lists where a number does (each is a Lua table to build).
     """
     out = refreshed if refreshed is not None else []
     is_fresh = fresh.checker() if isinstance(fresh, TtlTracker) else fresh.__contains__
@@ -332,9 +333,9 @@ def to_payload(
                 u.rating_sum,
                 u.last_active,
                 [*recent.values(), *recent] if len(recent) == 1 else _flat(recent, True),
-                _flat(u.ratings) if u.ratings else [],
-                _flat(genres) if genres else [],
-                [x_sk, x_rk, x_gk],
+                _flat(u.ratings) if u.ratings else 0,
+                _flat(genres) if genres else 0,
+                x_sk + 2 * x_rk + 4 * x_gk,
             ]
         )
     items = []

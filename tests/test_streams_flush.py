@@ -147,14 +147,14 @@ def test_ttl_tracker_skips_recent_expires_but_never_the_ratings_hash() -> None:
     d = compute_deltas(evs, {"m1": ["Drama"]})
     refreshed: list[str] = []
     doc = orjson.loads(to_payload(d, keys, Limits(), 1.0, fresh=ttls, refreshed=refreshed))
-    assert doc["u"][0][8] == [1, 1, 1] and doc["i"][0][5] == 1 and doc["h"][0][2] == 1
+    assert doc["u"][0][8] == 7 and doc["i"][0][5] == 1 and doc["h"][0][2] == 1
     assert keys.user_ratings("u1") not in refreshed  # always refreshed by the script
     ttls.confirm(refreshed)
     doc = orjson.loads(to_payload(d, keys, Limits(), 2.0, fresh=ttls))
-    assert doc["u"][0][8] == [0, 0, 0] and doc["i"][0][5] == 0 and doc["h"][0][2] == 0
+    assert doc["u"][0][8] == 0 and doc["i"][0][5] == 0 and doc["h"][0][2] == 0
     now[0] += 61  # the refresh window has passed
     doc = orjson.loads(to_payload(d, keys, Limits(), 3.0, fresh=ttls))
-    assert doc["u"][0][8] == [1, 1, 1] and doc["d"][0][2] == 1
+    assert doc["u"][0][8] == 7 and doc["d"][0][2] == 1
 
 
 def test_ttl_tracker_is_bounded() -> None:
