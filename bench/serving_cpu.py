@@ -37,6 +37,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=6.0)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--port", type=int, default=18190)
+    ap.add_argument(
+        "--paced",
+        type=float,
+        default=0.0,
+        help="also p50/p99 at this rate (req/s), the servers' runs alternating",
+    )
     args = ap.parse_args()
     if not (args.against / "streamrec" / "__main__.py").is_file():
         ap.error(f"--against: {args.against} is not a tree of this repository")
@@ -74,6 +80,7 @@ def main() -> None:
                     after = load.served_counts(ports[kind])
                     batch[kind].append(load.shares(before, after)["batch_mean"])
             loads.append(os.getloadavg()[0])
+        paced = _paced(args, ports, users, kinds) if args.paced else {}
         memory = {kind: worker_memory(proc.pid) for kind, proc in procs.items()}
     finally:
         for proc in procs.values():
@@ -103,6 +110,31 @@ def main() -> None:
     console.print(table)
     mine, theirs = (statistics.median(cpu[k]) for k in list(kinds)[:2])
     console.print(f"this tree / {args.against}: {mine / theirs:.2f}x CPU per request")
+    for kind, runs in paced.items():
+        p50, p99 = ([r[q] for r in runs] for q in ("p50_ms", "p99_ms"))
+        console.print(
+            f"{kind} at {args.paced:.0f} req/s: p50 {statistics.median(p50):.2f} ms "
+            f"({', '.join(f'{x:.1f}' for x in p50)}), p99 {statistics.median(p99):.1f} ms "
+            f"({', '.join(f'{x:.1f}' for x in p99)})"
+            + (
+                f", mean batch {statistics.median(r['batch'] for r in runs):.1f}"
+                if kinds[kind]
+                else ""
+            )
+        )
+
+
+def _paced(args: argparse.Namespace, ports: dict, users: list[str], kinds: dict) -> dict:
+    """Each server's paced latencies at ``--paced`` req/s, ``--runs`` alternating runs."""
+    out: dict[str, list[dict]] = {kind: [] for kind in kinds}
+    for _ in range(args.runs):
+        for kind in kinds:
+            before = load.served_counts(ports[kind]) if kinds[kind] else None
+            out[kind].append(load.paced(ports[kind], args.paced, args.duration, users))
+            if before is not None:
+                after = load.served_counts(ports[kind])
+                out[kind][-1]["batch"] = load.shares(before, after)["batch_mean"]
+    return out
 
 
 if __name__ == "__main__":

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 Scored = list[tuple[str, float]]
 SLOW_MODEL_S = 60.0  # how long a model too slow for the event loop is kept off it
+# The smallest batch worth a wait (pending and arriving calls): the model's CPU a call at
+# batch 2 is that of batch 1 (1.09 vs 1.04 ms), at 4 0.77, at 8 0.58 (bench/_model_batch_calls
+# .py, issue 14), so a wait for a pair (paced half load) would only add latency.
+HOLD_MIN_BATCH = 4
 
 
 @dataclass(slots=True)
@@ -148,8 +152,11 @@ class ModelBatcher:
     def _hold(self, loop: asyncio.AbstractEventLoop, lane: _Lane) -> bool:
         """Whether the lane's batch waits (a timer set) for the requests on their way to
         it. Only while some are (with none, a call goes at once: latency at low load is
-        unchanged), the batch is not full, and for ``hold_s`` at most from its first hold."""
+        unchanged), they would make it ``HOLD_MIN_BATCH`` calls at least, it is not full,
+        and for ``hold_s`` at most from its first hold."""
         if not lane.on_loop or self.hold_s <= 0 or not self._arriving:
+            return False
+        if len(lane.pending) + self._arriving < HOLD_MIN_BATCH:
             return False
         if len(lane.pending) >= self.max_batch:
             return False

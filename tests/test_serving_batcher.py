@@ -6,6 +6,7 @@ logic: a small model class of its own, no services."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from models.base import ModelCall
-from serving.batcher import ModelBatcher
+from serving.batcher import HOLD_MIN_BATCH, ModelBatcher
 from serving.metrics import ServingMetrics
 
 
@@ -198,31 +199,43 @@ def test_a_call_is_judged_against_the_whole_budget_not_the_time_its_request_had_
 
 
 def test_an_inline_batch_waits_for_the_requests_on_their_way_and_only_for_them() -> None:
-    """STREAMREC_SERVE_MODEL_BATCH_HOLD_MS: a batch about to start while another request is
-    on its way (``arriving``) waits for it to join; a full batch, or one with nothing on its
-    way, goes at once (the hold is far longer than the test: a wait would show)."""
+    """STREAMREC_SERVE_MODEL_BATCH_HOLD_MS: a batch about to start while requests are on
+    their way (``arriving``) that would make it HOLD_MIN_BATCH calls waits for them to join;
+    a full batch, or one with too few on their way, goes at once (the hold is far longer
+    than the test: a wait would show)."""
     model = Echo()
     model.gate.set()
 
     async def go():
         with ThreadPoolExecutor(1) as pool:
-            batcher = ModelBatcher(pool, inline=True, hold_s=60.0, max_batch=2)
+            batcher = ModelBatcher(pool, inline=True, hold_s=60.0, max_batch=HOLD_MIN_BATCH)
 
             async def request(user: str, delay: float):
                 with batcher.arriving():
                     await asyncio.sleep(delay)
                 return await batcher.call(model, ModelCall(user, 1), 120.0)
 
-            await asyncio.gather(request("a", 0), request("b", 0.01))
-            with batcher.arriving():  # on its way for ever: only a full batch goes
-                await asyncio.gather(request("c", 0), request("d", 0))
-                alone = asyncio.ensure_future(batcher.call(model, ModelCall("e", 1), 120.0))
+            async def settled(call) -> bool:
+                task = asyncio.ensure_future(call)
                 for _ in range(5):
                     await asyncio.sleep(0)
-                assert not alone.done()  # held
+                return task.done()
+
+            await asyncio.gather(*(request(f"a{n}", 0.01 * n) for n in range(HOLD_MIN_BATCH)))
+            with contextlib.ExitStack() as on_their_way:
+                for _ in range(HOLD_MIN_BATCH - 1):  # on their way for ever
+                    on_their_way.enter_context(batcher.arriving())
+                await asyncio.gather(*(request(f"b{n}", 0) for n in range(HOLD_MIN_BATCH)))
+                held = asyncio.ensure_future(batcher.call(model, ModelCall("c", 1), 120.0))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                assert not held.done()
             for _ in range(5):  # nothing on its way any more: released at once
                 await asyncio.sleep(0)
-            assert alone.done()
+            assert held.done()
+            with batcher.arriving():  # too few on their way to wait for
+                assert await settled(batcher.call(model, ModelCall("d", 1), 120.0))
 
     asyncio.run(go())
-    assert model.batches == [["a", "b"], ["c", "d"], ["e"]]
+    a, b = ([f"{u}{n}" for n in range(HOLD_MIN_BATCH)] for u in "ab")
+    assert model.batches == [a, b, ["c"], ["d"]]
