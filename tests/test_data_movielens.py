@@ -7,9 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from ingest.movielens import load_movielens
+from ingest.movielens import MovieLens, load_movielens
 from ingest.replay import iter_payloads, validate_dataset
 from schemas.codec import decode_event, encode_event
+from schemas.events import make_event_id
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,28 @@ def test_replay_bytes_equal_the_schema_encoding(ml):
         event = decode_event(value)
         assert encode_event(event) == value
         assert topic == event.TOPIC and key == event.user_id.encode()
+        stamp = int(event.ts.timestamp())
+        parts = ("ml100k", event.event_type, event.user_id, event.item_id, stamp)
+        assert event.event_id == make_event_id(*parts)
+
+
+def test_replay_bytes_of_ids_json_must_escape():
+    # The per-event path pastes each id's JSON: quotes, backslashes and non-ASCII included.
+    odd = MovieLens(
+        users=np.array(['a"b', "c\\d", "é"], dtype=object),
+        items=np.array(["1", 'x"', "ü\\"], dtype=object),
+        ratings=np.array([3.5, 1.0, 5.0], dtype=np.float32),
+        ts=np.array([1, 2, 4_000_000_000], dtype=np.int64),
+        catalog=(),
+    )
+    validate_dataset(odd)
+    payloads = list(iter_payloads(odd))
+    assert len(payloads) == 6
+    for topic, key, value in payloads:
+        event = decode_event(value)
+        assert encode_event(event) == value
+        assert topic == event.TOPIC and key == event.user_id.encode()
+    assert [decode_event(v).user_id for _, _, v in payloads[::2]] == ['a"b', "c\\d", "é"]
 
 
 def test_event_ids_are_unique_and_stable(ml):
