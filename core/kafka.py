@@ -137,27 +137,22 @@ class EventProducer:
         but the call. Failures are counted and raised by ``flush`` as for ``produce``.
         Returns how many were queued."""
         send = self._producer.produce
-        queued = 0
+        fast = slow = 0
         try:
             for topic, key, value in messages:
                 try:
                     send(topic, value, key)
-                except BufferError:
-                    while True:  # the queue is full: wait for room, as produce() does
-                        self._producer.poll(0.05)
-                        try:
-                            send(topic, value, key)
-                            break
-                        except BufferError:
-                            continue
-                queued += 1
+                    fast += 1
+                except BufferError:  # the queue is full: produce() waits for room, counts it
+                    self.produce(topic, value, key)
+                    slow += 1
         except KafkaException as err:
             raise KafkaError(
                 f"cannot produce to {topic}: {err}", bootstrap=self.kafka.bootstrap
             ) from err
         finally:
-            self.stats.produced += queued
-        return queued
+            self.stats.produced += fast
+        return fast + slow
 
     def send(
         self,
