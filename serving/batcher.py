@@ -64,7 +64,6 @@ class _Lane:
     on_loop: bool
     pending: list[_Pending] = field(default_factory=list)
     busy: bool = False
-    held_since: float | None = None  # when its dispatch was first held (see _hold)
     timer: asyncio.Handle | None = None  # the held dispatch's
 
 
@@ -153,20 +152,15 @@ class ModelBatcher:
         """Whether the lane's batch waits (a timer set) for the requests on their way to
         it. Only while some are (with none, a call goes at once: latency at low load is
         unchanged), they would make it ``HOLD_MIN_BATCH`` calls at least, it is not full,
-        and for ``hold_s`` at most from its first hold."""
+        and for ``hold_s`` at most."""
         if not lane.on_loop or self.hold_s <= 0 or not self._arriving:
             return False
         if len(lane.pending) + self._arriving < HOLD_MIN_BATCH:
             return False
         if len(lane.pending) >= self.max_batch:
             return False
-        now = time.perf_counter()
-        if lane.held_since is None:
-            lane.held_since = now
-        left = lane.held_since + self.hold_s - now
-        if left <= 0:
-            return False
-        lane.timer = loop.call_later(left, self._dispatch, loop, lane)
+        # One hold per batch: the timer's (or a release's) dispatch goes without asking again.
+        lane.timer = loop.call_later(self.hold_s, self._dispatch, loop, lane)
         return True
 
     def _release(self, loop: asyncio.AbstractEventLoop, lane: _Lane) -> None:
@@ -180,7 +174,6 @@ class ModelBatcher:
         lane.timer = None
         if not released and self._hold(loop, lane):
             return
-        lane.held_since = None
         batch = lane.pending[: self.max_batch]
         del lane.pending[: self.max_batch]
         batch = [p for p in batch if not p.future.done()]  # given up on while queued
