@@ -149,14 +149,31 @@ def worker_env(s: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(s: Settings, log: Path, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
+class WorkerProc(subprocess.Popen):
+    """A worker process that knows its log, so a test that sees it die can say why."""
+
+    log: Path
+
+
+def start_worker(s: Settings, log: Path, **extra: str) -> WorkerProc:
+    proc = WorkerProc(
         [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
         env=worker_env(s, **extra),
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[2],
     )
+    proc.log = log
+    return proc
+
+
+def assert_running(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            continue
+        log = getattr(p, "log", None)
+        tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else "(no log)"
+        raise AssertionError(f"worker exited with {p.returncode}; its log ends:\n{tail}")
 
 
 def committed_vs_end(s: Settings) -> tuple[int, int]:
@@ -213,8 +230,7 @@ def wait_caught_up(s: Settings, timeout: float, procs: list[subprocess.Popen]) -
         committed, end = committed_vs_end(s)
         if committed == end:
             return
-        for p in procs:
-            assert p.poll() is None, f"worker exited with {p.returncode}"
+        assert_running(procs)
         time.sleep(1)
     raise AssertionError(f"not caught up after {timeout} s: committed {committed} of {end}")
 
@@ -226,8 +242,7 @@ def wait_for_log(
     while time.monotonic() < deadline:
         if log.exists() and log.read_text().count(text) >= count:
             return
-        for p in procs:
-            assert p.poll() is None, f"worker exited with {p.returncode}"
+        assert_running(procs)
         time.sleep(0.2)
     raise AssertionError(f"{text!r} not logged {count} times in {timeout} s")
 
