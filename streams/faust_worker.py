@@ -57,6 +57,7 @@ from streams.state import TP
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 TICK_S = 0.25
+DRAIN_TICK_S = 0.02  # the tick while draining (``streamrec stream --until-caught-up``)
 
 
 class OffsetGap(StreamError):
@@ -190,15 +191,18 @@ class _Run:
         """The tick loop: catalog, the Parquet cadence, lag and trending, until stopped."""
         w, proc, call = self.w, self.proc, self.call
         next_lag = 0.0
+        # Draining until caught up: the lag is looked at every short tick, so the run ends
+        # when the backlog is done, not up to a second later (see StreamWorker._loop).
+        tick, lag_every = (DRAIN_TICK_S, DRAIN_TICK_S) if w.until_caught_up else (TICK_S, 1.0)
         while not w.stop_event.is_set():
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(tick)
             if app.crashed:
                 raise StreamError(f"faust app crashed: {app.crash_reason!r}")
             await call(parts.catalog.poll)
             await call(proc.poll_flush)
             now = time.monotonic()
             if now >= next_lag:
-                next_lag = now + 1.0
+                next_lag = now + lag_every
                 await self.update_lag(app)
                 if w.until_caught_up and w.progress.caught_up:
                     return
