@@ -13,6 +13,7 @@ so a Parquet flush of the backlog is in progress or due).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -110,10 +111,21 @@ def run_timed_worker(out: str) -> None:
                      t6 - t5, t3 - t2]
                 )  # fmt: skip
 
+    # Garbage-collector pauses (any thread; they hold the GIL): (wall start, generation, s).
+    pauses: list[list[float]] = []
+    started: list[float] = [0.0, 0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[:] = [time.time(), time.perf_counter()]
+        else:
+            pauses.append([started[0], info["generation"], time.perf_counter() - started[1]])
+
+    gc.callbacks.append(on_gc)
     worker = Timed(Settings(), StreamMetrics())
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     worker.run()
-    Path(out).write_text(json.dumps(rows))
+    Path(out).write_text(json.dumps({"rows": rows, "gc": pauses}))
 
 
 def main() -> None:
@@ -187,7 +199,8 @@ def main() -> None:
             time.sleep(0.005)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
-        rows = json.loads(Path(out).read_text())
+        recorded = json.loads(Path(out).read_text())
+        rows, pauses = recorded["rows"], recorded["gc"]
         bare = freshness_bare(s, args.rate, args.seconds)  # the same-run baseline
     finally:
         cleanup(s)
@@ -213,9 +226,17 @@ def main() -> None:
     for i, name in enumerate(PHASES):
         took = sorted(row[2 + i] for row in live)
         print(f"  {name:10s} {sum(took):7.2f} {pct(took, 0.99) * 1000:8.1f} {took[-1] * 1000:8.1f}")
+    t_first = seen[0][0] - 1 if seen else 0.0
+    for gen in (0, 1, 2):
+        took = sorted(d for w, g, d in pauses if g == gen and w >= t_first)
+        if took:
+            print(
+                f"  gc gen{gen}: {len(took)} collections while probing, {sum(took):.2f} s,"
+                f" max {took[-1] * 1000:.1f} ms"
+            )
     print(
         "slowest probes: the loop phases (ms, summed) of the iterations overlapping each wait;"
-        " the longest iteration's phases over 10 ms"
+        " the longest iteration's phases over 10 ms; the worker's GC pauses meanwhile"
     )
     for a, b in sorted(seen, key=lambda x: x[0] - x[1])[:8]:
         # Iterations overlapping the probe's wait (started before it was visible, ended after
@@ -233,8 +254,10 @@ def main() -> None:
             if worst
             else ""
         )
+        gc_ms = sum(d for w, _, d in pauses if a <= w <= b) * 1000
         print(
             f"  {(b - a) * 1000:6.0f} ms over {len(during)} iterations: {top}; longest: {longest}"
+            f"; gc {gc_ms:.0f}"
         )
 
 
