@@ -16,7 +16,8 @@ reported, with the shares of our answers that fell back and that came from the r
 (``--no-result-cache``: every request runs the model), and the RSS / PSS of each server's
 worker processes.
 
-``--compare-workers`` runs ours and the baseline with 1 and with 2 workers side by side;
+``--compare-workers`` runs ours and the baseline with 1 and with 2 workers side by side
+(wrk's ``--conns`` are per server worker: 16 connections for one worker, 32 for two);
 ``--threaded`` adds ours with ``STREAMREC_SERVE_MODEL_INLINE=false`` (model calls batched on the
 compute thread, the default before), ``--unbatched`` ours with
 ``STREAMREC_SERVE_MODEL_BATCH_MAX=1`` (each model call alone: the same-run baseline of the
@@ -136,8 +137,13 @@ def measure(
     kinds = list(ports)
     ours = [k for k in kinds if not k.startswith("bare")]
     res: dict[str, dict] = {kind: {} for kind in kinds}
+    # wrk's connections scale with the server's workers: a uvicorn worker takes the
+    # connections it accepts, so 2 workers under 16 connections each had 8 requests in
+    # flight -- half the concurrency, half-size model batches -- and their max was not
+    # the 2-worker server's max (bare takes the same rule).
+    conns = {k: args.conns * (2 if k in TWO_WORKERS else args.workers) for k in kinds}
     for kind in kinds:  # long enough for every user to be asked a few times (fills caches)
-        res[kind]["warm"] = load.wrk_max(ports[kind], users, 8, args.conns)
+        res[kind]["warm"] = load.wrk_max(ports[kind], users, 8, conns[kind])
     before = {k: load.served_counts(ports[k]) for k in ours}
     runs: dict[str, list[float]] = {kind: [] for kind in kinds}
     cpu = {kind: [0.0, 0] for kind in kinds}  # CPU seconds, requests
@@ -146,7 +152,7 @@ def measure(
         for kind in kinds:
             t0 = tree_cpu_s(pids[kind])
             by_process.start()
-            rps, n = load.wrk_run(ports[kind], users, args.duration, args.conns)
+            rps, n = load.wrk_run(ports[kind], users, args.duration, conns[kind])
             by_process.stop(kind, pids[kind], n, [p for k, p in pids.items() if k != kind])
             cpu[kind][0] += tree_cpu_s(pids[kind]) - t0
             cpu[kind][1] += n
@@ -193,7 +199,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10.0)
-    ap.add_argument("--conns", type=int, default=16, help="wrk connections")
+    ap.add_argument(
+        "--conns", type=int, default=16, help="wrk connections per server worker (max phase)"
+    )
     ap.add_argument("--port", type=int, default=18090, help="ours; the bare endpoint: port+1")
     ap.add_argument("--no-result-cache", action="store_true", help="every request runs the model")
     ap.add_argument("--topology", default="single", help="single, cluster or single,cluster")
