@@ -15,6 +15,7 @@ import pytest
 from core.config import Settings
 from tests.support.stream_worker import (
     Truth,
+    assert_running,
     committed_vs_end,
     kill_mid_stream,
     produce_catalog,
@@ -152,7 +153,7 @@ def test_redis_outage_holds_commits_and_catches_up(topics: Settings, tmp_path: P
         time.sleep(8)
         during, end = committed_vs_end(s)
         assert during == before < end  # nothing committed while Redis is down
-        assert worker.poll() is None  # still alive, retrying
+        assert_running([worker])  # still alive, retrying
         rds = start_redis()
         wait_caught_up(s, 90, [worker])
         verify(s, truth)
@@ -185,7 +186,7 @@ def test_storage_outage_holds_commits_and_catches_up(topics: Settings, tmp_path:
         time.sleep(5)
         during, end = committed_vs_end(topics)
         assert during == before < end  # nothing committed while storage is down
-        assert worker.poll() is None  # still alive, retrying
+        assert_running([worker])  # still alive, retrying
         root.unlink()
         away.rename(root)
         wait_caught_up(topics, 90, [worker])
