@@ -217,7 +217,8 @@ def main() -> None:
             name, *(f"{v * 1000:.0f}" for v in (pct(values, 0.5), pct(values, 0.99), max(values)))
         )
     Console().print(table)
-    live = [row for row in rows if row[0] >= seen[0][0] - 1] if seen else rows
+    t_first = seen[0][0] - 1 if seen else 0.0  # a second before the first probe
+    live = [row for row in rows if row[0] >= t_first]
     sizes = sorted(row[1] for row in live)
     print(
         f"{len(live)} loop iterations while probing (batch events p50 {pct(sizes, 0.5)},"
@@ -226,7 +227,6 @@ def main() -> None:
     for i, name in enumerate(PHASES):
         took = sorted(row[2 + i] for row in live)
         print(f"  {name:10s} {sum(took):7.2f} {pct(took, 0.99) * 1000:8.1f} {took[-1] * 1000:8.1f}")
-    t_first = seen[0][0] - 1 if seen else 0.0
     for gen in (0, 1, 2):
         took = sorted(d for w, g, d in pauses if g == gen and w >= t_first)
         if took:
