@@ -39,6 +39,21 @@ class StreamSettings(Section):
         "full batch doubles the cap up to redis_batch_events (catching up), a short one "
         "resets it, so a live event never waits behind a catch-up-sized Redis call.",
     )
+    fetch_max_wait_ms: int = Field(
+        10,
+        ge=1,
+        le=500,
+        description="Confluent engine: how long the broker may hold a fetch for "
+        "fetch_min_bytes, the most a live event waits there. (The Faust engine keeps 50 ms "
+        "and 16 KiB: streams/faust_consumer.py says why.)",
+    )
+    fetch_min_bytes: int = Field(
+        1024 * 1024,
+        ge=1,
+        description="Confluent engine: bytes a fetch waits for (up to fetch_max_wait_ms). "
+        "Large: a live stream is fetched once per fetch_max_wait_ms rather than as soon as "
+        "a record is there, which cost the broker ~0.15 core at 5,000 events/s.",
+    )
     flush_events: int = Field(
         50_000, ge=1, description="Flush Parquet snapshots after this many buffered events..."
     )

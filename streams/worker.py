@@ -61,7 +61,8 @@ def consumer_config(settings: Settings) -> dict[str, object]:
         "heartbeat.interval.ms": max(500, settings.stream.session_timeout_ms // 5),
         # Holding while Redis or the store is down must not get us kicked out of the group.
         "max.poll.interval.ms": settings.stream.max_poll_interval_ms,
-        "fetch.wait.max.ms": 50,
+        "fetch.wait.max.ms": settings.stream.fetch_max_wait_ms,
+        "fetch.min.bytes": settings.stream.fetch_min_bytes,
         "queued.min.messages": 200_000,
     }
 
