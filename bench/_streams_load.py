@@ -161,19 +161,26 @@ def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: i
 
 
 def freshness_worker(
-    s: Settings, rate: int, seconds: float, engine: str = "confluent"
+    s: Settings, rate: int, seconds: float, engine: str = "confluent", log: Path | None = None
 ) -> list[float]:
+    """Probe latencies (s). ``log``: keep the worker's log there, at DEBUG (the loop's
+    per-batch timeline, :mod:`streams.loop_trace` / :mod:`streams.faust_trace`)."""
     # The same stack as ``s`` (single node or cluster: brokers, Redis Cluster, WAIT).
     env = {**settings_env(s), "STREAMREC_STREAM_ENGINE": engine}
+    if log is not None:
+        env["STREAMREC_LOG_LEVEL"] = "DEBUG"
+        env["COLUMNS"] = "1000"  # one line per record: the timeline is read by scripts
+    out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
     r = connect(s.redis.url, cluster=s.redis.cluster)
+    timeline: list[tuple[float, float]] = []  # (sent, latency) of each probe, for the log
     try:
         # Wait until the worker is in the group and processing (a warm-up event is visible).
         EventProducer(s.kafka).produce(
@@ -208,7 +215,9 @@ def freshness_worker(
                 now = time.time()
                 for u, seen in zip(pending, pipe.execute(), strict=True):
                     if seen:
-                        lat.append(now - probes.pop(u))
+                        sent = probes.pop(u)
+                        lat.append(now - sent)
+                        timeline.append((sent, now - sent))
             if not prod.is_alive() and time.time() > deadline + seconds + 30:
                 break
             time.sleep(0.005)
@@ -216,29 +225,55 @@ def freshness_worker(
     finally:
         proc.terminate()
         proc.wait(30)
+        if log is not None:
+            out.close()  # type: ignore[union-attr]
+            log.with_suffix(".probes").write_text(
+                "".join(f"{sent:.3f} {lat * 1000:.1f}\n" for sent, lat in timeline)
+            )
 
 
-def freshness_bare(s: Settings, rate: int, seconds: float) -> list[float]:
-    c = Consumer(
-        {
-            "bootstrap.servers": s.kafka.bootstrap,
-            "group.id": uuid.uuid4().hex,
-            "auto.offset.reset": "latest",
-            "fetch.wait.max.ms": 50,
-        }
-    )
-    c.subscribe([s.topic("watch")])
-    while not c.assignment():
-        c.poll(0.1)
+def freshness_bare(s: Settings, rate: int, seconds: float) -> tuple[list[float], list[float]]:
+    """Produce -> consume latencies (s) of two bare consumers reading the same paced
+    stream: the batch loop the targets are stated against (``consume(1000, 0.1)``, which
+    returns when 1,000 records are there or 100 ms have passed: at 5,000/s its latency is
+    mostly that timeout), and a per-message ``poll`` loop, the floor of any consumer."""
+
+    def consumer() -> Consumer:
+        c = Consumer(
+            {
+                "bootstrap.servers": s.kafka.bootstrap,
+                "group.id": uuid.uuid4().hex,
+                "auto.offset.reset": "latest",
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        c.subscribe([s.topic("watch")])
+        while not c.assignment():
+            c.poll(0.1)
+        return c
+
+    batch, polled = consumer(), consumer()
     lat: list[float] = []
+    floor: list[float] = []
     prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, {}, 50))
+
+    def poll_loop() -> None:
+        while prod.is_alive():
+            m = polled.poll(0.1)
+            if m is not None and not m.error():
+                floor.append(time.time() - m.timestamp()[1] / 1000)
+
     prod.start()
+    poller = threading.Thread(target=poll_loop)
+    poller.start()
     while prod.is_alive():
-        for m in c.consume(1000, 0.1):
+        for m in batch.consume(1000, 0.1):
             if not m.error():
                 lat.append(time.time() - m.timestamp()[1] / 1000)
-    c.close()
-    return lat
+    poller.join()
+    batch.close()
+    polled.close()
+    return lat, floor
 
 
 def pct(values: list[float], q: float) -> float:

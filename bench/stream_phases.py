@@ -201,7 +201,7 @@ def main() -> None:
         proc.wait(60)
         recorded = json.loads(Path(out).read_text())
         rows, pauses = recorded["rows"], recorded["gc"]
-        bare = freshness_bare(s, args.rate, args.seconds)  # the same-run baseline
+        bare, floor = freshness_bare(s, args.rate, args.seconds)  # the same-run baselines
     finally:
         cleanup(s)
     lat = [b - a for a, b in seen]
@@ -212,7 +212,11 @@ def main() -> None:
     )
     for col in ("measure", "p50 ms", "p99 ms", "max ms"):
         table.add_column(col)
-    for name, values in (("worker: produce -> visible in Redis", lat), ("bare consumer", bare)):
+    for name, values in (
+        ("worker: produce -> visible in Redis", lat),
+        ("bare consumer, consume(1000, 0.1) loop", bare),
+        ("bare consumer, per-message poll", floor),
+    ):
         table.add_row(
             name, *(f"{v * 1000:.0f}" for v in (pct(values, 0.5), pct(values, 0.99), max(values)))
         )
