@@ -36,7 +36,8 @@ PARTITIONS = 4
 
 def _batches(workload: str, n: int) -> list[tuple[str, int, list]]:
     """(event type, partition, raw records) per topic-partition of one batch of ``n``
-    events: the sessions workload of bench/streams.py, or the MovieLens-100K replay's first
+    events: the sessions workload of bench/streams.py, its freshness load (``fresh``: watch
+    events of distinct users, as the paced producer's), or the MovieLens-100K replay's first
     ``n`` events (the cached dataset; wire bytes as ``streamrec replay`` sends them)."""
     import random
     import time
@@ -71,6 +72,14 @@ def _batches(workload: str, n: int) -> list[tuple[str, int, list]]:
                     add("rate", user.encode(), orjson.dumps(
                         {"event_type": "rate", **doc, "rating": rng.randrange(1, 6)}))  # fmt: skip
                 i += 1
+    elif workload == "fresh":  # as bench._streams_load.paced_produce: a new user an event
+        now = time.time()
+        for i in range(n):
+            user = f"u{i % 20_000}"
+            add("watch", user.encode(), orjson.dumps(
+                {"event_type": "watch", "event_id": f"f{i}", "user_id": user,
+                 "item_id": f"m{i % 3000}",
+                 "ts": datetime.fromtimestamp(now + i * 2e-4, UTC).isoformat()}))  # fmt: skip
     else:
         ml = load_movielens(Settings().cache_path)
         for j, (etype, key, value) in enumerate(iter_payloads(ml)):
