@@ -18,12 +18,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_freshness_only_mode_reports_every_run(stack: Settings) -> None:
     cmd = [sys.executable, "bench/streams.py", "--runs", "0", "--freshness-runs", "2"]
     cmd += ["--freshness-backlog", "500", "--seconds", "2", "--rate", "500"]
-    cmd += ["--engines", "confluent"]
+    cmd += ["--engines", "confluent", "--warmup-seconds", "1"]
     env = {**os.environ, "COLUMNS": "300"}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     out = done.stdout
     assert "Traceback" not in out + done.stderr
+    assert "warm-up: 1 s of paced load, not measured" in out
     assert "freshness run 1 (single, confluent): worker p50 / p99 / max" in out
     assert "freshness run 2 (single, confluent, after a 500-event backlog)" in out
     # Both bare consumers measured in the same run, and the table's per-run rows.
