@@ -4,6 +4,7 @@ freshness probes read back from Redis."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import subprocess
 import sys
@@ -170,17 +171,18 @@ def freshness_worker(
     if log is not None:
         env["STREAMREC_LOG_LEVEL"] = "DEBUG"
         env["COLUMNS"] = "1000"  # one line per record: the timeline is read by scripts
-    out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
-        env=env,
-        cwd=ROOT,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
+    with open(log, "wb") if log is not None else contextlib.nullcontext() as out:
+        # The worker writes to its own copy of the file; ours is closed once it has one.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamrec", "stream", "--metrics-port", "-1"],
+            env=env,
+            cwd=ROOT,
+            stdout=out if out is not None else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
     keys = RedisKeys(s.redis.key_prefix, s.kafka.topic_partitions)
     r = connect(s.redis.url, cluster=s.redis.cluster)
-    timeline: list[tuple[float, float]] = []  # (sent, latency) of each probe, for the log
+    timeline: list[tuple[float, float]] = []  # (sent, latency) of each probe seen
     try:
         # Wait until the worker is in the group and processing (a warm-up event is visible).
         EventProducer(s.kafka).produce(
@@ -203,7 +205,6 @@ def freshness_worker(
                 raise RuntimeError("worker did not start")
             time.sleep(0.1)
         probes: dict[str, float] = {}
-        lat: list[float] = []
         prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, probes, 50))
         prod.start()
         while prod.is_alive() or probes:
@@ -216,19 +217,17 @@ def freshness_worker(
                 for u, seen in zip(pending, pipe.execute(), strict=True):
                     if seen:
                         sent = probes.pop(u)
-                        lat.append(now - sent)
                         timeline.append((sent, now - sent))
             if not prod.is_alive() and time.time() > deadline + seconds + 30:
                 break
             time.sleep(0.005)
-        return lat
+        return [took for _, took in timeline]
     finally:
         proc.terminate()
         proc.wait(30)
         if log is not None:
-            out.close()  # type: ignore[union-attr]
             log.with_suffix(".probes").write_text(
-                "".join(f"{sent:.3f} {lat * 1000:.1f}\n" for sent, lat in timeline)
+                "".join(f"{sent:.3f} {took * 1000:.1f}\n" for sent, took in timeline)
             )
 
 

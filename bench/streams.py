@@ -136,6 +136,8 @@ def main() -> None:
     # (topology, engine) -> (worker p50, p99, max, bare p50, p99, max, backlog, per-message
     # poll p50, p99, max) per run
     fresh: dict[tuple[str, str], list[tuple[float, ...]]] = defaultdict(list)
+    if args.worker_log is not None:
+        args.worker_log.mkdir(parents=True, exist_ok=True)
     if args.freshness_runs and args.warmup_seconds > 0:
         # A broker started a moment ago is slow for a while (the JVM compiling its hot
         # paths, recovering the stack's other topics): in the first runs after `stack up`
@@ -162,7 +164,6 @@ def main() -> None:
                         produce_backlog(s, backlog, seed=run)
                     log = None
                     if args.worker_log is not None:
-                        args.worker_log.mkdir(parents=True, exist_ok=True)
                         log = args.worker_log / f"fresh-{topo}-{engine}-{run + 1}.log"
                     fw = freshness_worker(s, args.rate, args.seconds, engine, log)
                     fb, floor = freshness_bare(s, args.rate, args.seconds)
