@@ -63,13 +63,18 @@ def wrk_run(port: int, users: list[str], duration: float, conns: int) -> tuple[f
     """(requests/s, requests answered) of :func:`wrk_max`."""
     script = _users_script(users)
     try:
-        out = subprocess.run(
+        done = subprocess.run(
             [ensure_wrk(), "-t2", f"-c{conns}", f"-d{int(duration)}s", "-s", str(script),
              f"http://127.0.0.1:{port}"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
     finally:
         shutil.rmtree(script.parent, ignore_errors=True)
+    if done.returncode != 0:  # e.g. nothing listening on the port: wrk says so on stderr
+        raise SystemExit(
+            f"wrk exited with {done.returncode} against port {port}:\n{done.stderr}{done.stdout}"
+        )
+    out = done.stdout
     for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: (.*)"):
         errors = re.search(pattern, out)
         if errors:

@@ -25,6 +25,8 @@ from schemas.redis_keys import RedisKeys
 from streams.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
+# The paced load generator's linger (librdkafka ``linger.ms``); ``--producer-linger-ms``.
+LINGER_MS = 1.0
 
 
 def fresh_settings(base: Settings, tmp: str) -> Settings:
@@ -130,8 +132,10 @@ def worker_rate(s: Settings, n: int, engine: str = "confluent") -> float:
     return worker.totals.processed / elapsed
 
 
-def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: int) -> None:
-    p = EventProducer(s.kafka, **{"linger.ms": 1})
+def paced_produce(
+    s: Settings, rate: int, seconds: float, probes: dict, every: int, linger_ms: float = LINGER_MS
+) -> None:
+    p = EventProducer(s.kafka, **{"linger.ms": linger_ms})
     watch = s.topic("watch")
     # Connect and fetch metadata before the clock starts: a cold producer's first messages
     # wait ~0.5 s for its connection, which showed up as the worker's p99.
@@ -162,7 +166,12 @@ def paced_produce(s: Settings, rate: int, seconds: float, probes: dict, every: i
 
 
 def freshness_worker(
-    s: Settings, rate: int, seconds: float, engine: str = "confluent", log: Path | None = None
+    s: Settings,
+    rate: int,
+    seconds: float,
+    engine: str = "confluent",
+    log: Path | None = None,
+    linger_ms: float = LINGER_MS,
 ) -> list[float]:
     """Probe latencies (s). ``log``: keep the worker's log there, at DEBUG (the loop's
     per-batch timeline, :mod:`streams.loop_trace` / :mod:`streams.faust_trace`)."""
@@ -205,7 +214,9 @@ def freshness_worker(
                 raise RuntimeError("worker did not start")
             time.sleep(0.1)
         probes: dict[str, float] = {}
-        prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, probes, 50))
+        prod = threading.Thread(
+            target=paced_produce, args=(s, rate, seconds, probes, 50, linger_ms)
+        )
         prod.start()
         while prod.is_alive() or probes:
             pending = list(probes)
@@ -231,7 +242,9 @@ def freshness_worker(
             )
 
 
-def freshness_bare(s: Settings, rate: int, seconds: float) -> tuple[list[float], list[float]]:
+def freshness_bare(
+    s: Settings, rate: int, seconds: float, linger_ms: float = LINGER_MS
+) -> tuple[list[float], list[float]]:
     """Produce -> consume latencies (s) of two bare consumers reading the same paced
     stream: the batch loop the targets are stated against (``consume(1000, 0.1)``, which
     returns when 1,000 records are there or 100 ms have passed: at 5,000/s its latency is
@@ -254,7 +267,7 @@ def freshness_bare(s: Settings, rate: int, seconds: float) -> tuple[list[float],
     batch, polled = consumer(), consumer()
     lat: list[float] = []
     floor: list[float] = []
-    prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, {}, 50))
+    prod = threading.Thread(target=paced_produce, args=(s, rate, seconds, {}, 50, linger_ms))
 
     def poll_loop() -> None:
         while prod.is_alive():

@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._streams_load import (  # noqa: E402
+    LINGER_MS,
     bare_consumer_rate,
     cleanup,
     cleanup_keys,
@@ -121,6 +122,12 @@ def main() -> None:
         default=30.0,
         help="unmeasured paced load on each stack before the freshness runs (0: none)",
     )
+    ap.add_argument(
+        "--producer-linger-ms",
+        type=float,
+        default=LINGER_MS,
+        help="linger.ms of the paced load generator (the freshness runs and their baselines)",
+    )
     ap.add_argument("--workloads", default="sessions,movielens")
     ap.add_argument("--engines", default="confluent,faust")
     ap.add_argument("--topology", default="single", help="single, cluster or single,cluster")
@@ -148,7 +155,7 @@ def main() -> None:
             s = fresh_settings(base, tmp)
             ensure_topics(s.kafka)
             try:
-                freshness_bare(s, args.rate, args.warmup_seconds)
+                freshness_bare(s, args.rate, args.warmup_seconds, args.producer_linger_ms)
             finally:
                 cleanup(s)
         console.print(f"warm-up: {args.warmup_seconds:g} s of paced load, not measured")
@@ -165,8 +172,9 @@ def main() -> None:
                     log = None
                     if args.worker_log is not None:
                         log = args.worker_log / f"fresh-{topo}-{engine}-{run + 1}.log"
-                    fw = freshness_worker(s, args.rate, args.seconds, engine, log)
-                    fb, floor = freshness_bare(s, args.rate, args.seconds)
+                    linger = args.producer_linger_ms
+                    fw = freshness_worker(s, args.rate, args.seconds, engine, log, linger)
+                    fb, floor = freshness_bare(s, args.rate, args.seconds, linger)
                 finally:
                     cleanup(s)
                 f = (*quantiles(fw), *quantiles(fb), backlog, *quantiles(floor))
