@@ -34,8 +34,8 @@ on the same backlog; and the freshness at the same rate. The default is ``single
 
 Usage: ``python bench/streams.py [--events 300000] [--runs 3] [--rate 5000] [--seconds 20]
 [--workloads sessions,movielens] [--freshness-runs 3] [--freshness-backlog 50000]
-[--warmup-seconds 30] [--worker-log DIR] [--engines confluent,faust] [--topology
-single,cluster]``; ``--runs 0`` for freshness only.
+[--warmup-seconds 30] [--worker-log DIR] [--producer-linger-ms 1] [--engines confluent,faust]
+[--topology single,cluster]``; ``--runs 0`` for freshness only.
 Medians over the runs are reported; every run uses throwaway topics and Redis keys, deleted
 afterwards.
 """
