@@ -72,7 +72,7 @@ def _batches(workload: str, n: int) -> list[tuple[str, int, list]]:
                     add("rate", user.encode(), orjson.dumps(
                         {"event_type": "rate", **doc, "rating": rng.randrange(1, 6)}))  # fmt: skip
                 i += 1
-    elif workload == "fresh":  # as bench._streams_load.paced_produce: a new user an event
+    elif workload == "fresh":  # as bench._streams_load.paced_produce: 20,000 users in turn
         now = time.time()
         for i in range(n):
             user = f"u{i % 20_000}"
