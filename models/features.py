@@ -60,6 +60,12 @@ class ItemStats:
         return np.asarray(np.maximum(self.genres.sum(axis=1), 1.0))
 
     @cached_property
+    def genres_t(self) -> np.ndarray:
+        """``genres`` transposed (genres x items, contiguous): serving's batch takes each
+        candidate's best genre as one elementwise maximum per genre."""
+        return np.ascontiguousarray(self.genres.T)
+
+    @cached_property
     def log_pop(self) -> np.ndarray:
         return np.asarray(np.log1p(self.table[:, ITEM_FEATURES.index("pop_all")]))
 
@@ -169,12 +175,22 @@ def feature_matrix(
     out[:, base + 3] = user.rating_mean
     out[:, base + 4] = log_pop[candidates] - user_pop
     if user.recent.size:
-        sims = unit_factors[candidates] @ unit_factors[user.recent].T
-        out[:, base + 5] = sims.mean(axis=1)
-        out[:, base + 6] = sims.max(axis=1)
+        sims = unit_factors[user.recent] @ unit_factors[candidates].T  # recent x candidates
+        out[:, base + 5], out[:, base + 6] = recent_similarity(sims)
     else:
         out[:, base + 5 :] = np.nan
     return out
+
+
+def recent_similarity(sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, max) over the recent items of cosine similarities laid out ``(..., recent,
+    candidates)``. The mean adds the recent items' rows one after another, in order: a batch
+    of users (a stack of these) gets bitwise the values of one user alone, and the additions
+    run along the candidates (numpy's mean over a short last axis was ~5% of a model call)."""
+    total = sims[..., 0, :].copy()
+    for i in range(1, sims.shape[-2]):
+        total += sims[..., i, :]
+    return total / np.float32(sims.shape[-2]), sims.max(axis=-2)
 
 
 def override_block(

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from models.base import ModelCall, csr_row, excluded_columns, history_vector
-from models.features import FEATURES, ITEM_FEATURES, LiveItemFeatures, UserProfile
+from models.features import (
+    FEATURES,
+    ITEM_FEATURES,
+    LiveItemFeatures,
+    UserProfile,
+    recent_similarity,
+)
 
 if TYPE_CHECKING:
     from models.als import ALSModel
@@ -228,7 +234,10 @@ def _features(
             prof = genres[users]
             affinity = np.matmul(cg, prof[:, :, None])[:, :, 0] / stats.genre_counts[cand_g]
             out[rows_of, base] = affinity.ravel()
-            out[rows_of, base + 1] = (cg * prof[:, None, :]).max(axis=2).ravel()
+            # The max is exact in any order: genres outermost, so one elementwise maximum
+            # per genre instead of a reduction over ~20 values per candidate.
+            gmax = (stats.genres_t[:, cand_g] * prof.T[:, :, None]).max(axis=0)
+            out[rows_of, base + 1] = gmax.ravel()
         else:
             out[rows_of, base : base + 2] = np.nan
         sizes = [profiles[r].recent.size for r in group]
@@ -238,9 +247,10 @@ def _features(
                 out[sel, base + 5 : base + 7] = np.nan
                 continue
             recent = np.stack([profiles[group[i]].recent for i in sub])
-            sims = np.matmul(unit[cand_g[sub]], unit[recent].transpose(0, 2, 1))
-            out[sel, base + 5] = sims.mean(axis=2).ravel()
-            out[sel, base + 6] = sims.max(axis=2).ravel()
+            sims = np.matmul(unit[recent], unit[cand_g[sub]].transpose(0, 2, 1))
+            mean, best = recent_similarity(sims)
+            out[sel, base + 5] = mean.ravel()
+            out[sel, base + 6] = best.ravel()
     out[:, base + 2] = per_user[owner, 0]
     out[:, base + 3] = per_user[owner, 1]
     # float32 minus a float32 per user, as the single call's array minus a Python float.
