@@ -176,6 +176,13 @@ def history_vector(
         raise ValueError(
             f"history has {len(history)} items but history_weights has {len(history_weights)}"
         )
+    if history_weights is None:  # serving's call: every weight 1, the first of repeats kept
+        first = dict.fromkeys(map(item_index.get, history))
+        first.pop(None, None)  # unknown items
+        return (
+            np.fromiter(first, dtype=np.int64, count=len(first)),
+            np.ones(len(first), dtype=np.float32),
+        )
     best: dict[int, float] = {}
     for n, item in enumerate(history):
         j = item_index.get(item)
@@ -202,19 +209,26 @@ def merge_history(
         if hcols.size == 0:
             return None
         return hcols.astype(np.int64), hvals.astype(np.float32)
-    vals = row.data.astype(np.float32)  # a copy: the max below writes into it
     if sorted_row:  # binary search: the history against a long row costs O(h log n)
         at = np.minimum(np.searchsorted(row.indices, hcols), row.indices.size - 1)
         old = row.indices[at] == hcols
-        at_row, at_hist = at[old], np.flatnonzero(old)
-        new = ~old
     else:
         same = row.indices[:, None] == hcols[None, :]
+        old = same.any(axis=0)
+    if not old.any():  # the usual fresh history: all of it new to the row, nothing to raise
+        return (
+            np.concatenate([row.indices, hcols], dtype=np.int64),
+            np.concatenate([row.data, hvals], dtype=np.float32),
+        )
+    vals = row.data.astype(np.float32)  # a copy: the max below writes into it
+    if sorted_row:
+        at_row, at_hist = at[old], np.flatnonzero(old)
+    else:
         at_row, at_hist = np.nonzero(same)
-        new = ~same.any(axis=0)
     vals[at_row] = np.maximum(vals[at_row], hvals[at_hist])
-    cols = np.concatenate([row.indices.astype(np.int64), hcols[new].astype(np.int64)])
-    return cols, np.concatenate([vals, hvals[new].astype(np.float32)])
+    new = ~old
+    cols = np.concatenate([row.indices, hcols[new]], dtype=np.int64)
+    return cols, np.concatenate([vals, hvals[new]], dtype=np.float32)
 
 
 class TrainedInteractions:
@@ -238,6 +252,11 @@ class TrainedInteractions:
         self._canonical = bool(self.user_items.has_canonical_format)  # rows sorted, no repeats
         self.user_index = index_of(self.user_ids)
         self.item_index = index_of(self.item_ids)
+
+    @property
+    def canonical_rows(self) -> bool:
+        """Each row's columns strictly increasing (sorted, no repeats)."""
+        return self._canonical
 
     def known_user(self, user_id: str) -> bool:
         return user_id in self.user_index

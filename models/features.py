@@ -60,12 +60,6 @@ class ItemStats:
         return np.asarray(np.maximum(self.genres.sum(axis=1), 1.0))
 
     @cached_property
-    def genres_t(self) -> np.ndarray:
-        """``genres`` transposed (genres x items, contiguous): serving's batch takes each
-        candidate's best genre as one elementwise maximum per genre."""
-        return np.ascontiguousarray(self.genres.T)
-
-    @cached_property
     def log_pop(self) -> np.ndarray:
         return np.asarray(np.log1p(self.table[:, ITEM_FEATURES.index("pop_all")]))
 

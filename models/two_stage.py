@@ -73,14 +73,19 @@ class CandidateGenerator:
         norms = np.linalg.norm(als.item_factors, axis=1, keepdims=True)
         self.unit_factors = als.item_factors / np.maximum(norms, 1e-9)
 
-    def profile(self, user_id: str, history_cols: np.ndarray) -> UserProfile:
+    def profile(
+        self, user_id: str, history_cols: np.ndarray, items: np.ndarray | None = None
+    ) -> UserProfile:
+        """``items``: the sorted union of the training row and ``history_cols`` as int64,
+        when the caller has it (serving's batch sorts the merged row)."""
         u = self.als.user_index.get(user_id)
-        # The sorted union of training and fresh items, through a mask: np.union1d sorts.
-        mask = np.zeros(len(self.als.item_ids), dtype=bool)
-        if u is not None:
-            mask[csr_row(self.als.user_items, u).indices] = True
-        mask[history_cols] = True
-        items = np.flatnonzero(mask).astype(np.int64)
+        if items is None:
+            # The sorted union of training and fresh items, through a mask: np.union1d sorts.
+            mask = np.zeros(len(self.als.item_ids), dtype=bool)
+            if u is not None:
+                mask[csr_row(self.als.user_items, u).indices] = True
+            mask[history_cols] = True
+            items = np.flatnonzero(mask).astype(np.int64)
         mean = float(self.user_rating_mean[u]) if u is not None else float("nan")
         # Fresh history (newest first) before the training-time newest items.
         stored = self.user_recent[u] if u is not None else np.zeros(0, np.int64)

@@ -211,7 +211,7 @@ def _features(
         out[:, 2] = (cand_scores[:, :1] - cand_scores)[keep]
     out[:, 3 : 3 + len(ITEM_FEATURES)] = table[flat]
     base = 3 + len(ITEM_FEATURES)
-    profiles = [gen.profile(row.call.user_id, row.hcols) for row in rows]
+    profiles = [gen.profile(row.call.user_id, row.hcols, _items(gen.als, row)) for row in rows]
     per_user = np.empty((len(rows), 3), np.float32)  # activity, rating mean, log-popularity
     log_pop = stats.log_pop
     for r, p in enumerate(profiles):
@@ -234,10 +234,7 @@ def _features(
             prof = genres[users]
             affinity = np.matmul(cg, prof[:, :, None])[:, :, 0] / stats.genre_counts[cand_g]
             out[rows_of, base] = affinity.ravel()
-            # The max is exact in any order: genres outermost, so one elementwise maximum
-            # per genre instead of a reduction over ~20 values per candidate.
-            gmax = (stats.genres_t[:, cand_g] * prof.T[:, :, None]).max(axis=0)
-            out[rows_of, base + 1] = gmax.ravel()
+            out[rows_of, base + 1] = (cg * prof[:, None, :]).max(axis=2).ravel()
         else:
             out[rows_of, base : base + 2] = np.nan
         sizes = [profiles[r].recent.size for r in group]
@@ -272,6 +269,17 @@ def _features(
     for i, name in enumerate(tail, start=len(FEATURES)):
         out[:, i] = extra[name]
     return out
+
+
+def _items(als: ALSModel, row: _Row) -> np.ndarray | None:
+    """The profile's items (the sorted union of the training row and the history) from the
+    merge: with canonical rows its columns are distinct, the row's and the history's new
+    ones, so sorted they are the union (None: the profile works it out)."""
+    if not als.canonical_rows:
+        return None
+    if row.merged is not None:
+        return np.sort(row.merged[0])
+    return None if row.u is None else csr_row(als.user_items, row.u).indices.astype(np.int64)
 
 
 def _item_row(als: ALSModel, row: _Row) -> tuple[np.ndarray, np.ndarray] | None:
