@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +81,11 @@ class ModelBatcher:
         hold_s: float = 0.0,
         metrics: ServingMetrics | None = None,
         probe: Probe | None = None,
+        before_inline: Callable[[], None] | None = None,
     ) -> None:
+        """``before_inline``: called before an inline batch holds the loop (serving's Redis
+        reader writes the reads queued meanwhile, so they are not held up behind it)."""
+        self.before_inline = before_inline
         self.executor = executor
         # How long an inline batch may wait for the requests already on their way to it
         # (``arriving``): at max load a batch used to hold ~4 calls while the model's CPU per
@@ -192,6 +196,8 @@ class ModelBatcher:
             self.metrics.model_batches.inc()
             self.metrics.model_batch_calls.inc(len(batch))
         if lane.on_loop:
+            if self.before_inline is not None:
+                self.before_inline()
             self._finish(lane, batch, self._on_loop(batch))
             return
         try:

@@ -65,6 +65,11 @@ class ClusterReader:
             node = self._nodes[addr] = RedisReader(url, connect_timeout=self._connect_timeout)
         return node
 
+    def flush(self) -> None:
+        """Every node's queued commands written now (:meth:`RedisReader.flush`)."""
+        for node in self._nodes.values():
+            node.flush()
+
     async def execute(self, *commands: Command, timeout: float | None = None) -> list[Any]:
         """Replies of ``commands`` in order (errors as :meth:`RedisReader.execute`)."""
         if not self._slots:

@@ -119,6 +119,7 @@ async def open_context(
             budget_s=settings.serve.budget_ms / 1000,
             hold_s=settings.serve.model_batch_hold_ms / 1000,
             metrics=metrics,
+            before_inline=reader.flush,
         ),
         results=ResultCache(settings.serve.result_cache_size),
     )

@@ -64,10 +64,14 @@ class _Protocol(asyncio.Protocol):
         # Written once per loop iteration for all the requests that ran in it: one write
         # (and one read on Redis' side) for a burst instead of one each (issue 14).
         if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
         self._out.append(pack(commands))
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Writes the commands queued in this loop iteration now (the model batcher calls it
+        before it holds the loop: their replies arrive meanwhile)."""
+        if not self._out:
+            return
         data, self._out = b"".join(self._out), []
         if not self.lost:
             # None only before connection_made, and open() returns after it: no check.
@@ -155,6 +159,11 @@ class RedisReader:
             if isinstance(reply, hiredis.ReplyError):
                 raise ResponseError(str(reply))
         return replies
+
+    def flush(self) -> None:
+        """The commands queued in this loop iteration, written now (:meth:`_Protocol.flush`)."""
+        if self._protocol is not None:
+            self._protocol.flush()
 
     async def _connection(self, timeout: float | None) -> _Protocol:
         if self._connecting is None or self._connecting.done():

@@ -52,6 +52,45 @@ def test_concurrent_requests_get_their_own_replies_in_order(settings: Settings) 
     assert replies == [[f"q{n}", expected[n % 3]] for n in range(500)]
 
 
+def test_reads_of_one_loop_iteration_go_out_in_one_write_and_flush_sends_them_at_once(
+    settings: Settings,
+) -> None:
+    """The reads that requests make in one loop iteration are written together (one write
+    and one read on Redis' side for a burst); ``flush`` writes them before the iteration
+    ends, as the model batcher does before it holds the loop."""
+    key = f"{settings.redis.key_prefix}:burst"
+    redis.Redis.from_url(settings.redis.url).zadd(key, {"a": 1, "b": 2})
+
+    async def go() -> tuple[list[int], list[int], list[list[object]]]:
+        reader = RedisReader(settings.redis.url)
+        try:
+            await reader.execute(("PING",))  # connected
+            protocol = reader._protocol
+            assert protocol is not None and protocol.transport is not None
+            writes: list[int] = []
+            write = protocol.transport.write
+            protocol.transport.write = lambda data: (writes.append(len(data)), write(data))[1]  # type: ignore[method-assign]
+            burst = [
+                asyncio.ensure_future(reader.execute(("ZREVRANGE", key, "0", "-1")))
+                for _ in range(20)
+            ]
+            replies = await asyncio.gather(*burst)
+            in_burst = list(writes)
+            writes.clear()
+            late = asyncio.ensure_future(reader.execute(("ECHO", "now")))
+            await asyncio.sleep(0)  # the read is queued: its task ran up to the send
+            reader.flush()
+            flushed = list(writes)  # written by flush, before the iteration's callback
+            replies.append(await late)
+            return in_burst, flushed, replies
+        finally:
+            await reader.aclose()
+
+    in_burst, flushed, replies = asyncio.run(go())
+    assert len(in_burst) == 1 and len(flushed) == 1
+    assert replies == [[["b", "a"]]] * 20 + [["now"]]
+
+
 def test_an_error_reply_raises_and_the_connection_stays_usable(settings: Settings) -> None:
     key = f"{settings.redis.key_prefix}:s"
     redis.Redis.from_url(settings.redis.url).set(key, "x")
