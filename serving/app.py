@@ -56,25 +56,65 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            state = scope.get("state") or {}
-            reco: Recommendation | None = state.get("recommendation")
-            elapsed = time.perf_counter() - started
-            answered = reco if reco is not None and reco.done else None
-            self.metrics.request_seconds.labels(
-                endpoint,
-                answered.variant if answered else "none",
-                answered.version_label if answered else "none",
-                str(status),
-            ).observe(elapsed)
-            if reco is not None and reco.marks is not None:  # serving.probe (dev only)
-                scope["app"].state.ctx.probe.finish(reco.marks)
-            if reco is not None:  # a /recommend request
-                # A 5xx raised before the answer was known still counts for the variant.
-                self.metrics.recommend_seconds.labels(
-                    *reco.assignment_labels(), *reco.answer_labels(), str(status)
-                ).observe(elapsed)
+            observe(self.metrics, scope, status, time.perf_counter() - started)
+
+
+def observe(metrics: ServingMetrics, scope: Scope, status: int, elapsed: float) -> None:
+    """A request's latency in the metrics (:class:`MetricsMiddleware`'s, and the
+    /recommend fast path's in :class:`StreamrecAPI`)."""
+    route = scope.get("route")
+    endpoint = getattr(route, "path", None) or "unmatched"
+    state = scope.get("state") or {}
+    reco: Recommendation | None = state.get("recommendation")
+    answered = reco if reco is not None and reco.done else None
+    metrics.request_seconds.labels(
+        endpoint,
+        answered.variant if answered else "none",
+        answered.version_label if answered else "none",
+        str(status),
+    ).observe(elapsed)
+    if reco is not None and reco.marks is not None:  # serving.probe (dev only)
+        scope["app"].state.ctx.probe.finish(reco.marks)
+    if reco is not None:  # a /recommend request
+        # A 5xx raised before the answer was known still counts for the variant.
+        metrics.recommend_seconds.labels(
+            *reco.assignment_labels(), *reco.answer_labels(), str(status)
+        ).observe(elapsed)
+
+
+class StreamrecAPI(FastAPI):
+    """FastAPI, with plainly valid ``GET /recommend/{user_id}`` requests answered before its
+    middleware stack by :class:`~serving.routes.recommend.RecommendFastPath` (issue 14: the
+    stack's layers were ~4% of a worker's CPU at max load) and counted as the metrics
+    middleware counts every other request. Not while FastAPI's own OpenTelemetry
+    instrumentation is on, or the app has a root path: then the stack answers them too."""
+
+    fast_path: recommend.RecommendFastPath | None = None
+    metrics: ServingMetrics | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast, metrics = self.fast_path, self.metrics
+        ctx = getattr(self.state, "ctx", None)  # set once the lifespan has opened it
+        plain = (
+            fast.takes(scope, ctx.settings.serve.max_k)
+            if fast is not None and ctx is not None and scope["type"] == "http"
+            else None
+        )
+        if plain is None or metrics is None or self.root_path or self._traced(scope):
+            await super().__call__(scope, receive, send)
+            return
+        assert fast is not None and ctx is not None
+        scope["app"] = self  # as Starlette sets it for the endpoints
+        started, status = time.perf_counter(), 500
+        try:
+            status = await fast.serve(ctx, scope, receive, send, plain)
+        finally:
+            observe(metrics, scope, status, time.perf_counter() - started)
+
+    def _traced(self, scope: Scope) -> bool:
+        # FastAPI's check before it wraps a request in its telemetry (pinned FastAPI).
+        telemetry = getattr(self, "_native_telemetry", None)
+        return "fastapi.telemetry" in scope or (telemetry is not None and telemetry.enabled())
 
 
 def create_app(
@@ -89,7 +129,7 @@ def create_app(
             app.state.ctx = ctx
             yield
 
-    app = FastAPI(
+    app = StreamrecAPI(
         title="streamrec",
         summary="Real-time recommendation API",
         description=DESCRIPTION,
@@ -101,12 +141,13 @@ def create_app(
     install_error_handlers(app)
     for module in (recommend, feedback, health, admin, admin_rollouts):
         app.include_router(module.router)
-    # Innermost: plainly valid GET /recommend requests skip FastAPI's routing and
-    # validation (issue 14), inside the body limit and the metrics like the route.
+    # Plainly valid GET /recommend requests skip the middleware stack and FastAPI's routing
+    # and validation (issue 14); counted in the metrics like the route's.
     route = next(
         r for r in recommend.router.routes if getattr(r, "path", None) == recommend.ROUTE_PATH
     )
-    app.add_middleware(recommend.RecommendFastPath, route=route)
+    app.fast_path = recommend.RecommendFastPath(route)
+    app.metrics = metrics
     # Added before the metrics middleware, so it runs inside it: 413s are counted too.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

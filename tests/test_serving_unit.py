@@ -23,7 +23,7 @@ from serving.features import _add_days
 from serving.logging_sink import request_payloads
 from serving.problems import status_of as _status_of
 from serving.recommendation import Recommendation
-from serving.routes.recommend import _plain, _wants_text
+from serving.routes.recommend import RecommendFastPath, _plain, _wants_text
 from serving.routing import CANARY, PRODUCTION, canary_bucket, choose_version
 
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
@@ -218,3 +218,19 @@ def test_only_plainly_valid_recommend_requests_take_the_fast_path() -> None:
     ]:
         assert plain(path, query) is None, (path, query)
     assert plain("/recommend/1", method="POST") is None
+
+
+def test_the_fast_path_leaves_requests_with_a_body_or_a_large_k_to_the_app() -> None:
+    """Before the middleware stack: a body is the body limit's to judge (413), a k past
+    serve_max_k FastAPI's (422)."""
+    fast = RecommendFastPath(route=None, max_id_length=64)
+
+    def takes(query: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None):
+        scope = {"method": "GET", "path": "/recommend/7", "query_string": query}
+        return fast.takes({**scope, "headers": headers or []}, max_k=100)
+
+    assert takes(b"k=100", [(b"accept", b"text/plain")]) == ("7", 100, None)
+    assert takes(headers=[(b"content-length", b"0")]) == ("7", None, None)
+    assert takes(b"k=101") is None
+    assert takes(headers=[(b"content-length", b"5")]) is None
+    assert takes(headers=[(b"transfer-encoding", b"chunked")]) is None

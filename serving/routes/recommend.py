@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Annotated, Literal
@@ -10,15 +11,17 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from schemas.errors import StreamrecError
 from schemas.events import MAX_ID_LENGTH
 from serving.context import ServingContext
 from serving.errors import InvalidRequest
 from serving.pipeline import recommend
-from serving.problems import ValidationProblem, streamrec_problem
+from serving.problems import ValidationProblem, json_problem, streamrec_problem
 from serving.recommendation import Recommendation
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["recommend"])
 
@@ -125,34 +128,49 @@ _PREFIX = "/recommend/"
 
 class RecommendFastPath:
     """``GET /recommend/{user_id}`` with a plainly valid id and query (``k`` as plain digits
-    within bounds, ``format`` json or text, nothing else) answered without FastAPI's routing
-    and parameter validation, which cost more CPU than the rest of the event loop's work for
-    the request (issue 14's profile); the same answer, headers, metrics and logs. Any other
-    request, and every error, goes through the app as before. Innermost middleware, so the
-    body limit and the metrics see these requests as they see the route's."""
+    within bounds, ``format`` json or text, nothing else) and no body, answered without
+    FastAPI's routing and parameter validation and before the app's middleware stack, which
+    together cost more CPU than the rest of the event loop's work for the request (issue
+    14's profiles); the same answer, headers, metrics and logs. The app
+    (:class:`serving.app.StreamrecAPI`) hands it these requests and counts them as its
+    metrics middleware counts the route's; any other request goes through the app."""
 
-    def __init__(self, app: ASGIApp, route: object, max_id_length: int = MAX_ID_LENGTH) -> None:
-        self.app = app
+    def __init__(self, route: object, max_id_length: int = MAX_ID_LENGTH) -> None:
         self.route = route  # in scope["route"]: the metrics' endpoint label, as routing sets
         self.max_id_length = max_id_length
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        plain = _plain(scope, self.max_id_length) if scope["type"] == "http" else None
-        if plain is None:
-            await self.app(scope, receive, send)
-            return
+    def takes(self, scope: Scope, max_k: int) -> tuple[str, int | None, str | None] | None:
+        """(user id, k, format) when this path answers the request, else None."""
+        plain = _plain(scope, self.max_id_length)
+        if plain is None or (plain[1] is not None and plain[1] > max_k):
+            return None  # FastAPI's validation answers (422)
+        for name, value in scope["headers"]:
+            # A body: the app's body limit decides (413 past it); a GET's body is unused.
+            if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+                return None
+        return plain
+
+    async def serve(
+        self,
+        ctx: ServingContext,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        plain: tuple[str, int | None, str | None],
+    ) -> int:
+        """Answers a request :meth:`takes`; returns the status sent."""
         user_id, k, fmt = plain
-        ctx: ServingContext = scope["app"].state.ctx
-        if k is not None and k > ctx.settings.serve.max_k:
-            await self.app(scope, receive, send)  # FastAPI's 422
-            return
         accept = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"accept"), None)
         scope["route"] = self.route
         try:
             response = await answer(ctx, scope.setdefault("state", {}), user_id, k, fmt, accept)
-        except StreamrecError as err:  # as the app's handler answers it
+        except StreamrecError as err:  # as the app's handlers answer these
             response = streamrec_problem(err)
+        except Exception as err:
+            log.exception("unexpected error on GET %s", scope["path"])
+            response = json_problem(500, f"internal error ({type(err).__name__})")
         await response(scope, receive, send)
+        return response.status_code
 
 
 def _plain(scope: Scope, max_id_length: int) -> tuple[str, int | None, str | None] | None:
