@@ -60,6 +60,23 @@ class ItemStats:
         return np.asarray(np.maximum(self.genres.sum(axis=1), 1.0))
 
     @cached_property
+    def genre_slots(self) -> np.ndarray:
+        """Per item, its genres' columns padded with ``n_genres`` (a slot whose value is 0):
+        ``items x (most genres of an item + 1)``. Serving's batch takes each candidate's best
+        genre over these few slots instead of all genres (the max of 0/1 genres times a
+        profile is the best of the item's genres, or 0 when it lacks any genre)."""
+        n_items, n_genres = self.genres.shape
+        has = self.genres > 0
+        width = int(has.sum(axis=1).max(initial=0)) + 1
+        slots = np.full((n_items, width), n_genres, dtype=np.intp)
+        for i in range(n_items):
+            cols = np.flatnonzero(has[i])
+            slots[i, : cols.size] = cols
+            if cols.size == n_genres:  # every genre: no zero among its products
+                slots[i, cols.size :] = cols[0]
+        return slots
+
+    @cached_property
     def log_pop(self) -> np.ndarray:
         return np.asarray(np.log1p(self.table[:, ITEM_FEATURES.index("pop_all")]))
 

@@ -33,6 +33,7 @@ from models.features import (
 
 if TYPE_CHECKING:
     from models.als import ALSModel
+    from models.features import ItemStats
     from models.two_stage import CandidateGenerator, TwoStageModel
 
 # The columns :func:`_features` computes, in order (``feature_matrix``'s).
@@ -234,7 +235,7 @@ def _features(
             prof = genres[users]
             affinity = np.matmul(cg, prof[:, :, None])[:, :, 0] / stats.genre_counts[cand_g]
             out[rows_of, base] = affinity.ravel()
-            out[rows_of, base + 1] = (cg * prof[:, None, :]).max(axis=2).ravel()
+            out[rows_of, base + 1] = _genre_max(stats, prof, cand_g).ravel()
         else:
             out[rows_of, base : base + 2] = np.nan
         sizes = [profiles[r].recent.size for r in group]
@@ -296,6 +297,24 @@ def _by(keys: list[int]) -> dict[int, list[int]]:
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
     return groups
+
+
+def _genre_max(stats: ItemStats, prof: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """``(stats.genres[cand] * prof[:, None, :]).max(axis=2)`` (users x candidates), the
+    single call's genre_max, over each candidate's few genre slots (ItemStats.genre_slots)
+    instead of every genre: the products are 0 or the profile's value, so the max is the
+    best of the item's genres and 0 (for a genre it lacks), and NaN for a user without
+    items (a NaN profile), as the product's max is."""
+    n_genres = prof.shape[1]
+    padded = np.zeros((len(prof), n_genres + 1), np.float32)  # the last column: the 0 slot
+    padded[:, :n_genres] = prof
+    at = stats.genre_slots[cand] + (np.arange(len(prof)) * (n_genres + 1))[:, None, None]
+    values = padded.ravel()[at]  # users x candidates x slots
+    best: np.ndarray = values[:, :, 0].copy()
+    for j in range(1, values.shape[2]):  # elementwise over the few slots
+        np.maximum(best, values[:, :, j], out=best)
+    best[np.isnan(prof).any(axis=1)] = np.nan
+    return best
 
 
 def _genre_profiles(genres: np.ndarray, profiles: list[UserProfile]) -> np.ndarray | None:

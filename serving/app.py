@@ -67,7 +67,8 @@ def observe(metrics: ServingMetrics, scope: Scope, status: int, elapsed: float) 
     state = scope.get("state") or {}
     reco: Recommendation | None = state.get("recommendation")
     answered = reco if reco is not None and reco.done else None
-    metrics.request_seconds.labels(
+    metrics.labelled(
+        metrics.request_seconds,
         endpoint,
         answered.variant if answered else "none",
         answered.version_label if answered else "none",
@@ -77,8 +78,11 @@ def observe(metrics: ServingMetrics, scope: Scope, status: int, elapsed: float) 
         scope["app"].state.ctx.probe.finish(reco.marks)
     if reco is not None:  # a /recommend request
         # A 5xx raised before the answer was known still counts for the variant.
-        metrics.recommend_seconds.labels(
-            *reco.assignment_labels(), *reco.answer_labels(), str(status)
+        metrics.labelled(
+            metrics.recommend_seconds,
+            *reco.assignment_labels(),
+            *reco.answer_labels(),
+            str(status),
         ).observe(elapsed)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -38,6 +39,21 @@ class ServingMetrics:
     registry: CollectorRegistry = field(
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
+
+    # labels -> child, per metric (:meth:`labelled`).
+    _children: dict[tuple[object, tuple[str, ...]], Any] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def labelled(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, memoised: prometheus_client takes a lock and builds
+        the label key on every call, and every request makes a few (issue 14's profile).
+        Children are never removed from these metrics, so a memoised one stays current."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def __post_init__(self) -> None:
         r = self.registry

@@ -112,14 +112,15 @@ async def _personal(
     user_id, k, version = reco.user_id, reco.k, reco.model_version
     recent = feats.recent
     history = feats.history(ctx.settings.serve.history_len)
-    key = (version, user_id, k, tuple(recent), ctx.items.generation)
-    cached = ctx.results.get(key)
+    # No key to build while the cache is off (STREAMREC_SERVE_RESULT_CACHE_SIZE=0).
+    key = (version, user_id, k, tuple(recent), ctx.items.generation) if ctx.results else None
+    cached = ctx.results.get(key) if key is not None else None
     if cached is not None:
-        ctx.metrics.result_cache.labels("hit").inc()
+        ctx.metrics.labelled(ctx.metrics.result_cache, "hit").inc()
         return cached, None
     if not has_signal(model, user_id, history):
         return [], fallback.UNKNOWN_USER
-    ctx.metrics.result_cache.labels("miss").inc()
+    ctx.metrics.labelled(ctx.metrics.result_cache, "miss").inc()
     # Nothing the user saw: the Redis history and (the model bans them) training items.
     call = ModelCall(user_id, k, history, recent, ctx.items.features)
     try:
@@ -134,7 +135,8 @@ async def _personal(
     items = [item for item, _ in scored[:k]]
     if not items:
         return [], fallback.EMPTY
-    ctx.results.put(key, items)
+    if key is not None:
+        ctx.results.put(key, items)
     return items, None
 
 
@@ -164,7 +166,7 @@ async def recommend(
         reco.items, reason = await _personal(ctx, reco, model, feats, deadline)
 
     if reason is not None:
-        ctx.metrics.fallbacks.labels(reason).inc()
+        ctx.metrics.labelled(ctx.metrics.fallbacks, reason).inc()
         recent = feats.recent if feats else []
         reco.items = fallback.popular_items(
             k,

@@ -39,3 +39,7 @@ class ResultCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+    def __bool__(self) -> bool:
+        """Whether it memoises at all (a size of 0 turns it off)."""
+        return self.maxsize > 0

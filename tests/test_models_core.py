@@ -181,3 +181,27 @@ def test_rows_dot_with_scipys_row_copy_is_bitwise_the_numpy_gather(monkeypatch) 
             runs = np.split(x, np.cumsum(sizes)[:-1])
             want = np.concatenate([signals.rank_desc(r) for r in runs])
             assert np.array_equal(signals.rank_desc_many(x, sizes), want)
+
+
+def test_the_batch_genre_max_is_the_products_max_for_any_genres_and_profiles() -> None:
+    """models.two_stage_batch takes each candidate's best genre over its genre slots: the
+    same values as the max of genres x profile, for items with no genre, some, or all, and
+    for a user without items (a NaN profile)."""
+    from models.features import ItemStats
+    from models.two_stage_batch import _genre_max
+
+    rng = np.random.default_rng(4)
+    genres = (rng.random((60, 7)) < 0.3).astype(np.float32)
+    genres[0] = 0.0  # no genre
+    genres[1] = 1.0  # every genre
+    stats = ItemStats(np.zeros((60, 1), np.float32), genres, np.array([]), 0.0)
+    prof = rng.random((5, 7)).astype(np.float32)
+    prof[2] = np.nan
+    prof[3, 4] = 0.0
+    cand = rng.integers(0, 60, (5, 40))
+    cand[:, :2] = [0, 1]
+    expected = (genres[cand] * prof[:, None, :]).max(axis=2)
+    got = _genre_max(stats, prof, cand)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[2]).all() and not np.isnan(np.delete(got, 2, axis=0)).any()
