@@ -264,6 +264,7 @@ def _features(
         finite,
         recents=[p.recent for p in profiles],
         rows=[_item_row(gen.als, row) for row in rows],
+        starts=[_training_start(gen.als, row) for row in rows],
     )
     if tail is None:
         return assemble(names, out, extra)
@@ -289,6 +290,19 @@ def _item_row(als: ALSModel, row: _Row) -> tuple[np.ndarray, np.ndarray] | None:
         got = csr_row(als.user_items, row.u)
         return got.indices, got.data
     return row.merged
+
+
+def _training_start(als: ALSModel, row: _Row) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(training row index, its columns, its float32 weights) when the user's item row
+    (:func:`_item_row`) begins with the training row unchanged: no history item was in it
+    (merge_history then only appends), and float32 weights (the merge's) make the two
+    rows' weights the same values."""
+    if row.u is None or als.user_items.data.dtype != np.float32:
+        return None
+    train = csr_row(als.user_items, row.u)
+    if row.merged is not None and len(row.merged[0]) != len(train.indices) + len(row.hcols):
+        return None  # some history item raised a training weight
+    return row.u, train.indices, train.data
 
 
 def _by(keys: list[int]) -> dict[int, list[int]]:

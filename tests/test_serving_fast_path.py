@@ -242,6 +242,8 @@ def test_batched_calls_rank_as_single_calls_and_the_plain_computation(
             batched += version.recommend_unseen_batch(calls[start : start + size])
             start += size
         assert batched == single
+        # Again: the users' training-row kNN sums are kept now (Signals._knn_start).
+        assert version.recommend_unseen_batch(calls[:40]) == single[:40]
         answers[version] = batched
     for c, got in zip(calls[:60], answers[model][:60], strict=True):
         assert [i for i, _ in got] == plain(model, c.user_id, list(c.history), live), c.user_id
