@@ -91,7 +91,8 @@ async def get_recommendations(
     if k is not None and k > ctx.settings.serve.max_k:
         raise InvalidRequest("k", f"must be at most {ctx.settings.serve.max_k}, got {k}")
     state = request.scope.setdefault("state", {})
-    return await answer(ctx, state, user_id, k, format, request.headers.get("accept"))
+    body, media_type = await answer(ctx, state, user_id, k, format, request.headers.get("accept"))
+    return Response(body, media_type=media_type)
 
 
 async def answer(
@@ -101,9 +102,9 @@ async def answer(
     k: int | None,
     fmt: str | None,
     accept: str | None,
-) -> Response:
-    """The answer of a valid request (``k`` at most ``serve.max_k``), for the route above
-    and for :class:`RecommendFastPath`."""
+) -> tuple[bytes, str]:
+    """The body and media type of the answer to a valid request (``k`` at most
+    ``serve.max_k``), for the route above and for :class:`RecommendFastPath`."""
     if k is None:
         k = ctx.settings.serve.default_k
     # One record, read by the metrics middleware for the latency labels (in the request's
@@ -115,15 +116,20 @@ async def answer(
     state["recommendation"] = reco
     await recommend(ctx, user_id, k, reco=reco)
     if _wants_text(fmt, accept):
-        return Response(",".join(reco.items), media_type="text/plain")
+        return ",".join(reco.items).encode(), "text/plain"
     # Serialised directly (the schema above documents it): this is the hot path.
-    return Response(orjson.dumps(reco.body()), media_type="application/json")
+    return orjson.dumps(reco.body()), "application/json"
 
 
 # Ids the fast path takes as they are: printable ASCII but "," and "/" (the route's pattern
 # admits these and more; anything else is left to FastAPI's validation).
 _PLAIN_ID = re.compile(r"[!-+\-.0-~]+")
 _PREFIX = "/recommend/"
+# The content-type headers Starlette's Response gives these media types (a charset on text).
+_CONTENT_TYPES = {
+    "application/json": (b"content-type", b"application/json"),
+    "text/plain": (b"content-type", b"text/plain; charset=utf-8"),
+}
 
 
 class RecommendFastPath:
@@ -163,12 +169,20 @@ class RecommendFastPath:
         accept = next((v.decode("latin-1") for n, v in scope["headers"] if n == b"accept"), None)
         scope["route"] = self.route
         try:
-            response = await answer(ctx, scope.setdefault("state", {}), user_id, k, fmt, accept)
+            body, media_type = await answer(
+                ctx, scope.setdefault("state", {}), user_id, k, fmt, accept
+            )
         except StreamrecError as err:  # as the app's handlers answer these
             response = streamrec_problem(err)
         except Exception as err:
             log.exception("unexpected error on GET %s", scope["path"])
             response = json_problem(500, f"internal error ({type(err).__name__})")
+        else:
+            # The two messages Starlette's Response sends, without building one per request.
+            headers = [(b"content-length", str(len(body)).encode()), _CONTENT_TYPES[media_type]]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return 200
         await response(scope, receive, send)
         return response.status_code
 
