@@ -156,21 +156,27 @@ def test_rows_dot_with_scipys_row_copy_is_bitwise_the_numpy_gather(monkeypatch) 
     so the same sums, bit for bit."""
     from scipy.sparse import random as sparse_random
 
-    import models.signals as signals
+    import models.row_sums as sums
 
     m = sparse_random(300, 300, density=0.1, format="csr", dtype=np.float32, random_state=3)
     rng = np.random.default_rng(3)
     cases = [(rng.choice(300, n, replace=False), rng.random(n)) for n in (0, 1, 7, 120)]
-    fast = [signals.rows_dot(m, rows, w) for rows, w in cases]
-    assert signals._csr_row_index is not None and signals._csc_matvec is not None  # pinned
-    monkeypatch.setattr(signals, "_csr_row_index", None)
+    fast = [sums.rows_dot(m, rows, w) for rows, w in cases]
+    assert sums._csr_row_index is not None and sums._csc_matvec is not None  # pinned
+    monkeypatch.setattr(sums, "_csr_row_index", None)
     for (rows, w), got in zip(cases, fast, strict=True):
-        assert np.array_equal(got, signals.rows_dot(m, rows, w))
+        assert np.array_equal(got, sums.rows_dot(m, rows, w))
         assert np.allclose(got, w @ m[rows].toarray())
     monkeypatch.undo()
     # A batch of users at once (serving's batches): each row bitwise its own rows_dot.
-    many = signals.rows_dot_many(m, [r for r, _ in cases], [w for _, w in cases])
+    many = sums.rows_dot_many(m, [r for r, _ in cases], [w for _, w in cases])
     assert all(np.array_equal(a, b) for a, b in zip(many, fast, strict=True))
+    # A sum continued from its head's (start_from, serving's kept training-row sums): bitwise
+    # the sum of the joined rows.
+    rows, w = cases[3]
+    head = sums.rows_dot(m, rows[:80], w[:80])
+    continued = sums.rows_dot_many(m, [rows[80:]], [w[80:]], start_from=[head])[0]
+    assert np.array_equal(continued, fast[3])
     # Ranks of consecutive runs are each run's rank_desc: ties keep their order; runs of
     # unequal length padded, of equal length as rows; with a NaN, too.
     x = rng.random(12)
@@ -179,8 +185,8 @@ def test_rows_dot_with_scipys_row_copy_is_bitwise_the_numpy_gather(monkeypatch) 
         x[7] = np.nan if nan else x[7]
         for sizes in (np.array([5, 0, 7]), np.array([6, 6])):
             runs = np.split(x, np.cumsum(sizes)[:-1])
-            want = np.concatenate([signals.rank_desc(r) for r in runs])
-            assert np.array_equal(signals.rank_desc_many(x, sizes), want)
+            want = np.concatenate([sums.rank_desc(r) for r in runs])
+            assert np.array_equal(sums.rank_desc_many(x, sizes), want)
 
 
 def test_the_batch_genre_max_is_the_products_max_for_any_genres_and_profiles() -> None:
