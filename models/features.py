@@ -67,13 +67,15 @@ class ItemStats:
         profile is the best of the item's genres, or 0 when it lacks any genre)."""
         n_items, n_genres = self.genres.shape
         has = self.genres > 0
-        width = int(has.sum(axis=1).max(initial=0)) + 1
+        counts = has.sum(axis=1)
+        width = int(counts.max(initial=0)) + 1
+        # Each item's genre columns first, in column order (a stable sort of "lacks it").
+        first = np.argsort(~has, axis=1, kind="stable")[:, : min(width, n_genres)]
         slots = np.full((n_items, width), n_genres, dtype=np.intp)
-        for i in range(n_items):
-            cols = np.flatnonzero(has[i])
-            slots[i, : cols.size] = cols
-            if cols.size == n_genres:  # every genre: no zero among its products
-                slots[i, cols.size :] = cols[0]
+        own = np.arange(first.shape[1]) < counts[:, None]
+        slots[:, : first.shape[1]] = np.where(own, first, n_genres)
+        full = counts == n_genres  # every genre: no zero among its products
+        slots[full, n_genres:] = first[full, :1]
         return slots
 
     @cached_property

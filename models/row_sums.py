@@ -19,27 +19,15 @@ except ImportError:  # pragma: no cover - another scipy: the numpy gather below
 def rows_dot(m: csr_matrix, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """``weights @ m[rows]`` as a dense vector (sparse rows gathered, no matrix product):
     each column's sum adds the rows' entries in the order of ``rows``, from 0."""
-    if _csr_row_index is not None and _csc_matvec is not None and m.indptr.dtype == m.indices.dtype:
+    if continues(m):
         # Two of scipy's C loops (issue 14; the kNN row, ~13k stored entries a MovieLens
-        # user, was a quarter of a serving model call): the rows' entries copied out (the
-        # routine behind ``m[rows]``), then scattered as a CSC matrix-vector product,
-        # ``out[col] += value * weight`` row by row in stored order -- the additions the
-        # numpy path's bincount makes, in the same order on the same float64 products, so
-        # bitwise the same sums without its repeat / product / bincount temporaries (~2x).
-        at = np.asarray(rows, m.indptr.dtype)
-        local = np.zeros(len(at) + 1, m.indptr.dtype)  # where each copied row starts
-        np.cumsum(m.indptr[at + 1] - m.indptr[at], out=local[1:])
-        out = np.zeros(m.shape[1], np.float64)
-        total = int(local[-1])
-        if total:
-            cols = np.empty(total, m.indices.dtype)
-            data = np.empty(total, m.data.dtype)
-            _csr_row_index(len(at), at, m.indptr, m.indices, m.data, cols, data)
-            w = np.asarray(weights, np.float64)
-            if w.shape != at.shape:  # the C loop would read past the weights
-                raise ValueError("rows_dot needs one weight per row")
-            _csc_matvec(m.shape[1], len(at), local, cols, data.astype(np.float64), w, out)
-        return out
+        # user, was a quarter of a serving model call), through rows_dot_many: the rows'
+        # entries copied out (the routine behind ``m[rows]``), then scattered as a CSC
+        # matrix-vector product, ``out[col] += value * weight`` row by row in stored order
+        # -- the additions the numpy path's bincount makes, in the same order on the same
+        # float64 products, so bitwise the same sums without its temporaries (~2x).
+        got: np.ndarray = rows_dot_many(m, [rows], [weights])[0]
+        return got
     starts = m.indptr[rows]
     lengths = m.indptr[rows + 1] - starts
     total = int(lengths.sum())

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.base import ModelCall, csr_row, excluded_columns, history_vector
+from models.base import ModelCall, Row, csr_row, excluded_columns, history_vector
 from models.features import (
     FEATURES,
     ITEM_FEATURES,
@@ -84,7 +84,8 @@ def recommend_unseen_batch(model: TwoStageModel, calls: Sequence[ModelCall]) -> 
         ban = np.concatenate(
             [excluded_columns(als.item_index, c.exclude), hcols, als.seen_columns(u)]
         )
-        rows.append(_Row(i, c, u, hcols, merged, ban))
+        train = csr_row(als.user_items, u) if u is not None else None
+        rows.append(_Row(i, c, u, train, hcols, merged, ban))
     if rows and table is not None:
         for row, got in zip(rows, _rank(model, rows, table), strict=True):
             out[row.at] = got
@@ -98,6 +99,7 @@ class _Row:
     at: int  # position in the batch's calls
     call: ModelCall
     u: int | None  # training row
+    train: Row | None  # its columns and weights
     hcols: np.ndarray  # the history's known columns
     merged: tuple[np.ndarray, np.ndarray] | None  # training row + history (None: no fold-in)
     ban: np.ndarray  # columns never offered
@@ -263,8 +265,8 @@ def _features(
         flat,
         finite,
         recents=[p.recent for p in profiles],
-        rows=[_item_row(gen.als, row) for row in rows],
-        starts=[_training_start(gen.als, row) for row in rows],
+        rows=[_item_row(row) for row in rows],
+        starts=[_training_start(row) for row in rows],
     )
     if tail is None:
         return assemble(names, out, extra)
@@ -281,25 +283,24 @@ def _items(als: ALSModel, row: _Row) -> np.ndarray | None:
         return None
     if row.merged is not None:
         return np.sort(row.merged[0])
-    return None if row.u is None else csr_row(als.user_items, row.u).indices.astype(np.int64)
+    return None if row.train is None else row.train.indices.astype(np.int64)
 
 
-def _item_row(als: ALSModel, row: _Row) -> tuple[np.ndarray, np.ndarray] | None:
+def _item_row(row: _Row) -> tuple[np.ndarray, np.ndarray] | None:
     """The user's item row as the extra features read it: the merge, else the training row."""
-    if row.merged is None and row.u is not None:
-        got = csr_row(als.user_items, row.u)
-        return got.indices, got.data
+    if row.merged is None and row.train is not None:
+        return row.train.indices, row.train.data
     return row.merged
 
 
-def _training_start(als: ALSModel, row: _Row) -> tuple[int, np.ndarray, np.ndarray] | None:
+def _training_start(row: _Row) -> tuple[int, np.ndarray, np.ndarray] | None:
     """(training row index, its columns, its float32 weights) when the user's item row
     (:func:`_item_row`) begins with the training row unchanged: no history item was in it
     (merge_history then only appends), and float32 weights (the merge's) make the two
     rows' weights the same values."""
-    if row.u is None or als.user_items.data.dtype != np.float32:
+    train = row.train
+    if row.u is None or train is None or train.data.dtype != np.float32:
         return None
-    train = csr_row(als.user_items, row.u)
     if row.merged is not None and len(row.merged[0]) != len(train.indices) + len(row.hcols):
         return None  # some history item raised a training weight
     return row.u, train.indices, train.data

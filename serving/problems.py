@@ -104,6 +104,13 @@ def streamrec_problem(err: StreamrecError) -> Response:
     return json_problem(status_of(err), str(err))
 
 
+def unexpected_problem(err: Exception, method: str, path: str) -> Response:
+    """The answer to a bug, not the client's doing (the app's handler, and /recommend's
+    fast path): logged with the traceback, answered without it. Call it in ``except``."""
+    log.exception("unexpected error on %s %s", method, path)
+    return json_problem(500, f"internal error ({type(err).__name__})")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation(_request: Request, err: RequestValidationError) -> Response:
@@ -127,6 +134,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, err: Exception) -> Response:
-        # A bug, not the client's doing: logged with the traceback, answered without it.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return json_problem(500, f"internal error ({type(err).__name__})")
+        return unexpected_problem(err, request.method, request.url.path)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 from typing import Annotated, Literal
@@ -18,10 +17,8 @@ from schemas.events import MAX_ID_LENGTH
 from serving.context import ServingContext
 from serving.errors import InvalidRequest
 from serving.pipeline import recommend
-from serving.problems import ValidationProblem, json_problem, streamrec_problem
+from serving.problems import ValidationProblem, streamrec_problem, unexpected_problem
 from serving.recommendation import Recommendation
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["recommend"])
 
@@ -175,8 +172,7 @@ class RecommendFastPath:
         except StreamrecError as err:  # as the app's handlers answer these
             response = streamrec_problem(err)
         except Exception as err:
-            log.exception("unexpected error on GET %s", scope["path"])
-            response = json_problem(500, f"internal error ({type(err).__name__})")
+            response = unexpected_problem(err, "GET", scope["path"])
         else:
             # The two messages Starlette's Response sends, without building one per request.
             headers = [(b"content-length", str(len(body)).encode()), _CONTENT_TYPES[media_type]]
